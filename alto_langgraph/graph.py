@@ -1,0 +1,142 @@
+"""``AltoCompiledStateGraph``: a LangGraph ``CompiledStateGraph`` that runs on alto.
+
+It is the compiled graph LangGraph would build, with only ``stream``/``astream``
+replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
+``isinstance`` checks, ``get_graph()``, schemas and ``with_config`` keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from .compiler import Plan, lower
+from .options import AltoOptions
+from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
+from .runtime.coordinator import NodeRunner, RequestRun, node_runners
+from .runtime.executor import Executor, make_executor
+from .runtime.sync import iterate_sync
+
+logger = logging.getLogger("alto_langgraph")
+
+
+class AltoFallbackWarning(UserWarning):
+    """A run used a feature alto does not run yet, so stock LangGraph ran it instead."""
+
+
+class _AltoState:
+    """What alto keeps beside the compiled graph; built once, shared by copies."""
+
+    def __init__(self, graph: CompiledStateGraph, options: AltoOptions) -> None:
+        self.options = options
+        self.executor: Executor = make_executor(options.executor)
+        self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
+        self.plan: Plan = lower(graph, options)
+
+
+class AltoCompiledStateGraph(CompiledStateGraph):
+    """A compiled ``StateGraph`` whose runs are scheduled by alto. Build it with
+    ``builder.compile(backend="alto")`` or ``alto_langgraph.compile(graph)``."""
+
+    _alto: _AltoState
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def _adopt(cls, graph: CompiledStateGraph, options: AltoOptions) -> AltoCompiledStateGraph:
+        """Turn a freshly compiled stock graph (owned by the caller) into an alto graph."""
+        _alto_subgraphs(graph, options)
+        graph.__class__ = cls
+        graph._alto = _AltoState(graph, options)
+        return graph  # type: ignore[return-value]
+
+    def copy(self, update: dict[str, Any] | None = None) -> AltoCompiledStateGraph:
+        # Pregel.copy rebuilds from __dict__ through __init__, which must not see _alto.
+        alto = self.__dict__.pop("_alto")
+        try:
+            new = super().copy(update)
+        finally:
+            self._alto = alto
+        new._alto = alto
+        return new
+
+    # -- introspection -----------------------------------------------------------
+    @property
+    def plan(self) -> Plan:
+        """The lowered dataflow plan (see ``explain``)."""
+        return self._alto.plan
+
+    def explain(self, file: Any = None) -> Plan:
+        """Print the lowered dataflow plan and return it."""
+        print(self._alto.plan, file=file)
+        return self._alto.plan
+
+    # -- execution ---------------------------------------------------------------
+    def _fallback_reason(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> str | None:
+        merged = ensure_config(self.config, config)
+        if self._resolve_checkpointer(merged) is not None:
+            return "a checkpointer"
+        if kwargs.get("interrupt_before") or self.interrupt_before_nodes:
+            return "interrupt_before"
+        if kwargs.get("interrupt_after") or self.interrupt_after_nodes:
+            return "interrupt_after"
+        if self.cache is not None:
+            return "a node cache"
+        return None
+
+    def _warn_fallback(self, reason: str) -> None:
+        msg = (
+            f"alto: graph {self.get_name()!r} runs on stock LangGraph because it uses "
+            f"{reason}, which the alto backend does not run yet"
+        )
+        logger.warning(msg)
+        warnings.warn(msg, AltoFallbackWarning, stacklevel=3)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        reason = self._fallback_reason(config, kwargs)
+        if reason is not None:
+            self._warn_fallback(reason)
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+            return
+        merged = ensure_config(self.config, config)
+        run = RequestRun(
+            request_id=str(merged.get("run_id") or uuid.uuid4()),
+            runners=self._alto.runners,
+            retry_policy=self.retry_policy,
+            executor=self._alto.executor,
+            max_concurrency=merged.get("max_concurrency"),
+        )
+        config = dict(config or {})
+        config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_RUNNER_SUBMIT: run}
+        try:
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+        finally:
+            await run.aclose()
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        reason = self._fallback_reason(config, kwargs)
+        if reason is not None:
+            self._warn_fallback(reason)
+            yield from super().stream(input, config, **kwargs)
+            return
+        yield from iterate_sync(
+            lambda: self.astream(input, config, **kwargs), name=f"alto:{self.get_name()}"
+        )
+
+
+def _alto_subgraphs(graph: CompiledStateGraph, options: AltoOptions) -> None:
+    """Subgraph nodes run on alto too: each gets an alto copy (the user's object is untouched)."""
+    for name, node in list(graph.nodes.items()):
+        sub = node.bound
+        if isinstance(sub, CompiledStateGraph) and not isinstance(sub, AltoCompiledStateGraph):
+            alto_sub = AltoCompiledStateGraph._adopt(sub.copy({"nodes": dict(sub.nodes)}), options)
+            graph.nodes[name] = node.copy({"bound": alto_sub, "subgraphs": [alto_sub]})

@@ -1,0 +1,63 @@
+"""Every LangGraph internal that alto relies on, imported in one place.
+
+alto keeps LangGraph's own Pregel loop as the bookkeeper of logical supersteps (it
+applies writes per step in task-path order, emits ``values``, counts the recursion
+limit) and replaces only *when* tasks execute, through the loop's runner-submit hook.
+The names below are private to LangGraph; pyproject pins the range they were checked
+against, and ``tests/test_pregel_internals.py`` fails loudly if one of them moves.
+"""
+
+from __future__ import annotations
+
+from langgraph._internal._constants import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_CHECKPOINTER,
+    CONFIG_KEY_READ,
+    CONFIG_KEY_RUNNER_SUBMIT,
+    CONFIG_KEY_RUNTIME,
+    CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_SEND,
+    CONFIG_KEY_TASK_ID,
+    NS_END,
+    NS_SEP,
+    PULL,
+    PUSH,
+    TASKS,
+)
+from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
+from langgraph.pregel._read import PregelNode
+from langgraph._internal._config import ensure_config
+from langgraph.pregel._write import ChannelWrite
+from langgraph.types import PregelExecutableTask, Send
+
+__all__ = [
+    "CONF",
+    "CONFIG_KEY_CHECKPOINT_NS",
+    "CONFIG_KEY_CHECKPOINTER",
+    "CONFIG_KEY_READ",
+    "CONFIG_KEY_RUNNER_SUBMIT",
+    "CONFIG_KEY_RUNTIME",
+    "CONFIG_KEY_SCRATCHPAD",
+    "CONFIG_KEY_SEND",
+    "CONFIG_KEY_TASK_ID",
+    "ChannelWrite",
+    "ensure_config",
+    "NS_END",
+    "NS_SEP",
+    "PULL",
+    "PUSH",
+    "PUSH_TRIGGER",
+    "PregelExecutableTask",
+    "PregelNode",
+    "PregelScratchpad",
+    "Send",
+    "TASKS",
+    "new_scratchpad",
+]
+
+
+def new_scratchpad(task_id: str, checkpoint_ns: str, step: int, stop: int) -> PregelScratchpad:
+    """A fresh scratchpad for a task that has no resume values (alto never resumes)."""
+    return _scratchpad(None, [], task_id, checkpoint_ns, None, step, stop)

@@ -287,6 +287,16 @@ class RequestRun:
         self._ready.clear()
 
 
+_TASK_SPECIFIC_CONFIGURABLE = frozenset((CONFIG_KEY_CHECKPOINT_NS, "checkpoint_id"))
+
+
+def _is_task_metadata(key: str, node_metadata: set[str]) -> bool:
+    """Metadata that belongs to one task (LangGraph's, or its node's), not to the run."""
+    return (
+        key.startswith("langgraph_") or key in node_metadata or key in _TASK_SPECIFIC_CONFIGURABLE
+    )
+
+
 def _scratchpad_of(task: PregelExecutableTask) -> Any:
     return task.config[CONF][CONFIG_KEY_SCRATCHPAD]
 
@@ -329,10 +339,12 @@ def _push_task_for(
     path = (PUSH, idx, False)
     # The sender's own node metadata and tags were merged into its config; drop them.
     sender_node_meta = set(sender_node.metadata or ()) if sender_node else set()
+    # LangChain copies configurable values into metadata (checkpoint_ns among them):
+    # drop those that are the sender's own, they are re-derived from the new config.
     metadata = {
         k: v
         for k, v in sender.config.get("metadata", {}).items()
-        if not k.startswith("langgraph_") and k not in sender_node_meta
+        if not _is_task_metadata(k, sender_node_meta)
     }
     metadata.update(
         langgraph_step=step,
@@ -348,9 +360,14 @@ def _push_task_for(
     tags += [t for t in (node.tags or []) if t not in tags]
     callbacks = sender.config.get("callbacks")
     if callbacks is not None and hasattr(callbacks, "copy"):
+        # the step's child manager of the graph run; the sender's run added its own
+        # metadata to it, which the twin's run must not inherit
         callbacks = callbacks.copy()
         callbacks.remove_tags([f"graph:step:{step - 1}"])
         callbacks.add_tags([f"graph:step:{step}"], False)
+        callbacks.remove_metadata(
+            [k for k in callbacks.metadata if _is_task_metadata(k, sender_node_meta)]
+        )
     writes: deque[tuple[str, Any]] = deque()
     runtime = conf[CONFIG_KEY_RUNTIME]
     if runtime.execution_info is not None:
@@ -360,7 +377,7 @@ def _push_task_for(
             )
         )
     config = patch_config(
-        {**sender.config, "metadata": metadata, "tags": tags},
+        {**sender.config, "tags": tags},
         run_name=send.node,
         callbacks=callbacks,
         configurable={
@@ -372,6 +389,7 @@ def _push_task_for(
             CONFIG_KEY_RUNTIME: runtime,
         },
     )
+    config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
     return PregelExecutableTask(
         send.node,
         send.arg,

@@ -1,0 +1,201 @@
+"""The public surface: the plug, alto_langgraph.compile, options, explain, fallbacks."""
+
+from __future__ import annotations
+
+import io
+import operator
+import warnings
+from typing import Annotated, Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+import alto_langgraph
+from alto_langgraph import AltoCompiledStateGraph, AltoFallbackWarning
+
+
+class S(TypedDict):
+    log: Annotated[list, operator.add]
+
+
+def fanout() -> StateGraph:
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("w", lambda p: {"log": [p["i"]]})
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(3)])
+    return g
+
+
+def test_backend_alto_returns_a_compiled_state_graph() -> None:
+    app = fanout().compile(backend="alto")
+    assert isinstance(app, AltoCompiledStateGraph)
+    assert isinstance(app, CompiledStateGraph)
+    assert app.invoke({"log": []}) == {"log": ["a", 0, 1, 2]}
+
+
+def test_default_and_pregel_backends_are_stock() -> None:
+    assert type(fanout().compile()) is CompiledStateGraph
+    assert type(fanout().compile(backend="pregel")) is CompiledStateGraph
+
+
+def test_unknown_backend_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'ray'.*pregel, alto"):
+        fanout().compile(backend="ray")
+
+
+def test_unknown_option_names_itself() -> None:
+    with pytest.raises(TypeError, match="unknown alto option.*replicaz"):
+        fanout().compile(backend="alto", replicaz={"w": 2})
+
+
+def test_bad_executor_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="executor='gpu'"):
+        fanout().compile(backend="alto", executor="gpu")
+
+
+def test_compile_function_accepts_builder_or_compiled_graph() -> None:
+    from_builder = alto_langgraph.compile(fanout())
+    stock = fanout().compile(name="mine")
+    from_compiled = alto_langgraph.compile(stock)
+    assert isinstance(from_builder, AltoCompiledStateGraph)
+    assert isinstance(from_compiled, AltoCompiledStateGraph)
+    assert from_compiled.get_name() == "mine"
+    assert type(stock) is CompiledStateGraph  # the user's graph is untouched
+    assert from_compiled.invoke({"log": []}) == stock.invoke({"log": []})
+
+
+def test_compile_function_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match="expects a langgraph StateGraph.*got dict"):
+        alto_langgraph.compile({"not": "a graph"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="already compiled for alto"):
+        alto_langgraph.compile(alto_langgraph.compile(fanout()))
+
+
+def test_compile_keeps_the_compiled_graphs_checkpointer() -> None:
+    saver = InMemorySaver()
+    app = alto_langgraph.compile(fanout().compile(checkpointer=saver))
+    assert app.checkpointer is saver
+
+
+class _ToolModel(GenericFakeChatModel):
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+def test_prebuilt_agent_runs_on_alto() -> None:
+    from langgraph.prebuilt import create_react_agent
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    def model() -> _ToolModel:
+        return _ToolModel(
+            messages=iter(
+                [
+                    AIMessage("", id="m1", tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "c1"}]),
+                    AIMessage("5", id="m2"),
+                ]
+            )
+        )
+
+    inputs = {"messages": [HumanMessage("2+3?", id="h1")]}
+    stock_out = create_react_agent(model(), [add]).invoke(inputs)
+    alto_app = alto_langgraph.compile(create_react_agent(model(), [add]))
+    alto_out = alto_app.invoke(inputs)
+    assert [m.content for m in alto_out["messages"]] == [m.content for m in stock_out["messages"]]
+    assert alto_out["messages"][-1].content == "5"
+
+
+def test_with_config_keeps_alto() -> None:
+    app = fanout().compile(backend="alto").with_config(recursion_limit=50, tags=["x"])
+    assert isinstance(app, AltoCompiledStateGraph)
+    assert app.plan is not None
+    assert app.invoke({"log": []}) == {"log": ["a", 0, 1, 2]}
+
+
+def test_get_graph_and_schemas_are_langgraphs() -> None:
+    stock, alto = fanout().compile(), fanout().compile(backend="alto")
+    assert alto.get_graph().draw_mermaid() == stock.get_graph().draw_mermaid()
+    assert alto.get_input_jsonschema() == stock.get_input_jsonschema()
+    assert alto.get_output_jsonschema() == stock.get_output_jsonschema()
+
+
+def test_explain_prints_the_plan() -> None:
+    g = fanout()
+    g.add_node("z", lambda s: {"log": ["z"]}, defer=True)
+    g.add_edge("w", "z")
+    buf = io.StringIO()
+    plan = g.compile(backend="alto").explain(file=buf)
+    text = buf.getvalue()
+    assert text.strip() == str(plan).strip()
+    assert "a via conditional edge" in text
+    assert "log" in text and "reducer=_operator.add" in text
+    assert "z" in text and "defer" in text
+    assert plan.stage("w").kind == "node"
+    with pytest.raises(KeyError, match="no stage named 'nope'"):
+        plan.stage("nope")
+
+
+def test_explain_shows_subgraph_plans() -> None:
+    inner = StateGraph(S)
+    inner.add_node("i", lambda s: {"log": ["i"]})
+    inner.add_edge(START, "i")
+    g = StateGraph(S)
+    g.add_node("sub", inner.compile(name="inner"))
+    g.add_edge(START, "sub")
+    plan = g.compile(backend="alto").plan
+    assert plan.stage("sub").kind == "subgraph"
+    assert [p.name for p in plan.subplans] == ["inner"]
+    assert "plan 'inner'" in str(plan)
+
+
+def test_checkpointer_falls_back_to_stock_with_a_warning() -> None:
+    app = fanout().compile(backend="alto", checkpointer=InMemorySaver())
+    with pytest.warns(AltoFallbackWarning, match="checkpointer"):
+        out = app.invoke({"log": []}, {"configurable": {"thread_id": "t"}})
+    assert out == {"log": ["a", 0, 1, 2]}
+    assert "checkpointer" in str(app.plan)
+
+
+def test_interrupt_before_falls_back_to_stock_with_a_warning() -> None:
+    app = fanout().compile(backend="alto")
+    with pytest.warns(AltoFallbackWarning, match="interrupt_before"):
+        chunks = list(app.stream({"log": []}, interrupt_before=["w"]))
+    assert chunks[-1] == {"__interrupt__": ()}
+
+
+def test_no_warning_on_the_alto_path() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fanout().compile(backend="alto").invoke({"log": []}) == {"log": ["a", 0, 1, 2]}
+
+
+def test_uninstall_restores_stock_compile() -> None:
+    alto_langgraph.uninstall()
+    try:
+        with pytest.raises(TypeError):
+            fanout().compile(backend="alto")
+    finally:
+        alto_langgraph.install()
+    assert isinstance(fanout().compile(backend="alto"), AltoCompiledStateGraph)
+
+
+def test_batch_and_abatch_match_stock() -> None:
+    import asyncio
+
+    inputs = [{"log": [n]} for n in range(4)]
+    stock = fanout().compile().batch(inputs)
+    alto = fanout().compile(backend="alto")
+    assert alto.batch(inputs) == stock
+    assert asyncio.run(alto.abatch(inputs)) == stock

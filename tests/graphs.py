@@ -1019,3 +1019,95 @@ def max_concurrency_respected():
     g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(6)])
     g.add_edge("w", "report")
     return g, {"log": []}
+
+
+# -- run-ahead through the less common paths ----------------------------------------------
+@case()
+def send_to_subgraph_node():
+    class Inner(TypedDict):
+        i: int
+        log: Annotated[list, operator.add]
+
+    inner = StateGraph(Inner)
+    inner.add_node("x", lambda s: (time.sleep(0.002 * (3 - s["i"])), {"log": [f"x{s['i']}"]})[1])
+    inner.add_node("y", lambda s: Command(goto=[Send("z", {"i": s["i"], "k": k, "log": []}) for k in range(2)]))
+    inner.add_node("z", lambda p: {"log": [f"z{p['i']}.{p['k']}"]})
+    inner.add_edge(START, "x")
+    inner.add_edge("x", "y")
+
+    g = StateGraph(Inner)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda p: Command(goto=[Send("sub", {"i": p["i"], "log": []})]))
+    g.add_node("sub", inner.compile())
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"i": i, "log": []}) for i in range(3)])
+    return g, {"i": 0, "log": []}
+
+
+@case()
+def command_parent_from_subgraph():
+    inner = StateGraph(Log)
+    inner.add_node("jump", lambda s: Command(graph=Command.PARENT, goto="done", update={"log": ["jumped"]}))
+    inner.add_edge(START, "jump")
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda p: Command(goto=[Send("sub", {"log": []})]))
+    g.add_node("sub", inner.compile())
+    g.add_node("done", lambda s: {"log": [f"done saw {len(s['log'])}"]})
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {}) for _ in range(2)])
+    return g, {"log": []}
+
+
+@case()
+def interrupt_without_checkpointer_ends_run():
+    from langgraph.types import interrupt
+
+    def ask(p):
+        answer = interrupt({"question": f"ok {p['i']}?"})
+        return {"log": [answer]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda p: Command(goto=[Send("ask", p)]))
+    g.add_node("ask", ask)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(2)])
+    return g, {"log": []}
+
+
+@case()
+def node_error_handler_on_send_target():
+    from langgraph.errors import NodeError
+
+    def w(p):
+        if p["i"] == 1:
+            raise ValueError("w1 broke")
+        return {"log": [f"w{p['i']}"]}
+
+    def handler(state: Any, error: NodeError) -> dict:
+        return {"log": [f"handled {type(error.error).__name__}"]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda p: Command(goto=[Send("w", p)]))
+    g.add_node("w", w, error_handler=handler)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(3)])
+    return g, {"log": []}
+
+
+@case(styles=ASYNC)
+def node_timeout_on_send_target():
+    async def slow(p):
+        await asyncio.sleep(0.5 if p["i"] == 1 else 0.0)
+        return {"log": [f"s{p['i']}"]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda p: Command(goto=[Send("slow", p)]))
+    g.add_node("slow", slow, timeout=0.05)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(2)])
+    return g, {"log": []}

@@ -14,7 +14,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 import alto_langgraph
@@ -199,3 +199,39 @@ def test_batch_and_abatch_match_stock() -> None:
     alto = fanout().compile(backend="alto")
     assert alto.batch(inputs) == stock
     assert asyncio.run(alto.abatch(inputs)) == stock
+
+
+async def test_callbacks_see_the_same_runs_as_on_langgraph() -> None:
+    # async on both sides: LangGraph's own sync and async paths name some runs
+    # differently, and alto's sync calls run its async path
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Recorder(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.runs: dict[Any, tuple[str, Any]] = {}
+
+        def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, parent_run_id: Any = None, **kw: Any) -> None:
+            self.runs[run_id] = (kw.get("name") or "", parent_run_id)
+
+        def tree(self) -> list[tuple[str, str]]:
+            """(run name, parent run name) for every node-level run."""
+            names = {rid: name for rid, (name, _) in self.runs.items()}
+            return sorted((name, names.get(parent, "<root>")) for name, parent in self.runs.values())
+
+    def build() -> StateGraph:
+        g = StateGraph(S)
+        g.add_node("a", lambda s: {"log": ["a"]})
+        g.add_node("b", lambda p: Command(goto=[Send("c", p)]))
+        g.add_node("c", lambda p: {"log": [f"c{p['i']}"]})
+        g.add_edge(START, "a")
+        g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(3)])
+        return g
+
+    trees = {}
+    for backend in ("pregel", "alto"):
+        rec = Recorder()
+        out = await build().compile(backend=backend).ainvoke({"log": []}, {"callbacks": [rec]})
+        assert out == {"log": ["a", "c0", "c1", "c2"]}
+        trees[backend] = rec.tree()
+    assert ("c", "LangGraph") in trees["alto"]
+    assert trees["alto"] == trees["pregel"]

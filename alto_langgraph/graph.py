@@ -8,7 +8,7 @@ replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
 from __future__ import annotations
 
 import logging
-import uuid
+from contextlib import aclosing
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,9 +19,16 @@ from langgraph.graph.state import CompiledStateGraph
 from .compiler import Plan, lower
 from .options import AltoOptions
 from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
-from .runtime.coordinator import NodeRunner, RequestRun, node_runners
+from .runtime.coordinator import (
+    AsyncRequestRun,
+    NodeRunner,
+    RequestRun,
+    SyncRequestRun,
+    new_id,
+    node_runners,
+    run_ahead_aware,
+)
 from .runtime.executor import Executor, make_executor
-from .runtime.sync import iterate_sync
 
 logger = logging.getLogger("alto_langgraph")
 
@@ -37,6 +44,8 @@ class _AltoState:
         self.options = options
         self.executor: Executor = make_executor(options.executor)
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
+        for name, node in list(graph.nodes.items()):
+            graph.nodes[name] = run_ahead_aware(node)
         self.plan: Plan = lower(graph, options)
 
 
@@ -103,24 +112,24 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(config, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            async for chunk in super().astream(input, config, **kwargs):
-                yield chunk
+            async with aclosing(super().astream(input, config, **kwargs)) as stream:
+                async for chunk in stream:
+                    yield chunk
             return
         merged = ensure_config(self.config, config)
-        run = RequestRun(
-            request_id=str(merged.get("run_id") or uuid.uuid4()),
-            runners=self._alto.runners,
-            retry_policy=self.retry_policy,
-            executor=self._alto.executor,
-            max_concurrency=merged.get("max_concurrency"),
+        run = AsyncRequestRun(
+            max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
         )
-        config = dict(config or {})
-        config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_RUNNER_SUBMIT: run}
+        stream = super().astream(input, _with_hook(config, run), **kwargs)
         try:
-            async for chunk in super().astream(input, config, **kwargs):
+            async for chunk in stream:
                 yield chunk
         finally:
+            # When the caller stops early: cancel this run's tasks first (LangGraph's
+            # loop waits for the tasks it submitted), then let the loop exit now rather
+            # than whenever the generator is collected.
             await run.aclose()
+            await stream.aclose()
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         reason = self._fallback_reason(config, kwargs)
@@ -128,9 +137,27 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             self._warn_fallback(reason)
             yield from super().stream(input, config, **kwargs)
             return
-        yield from iterate_sync(
-            lambda: self.astream(input, config, **kwargs), name=f"alto:{self.get_name()}"
-        )
+        merged = ensure_config(self.config, config)
+        run = SyncRequestRun(config=merged, **self._run_args(merged))
+        try:
+            yield from super().stream(input, _with_hook(config, run), **kwargs)
+        finally:
+            run.close()
+
+    def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
+        return {
+            "request_id": str(merged.get("run_id") or new_id()),
+            "runners": self._alto.runners,
+            "retry_policy": self.retry_policy,
+            "executor": self._alto.executor,
+        }
+
+
+def _with_hook(config: RunnableConfig | None, run: RequestRun) -> RunnableConfig:
+    """``config`` with ``run`` installed as LangGraph's runner-submit hook."""
+    config = dict(config or {})
+    config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_RUNNER_SUBMIT: run}
+    return config  # type: ignore[return-value]
 
 
 def _alto_subgraphs(graph: CompiledStateGraph, options: AltoOptions) -> None:

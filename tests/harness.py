@@ -25,9 +25,11 @@ class Outcome:
     def error_signature(self) -> tuple[str, str] | None:
         if self.error is None:
             return None
-        return (type(self.error).__name__, str(self.error).split("\nFor troubleshooting")[0])
+        text = str(self.error).split("\nFor troubleshooting")[0]
+        return (type(self.error).__name__, _ELAPSED.sub("", text))
 
 
+_ELAPSED = re.compile(r" \(elapsed: [0-9.]+s\)")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{32}\b")
 
 

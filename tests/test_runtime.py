@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import operator
 import threading
+import time
 from typing import Annotated, Any
 
 import pytest
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
-from langgraph.types import Command, Send
+from langgraph.types import Command, RetryPolicy, Send
 from typing_extensions import TypedDict
 
 import alto_langgraph  # noqa: F401
@@ -86,13 +87,20 @@ async def test_consumer_stopping_early_cancels_run_ahead_work() -> None:
     assert _alto_tasks() == []
 
 
-def test_sync_stream_stopped_early_joins_its_thread() -> None:
-    app = nested(delay=0.01).compile(backend="alto")
-    before = {t.name for t in threading.enumerate()}
-    for chunk in app.stream({"log": [], "fail": False}):
-        break
-    after = {t.name for t in threading.enumerate()}
-    assert not any(name.startswith("alto:") for name in after - before)
+def test_sync_stream_stopped_early_stops_its_threads() -> None:
+    def slow_c(p: dict) -> dict:
+        time.sleep(0.05)
+        return {"log": [p["i"]]}
+
+    g = StateGraph(S)
+    g.add_node("b", lambda p: Command(goto=[Send("c", p)]))
+    g.add_node("c", slow_c)
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(4)])
+    before = threading.active_count()
+    stream = g.compile(backend="alto").stream({"log": [], "fail": False})
+    next(stream)  # one b finished; c tasks are running ahead
+    stream.close()
+    assert threading.active_count() == before
 
 
 def test_recursion_limit_bounds_run_ahead() -> None:
@@ -146,3 +154,130 @@ async def test_run_ahead_results_are_adopted_not_rerun() -> None:
     (run,) = seen_runs
     assert run.stats["run_ahead"] == 3
     assert run.stats["adopted"] == 3
+
+
+def _lone_send_target(calls: list[int], *, fail: bool = False) -> StateGraph:
+    """b0 sends c (which runs ahead while b1 is slow); the next step holds c alone,
+    which LangGraph runs inline, without the submit hook."""
+
+    def b(p: dict) -> Command:
+        if p["i"] == 1:
+            time.sleep(0.05)
+        return Command(goto=[Send("c", p)] if p["i"] == 0 else [])
+
+    def c(p: dict) -> dict:
+        calls.append(p["i"])
+        if fail:
+            raise ConnectionError("c failed")
+        return {"log": [f"c{p['i']}"]}
+
+    g = StateGraph(S)
+    g.add_node("b", b)
+    g.add_node("c", c, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False))
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
+    return g
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_lone_run_ahead_task_is_adopted_not_run_again(style: str) -> None:
+    for backend in ("pregel", "alto"):
+        calls: list[int] = []
+        app = _lone_send_target(calls).compile(backend=backend)
+        inputs = {"log": [], "fail": False}
+        out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
+        assert out["log"] == ["c0"]
+        assert calls == [0], backend
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_lone_run_ahead_task_that_failed_fails_the_same_way(style: str) -> None:
+    attempts = {}
+    for backend in ("pregel", "alto"):
+        calls: list[int] = []
+        app = _lone_send_target(calls, fail=True).compile(backend=backend)
+        inputs = {"log": [], "fail": False}
+        with pytest.raises(ConnectionError, match="c failed"):
+            app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
+        attempts[backend] = len(calls)
+    assert attempts["alto"] == attempts["pregel"] == 2
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_functional_task_inside_a_node_returns_its_value(style: str) -> None:
+    from langgraph.func import task
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    def node(s: dict) -> dict:
+        return {"log": [double(21).result()]}
+
+    async def anode(s: dict) -> dict:
+        return {"log": [await double(21)]}
+
+    g = StateGraph(S)
+    g.add_node("n", node if style == "sync" else anode)
+    g.add_edge(START, "n")
+    app = g.compile(backend="alto")
+    inputs = {"log": [], "fail": False}
+    out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
+    assert out["log"] == [42]
+
+
+def test_alto_draws_no_ids_from_uuid4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps patch uuid.uuid4 for deterministic ids; alto must not shift them."""
+    import uuid
+
+    counts = {}
+    real = uuid.uuid4
+    for backend in ("pregel", "alto"):
+        n = 0
+
+        def counting() -> uuid.UUID:
+            nonlocal n
+            n += 1
+            return real()
+
+        monkeypatch.setattr(uuid, "uuid4", counting)
+        asyncio.run(nested(delay=0.001).compile(backend=backend).ainvoke({"log": [], "fail": False}))
+        counts[backend] = n
+    assert counts["alto"] == counts["pregel"]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["alto", "stock-fallback"])
+@pytest.mark.filterwarnings("ignore::alto_langgraph.AltoFallbackWarning")
+async def test_closing_the_stream_cancels_the_running_node_at_once(fallback: bool) -> None:
+    cancelled = asyncio.Event()
+    started = asyncio.Event()
+
+    async def forever(s: dict) -> dict:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    async def quick(s: dict) -> dict:
+        await started.wait()
+        return {"log": ["quick"]}
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("forever", forever)
+    g.add_node("quick", quick)
+    g.add_edge(START, "a")
+    g.add_edge("a", "forever")
+    g.add_edge("a", "quick")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    app = g.compile(backend="alto", checkpointer=InMemorySaver() if fallback else None)
+    stream = app.astream({"log": [], "fail": False}, {"configurable": {"thread_id": "t"}})
+    async for chunk in stream:
+        if "quick" in chunk:  # forever is running now
+            break
+    await stream.aclose()
+    assert cancelled.is_set()
+    assert _alto_tasks() == []

@@ -22,14 +22,19 @@ when the request ends, whichever way it ends.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
+import functools
+import os
+import threading
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-from langchain_core.runnables import Runnable
-from langchain_core.runnables.config import patch_config
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_executor_for_config, patch_config
 
 from ._pregel import (
     CONF,
@@ -92,8 +97,27 @@ class RunAhead:
     task: PregelExecutableTask
     ancestry: tuple[Frame, ...]
     runner: NodeRunner
-    done: asyncio.Future[Any]  # result: the output of ``runner.early``
-    claimed: bool = False
+    #: resolves to the output of ``runner.early`` (an asyncio future on the async
+    #: path, a concurrent one on the sync path)
+    done: Any
+
+
+class TaskView(Protocol):
+    """What adoption and run-ahead read of a task: a ``PregelExecutableTask``, or the
+    same facts gathered from the config of a task LangGraph runs inline."""
+
+    id: str
+    name: str
+    writes: Any
+    config: RunnableConfig
+
+
+@dataclasses.dataclass
+class _InlineTask:
+    id: str
+    name: str
+    writes: Any
+    config: RunnableConfig
 
 
 def _no_state_read(*_: Any, **__: Any) -> Any:
@@ -107,9 +131,11 @@ def _no_state_read(*_: Any, **__: Any) -> Any:
 class RequestRun:
     """Run-ahead scheduling for one run of one graph (one request, or one subgraph call).
 
-    An instance is installed as LangGraph's runner-submit hook: the runner calls
-    ``run_ahead()`` to get ``submit`` and passes it every task it would otherwise run
-    on its own executor.
+    An instance is installed as LangGraph's runner-submit hook: the runner calls it to
+    get ``submit`` and passes every task it would otherwise run on its own executor.
+    ``AsyncRequestRun`` serves ``astream`` (asyncio tasks), ``SyncRequestRun`` serves
+    ``stream`` (a thread pool); this base holds what they share: which Sends have run
+    ahead, and matching the loop's push tasks to them.
     """
 
     def __init__(
@@ -119,24 +145,22 @@ class RequestRun:
         runners: Mapping[str, NodeRunner],
         retry_policy: Sequence[Any],
         executor: Executor,
-        max_concurrency: int | None,
     ) -> None:
         self.request_id = request_id
         self.runners = runners
         self.retry_policy = retry_policy
         self.executor = executor
-        self._limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self._owned: set[asyncio.Task[Any]] = set()
         # (step, node, id(Send.arg)) -> run-aheads in the order they were started
         self._ready: dict[tuple[int, str, int], deque[RunAhead]] = defaultdict(deque)
-        self._ancestry: dict[str, tuple[Frame, ...]] = {}  # task id -> ancestry
         self._sends_started: dict[str, int] = {}  # task id -> TASKS writes run ahead
+        self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
+        #: task id -> exception, for adopted inline tasks whose twin failed
+        self.inline_failures: dict[str, BaseException] = {}
         #: counters, for tests and ``explain``: how many tasks ran ahead / were adopted
         self.stats = {"submitted": 0, "run_ahead": 0, "adopted": 0}
 
-    # -- the runner-submit hook --------------------------------------------------
-    def __call__(self) -> Callable[..., asyncio.Future[Any]]:
+    def __call__(self) -> Callable[..., Any]:
         # LangGraph calls the hook (a WeakMethod by default) to get the submit function.
         return self.submit
 
@@ -150,24 +174,33 @@ class RequestRun:
         __reraise_on_exit__: bool = True,
         __next_tick__: bool = False,
         **kwargs: Any,
-    ) -> asyncio.Future[Any]:
+    ) -> Any:
         # Nested graphs must not inherit this run's hook through the task config.
         task.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
-        self.stats["submitted"] += 1
         ahead = self._claim(task) if task.path[0] == PUSH else None
+        with self._lock:
+            self.stats["submitted"] += 1
+            if ahead is not None:
+                self.stats["adopted"] += 1
         if ahead is not None:
-            coro = self._adopt(ahead, task)
-        else:
-            coro = self._execute(fn, task, args, kwargs)
-        return self._own(coro, __name__ or task.name)
+            return self._adopt(ahead, task)
+        return self._execute(fn, task, args, kwargs)
 
-    # -- execution ---------------------------------------------------------------
-    def _own(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        t = asyncio.get_running_loop().create_task(coro, name=f"alto:{name}")
-        self._owned.add(t)
-        t.add_done_callback(self._owned.discard)
-        return t
+    # what the two paths implement
+    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+        raise NotImplementedError
 
+    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
+        """A future that completes once ``ahead``'s result has been handed to ``task``."""
+        raise NotImplementedError
+
+    def _launch(self, ahead: RunAhead) -> None:
+        raise NotImplementedError
+
+    def _future(self) -> Any:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------
     def _header(self, task: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> Header:
         return Header(
             request_id=self.request_id,
@@ -176,115 +209,345 @@ class RequestRun:
             step=_scratchpad_of(task).step,
         )
 
-    async def _execute(
-        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
-    ) -> None:
-        ancestry = self._ancestry.pop(task.id, ())
-        msg = Message(self._header(task, ancestry), (fn, (task, *args), kwargs))
-        if self._limit is None:
-            await self.executor.run(msg)
-        else:
-            async with self._limit:
-                await self.executor.run(msg)
-        self._start_sends(task, ancestry)
-
-    async def _execute_ahead(self, ahead: RunAhead) -> None:
-        from langgraph.pregel._retry import arun_with_retry
-
-        task = ahead.task
+    def _ahead_task(self, ahead: RunAhead) -> tuple[PregelExecutableTask, list[Any]]:
+        """The task to run ahead: only its early part when conditional edges must wait;
+        the list receives the node's output for them."""
         out: list[Any] = []
-        early = _capture_output(ahead.runner.early, out) if ahead.runner.late else None
-        run_task = dataclasses.replace(task, proc=early) if early is not None else task
-        msg = Message(
-            self._header(task, ahead.ancestry),
-            (arun_with_retry, (run_task, self.retry_policy), {}),
-        )
-        try:
-            if self._limit is None:
-                await self.executor.run(msg)
-            else:
-                async with self._limit:
-                    await self.executor.run(msg)
-        except BaseException as exc:  # handed to the loop when it reaches this step
-            if not ahead.done.done():
-                ahead.done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        if not ahead.done.done():
-            ahead.done.set_result(out[0] if out else None)
-        self._start_sends(task, ahead.ancestry)
+        if not ahead.runner.late:
+            return ahead.task, out
+        return dataclasses.replace(ahead.task, proc=_capture_output(ahead.runner.early, out)), out
 
-    async def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> None:
-        """The loop reached the step of a task that already ran ahead: hand over its result."""
-        self.stats["adopted"] += 1
-        output = await asyncio.shield(ahead.done)
-        task.writes.extend(ahead.task.writes)
-        if ahead.runner.late:
-            # Conditional edges: the loop's task config reads the pre-step state.
-            for writer in ahead.runner.late:
-                output = await writer.ainvoke(output, task.config)
-            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
-            self._start_sends(task, ahead.ancestry)
-
-    # -- run-ahead ---------------------------------------------------------------
     def _start_sends(self, sender: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
         """Start every Send that ``sender`` wrote and that has not run ahead yet."""
-        if self._closed:
-            return
         sends = [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
-        first = self._sends_started.get(sender.id, 0)
-        if first >= len(sends):
+        if not sends:
             return
-        self._sends_started[sender.id] = len(sends)
         pad = _scratchpad_of(sender)
         step = pad.step + 1
-        if step > pad.stop:  # the loop will stop with GraphRecursionError first
+        if step > pad.stop:  # the loop stops with GraphRecursionError before this step
             return
-        for idx in range(first, len(sends)):
-            send = sends[idx]
-            runner = self.runners.get(send.node)
-            if runner is None:  # unknown node: the loop warns and skips it
-                continue
-            frames = (*ancestry, (sender.name, idx))
-            sender_runner = self.runners.get(sender.name)
-            twin = _push_task_for(
-                sender,
-                sender_runner.node if sender_runner else None,
-                send,
-                runner.node,
-                idx,
-                step,
-                pad.stop,
-                self.retry_policy,
-            )
-            ahead = RunAhead(twin, frames, runner, asyncio.get_running_loop().create_future())
-            self._ready[(step, send.node, id(send.arg))].append(ahead)
-            self.stats["run_ahead"] += 1
-            self._own(self._execute_ahead(ahead), send.node)
+        sender_runner = self.runners.get(sender.name)
+        started = []
+        with self._lock:
+            first = self._sends_started.get(sender.id, 0)
+            if self._closed or first >= len(sends):
+                return
+            self._sends_started[sender.id] = len(sends)
+            for idx in range(first, len(sends)):
+                send = sends[idx]
+                runner = self.runners.get(send.node)
+                if runner is None:  # unknown node: the loop warns and skips it
+                    continue
+                twin = _push_task_for(
+                    sender,
+                    sender_runner.node if sender_runner else None,
+                    send,
+                    runner.node,
+                    idx,
+                    step,
+                    pad.stop,
+                    self.retry_policy,
+                )
+                ahead = RunAhead(twin, (*ancestry, (sender.name, idx)), runner, self._future())
+                self._ready[(step, send.node, id(send.arg))].append(ahead)
+                self.stats["run_ahead"] += 1
+                started.append(ahead)
+        for ahead in started:
+            self._launch(ahead)
+
+    def _hand_over(self, ahead: RunAhead, task: TaskView, output: Any) -> None:
+        """Give ``task`` (the loop's) the writes of its run-ahead twin, then run its
+        conditional edges, which read the pre-step state through ``task.config``."""
+        task.writes.extend(ahead.task.writes)
+        if ahead.runner.late:
+            for writer in ahead.runner.late:
+                output = writer.invoke(output, task.config)
+            self._late_sends_from(ahead, task)
+
+    async def _ahand_over(self, ahead: RunAhead, task: TaskView, output: Any) -> None:
+        task.writes.extend(ahead.task.writes)
+        if ahead.runner.late:
+            for writer in ahead.runner.late:
+                output = await writer.ainvoke(output, task.config)
+            self._late_sends_from(ahead, task)
+
+    def _late_sends_from(self, ahead: RunAhead, task: TaskView) -> None:
+        """After an adopted task's conditional edges ran: start the Sends they wrote."""
+        with self._lock:
+            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
+        self._start_sends(task, ahead.ancestry)
 
     def _claim(self, task: PregelExecutableTask) -> RunAhead | None:
-        key = (_scratchpad_of(task).step, task.name, id(task.input))
-        queue = self._ready.get(key)
-        if not queue:
+        return self._claim_key((_scratchpad_of(task).step, task.name, id(task.input)))
+
+    def claim_inline(self, input: Any, config: RunnableConfig) -> RunAhead | None:
+        """For ``RunAheadAwareProc``: the run-ahead twin of the task running with this
+        config, if LangGraph runs it inline (a single-task step skips the submit hook)."""
+        metadata = config.get("metadata") or {}
+        path = metadata.get("langgraph_path") or ()
+        if not path or path[0] != PUSH:
             return None
-        ahead = queue.popleft()
-        if not queue:
-            del self._ready[key]
-        ahead.claimed = True
+        step = config[CONF][CONFIG_KEY_SCRATCHPAD].step
+        ahead = self._claim_key((step, metadata.get("langgraph_node"), id(input)))
+        if ahead is not None:
+            with self._lock:
+                self.stats["adopted"] += 1
         return ahead
 
-    # -- lifecycle ---------------------------------------------------------------
+    def _claim_key(self, key: tuple[int, Any, int]) -> RunAhead | None:
+        with self._lock:
+            queue = self._ready.get(key)
+            if not queue:
+                return None
+            ahead = queue.popleft()
+            if not queue:
+                del self._ready[key]
+            return ahead
+
+    def _close_tables(self) -> list[RunAhead]:
+        with self._lock:
+            self._closed = True
+            unclaimed = [a for q in self._ready.values() for a in q]
+            self._ready.clear()
+        return unclaimed
+
+
+class AsyncRequestRun(RequestRun):
+    """Run-ahead for ``astream``: every task is an asyncio task owned by this run."""
+
+    def __init__(self, *, max_concurrency: int | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._owned: set[asyncio.Task[Any]] = set()
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _own(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        t = asyncio.get_running_loop().create_task(coro, name=f"alto:{name}")
+        self._owned.add(t)
+        t.add_done_callback(self._owned.discard)
+        return t
+
+    async def _run(self, msg: Message) -> Any:
+        if self._limit is None:
+            return await self.executor.run(msg)
+        async with self._limit:
+            return await self.executor.run(msg)
+
+    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+        async def execute() -> Any:
+            # the value matters: a functional-API @task call inside a node reads it
+            value = await self._run(Message(self._header(task, ()), (fn, (task, *args), kwargs)))
+            self._start_sends(task, ())
+            return value
+
+        return self._own(execute(), task.name)
+
+    def _launch(self, ahead: RunAhead) -> None:
+        from langgraph.pregel._retry import arun_with_retry
+
+        run_task, out = self._ahead_task(ahead)
+        msg = Message(self._header(ahead.task, ahead.ancestry), (arun_with_retry, (run_task, self.retry_policy), {}))
+
+        async def execute_ahead() -> None:
+            try:
+                await self._run(msg)
+            except BaseException as exc:  # handed to the loop when it reaches this step
+                if not ahead.done.done():
+                    ahead.done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            if not ahead.done.done():
+                ahead.done.set_result(out[0] if out else None)
+            self._start_sends(ahead.task, ahead.ancestry)
+
+        self._own(execute_ahead(), ahead.task.name)
+
+    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
+        async def adopt() -> None:
+            await self._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+
+        return self._own(adopt(), task.name)
+
     async def aclose(self) -> None:
         """Cancel whatever is still running (a failed request, or run-ahead never claimed)."""
-        self._closed = True
+        unclaimed = self._close_tables()
         while self._owned:
             await gather_cancelled(set(self._owned))
-        for queue in self._ready.values():
-            for ahead in queue:
-                if ahead.done.done() and not ahead.done.cancelled():
-                    ahead.done.exception()  # mark retrieved: nobody will claim it
-        self._ready.clear()
+        for ahead in unclaimed:
+            if ahead.done.done() and not ahead.done.cancelled():
+                ahead.done.exception()  # retrieved: nobody will claim it
+
+
+class SyncRequestRun(RequestRun):
+    """Run-ahead for ``stream``: tasks run on a thread pool owned by this run, as
+    LangGraph's own sync executor runs them (single-task steps stay on the caller's
+    thread). Adopting never blocks a pool thread: it chains on the run-ahead future."""
+
+    def __init__(self, *, config: dict[str, Any], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._pool_cm = get_executor_for_config(config)  # max_workers = max_concurrency
+        self._pool = self._pool_cm.__enter__()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+
+    def _future(self) -> concurrent.futures.Future[Any]:
+        return concurrent.futures.Future()
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        ctx = contextvars.copy_context()
+        fut = self._pool.submit(ctx.run, fn, *args)
+        with self._lock:
+            self._futures.add(fut)
+        fut.add_done_callback(self._forget)
+        return fut
+
+    def _forget(self, fut: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(fut)
+
+    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+        def execute() -> Any:
+            value = self.executor.run_sync(Message(self._header(task, ()), (fn, (task, *args), kwargs)))
+            self._start_sends(task, ())
+            return value
+
+        return self._spawn(execute)
+
+    def _launch(self, ahead: RunAhead) -> None:
+        from langgraph.pregel._retry import run_with_retry
+
+        run_task, out = self._ahead_task(ahead)
+        msg = Message(self._header(ahead.task, ahead.ancestry), (run_with_retry, (run_task, self.retry_policy), {}))
+
+        def execute_ahead() -> None:
+            try:
+                self.executor.run_sync(msg)
+            except BaseException as exc:  # handed to the loop when it reaches this step
+                ahead.done.set_exception(exc)
+                return
+            ahead.done.set_result(out[0] if out else None)
+            self._start_sends(ahead.task, ahead.ancestry)
+
+        self._spawn(execute_ahead)
+
+    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
+        result: concurrent.futures.Future[None] = concurrent.futures.Future()
+        ctx = contextvars.copy_context()
+
+        def finish(done: concurrent.futures.Future[Any]) -> None:
+            try:
+                ctx.run(self._hand_over, ahead, task, done.result())
+            except BaseException as exc:
+                result.set_exception(exc)
+            else:
+                result.set_result(None)
+
+        ahead.done.add_done_callback(finish)
+        return result
+
+    def close(self) -> None:
+        """Cancel run-ahead work not yet started, wait for the rest, stop the pool."""
+        unclaimed = self._close_tables()
+        for ahead in unclaimed:
+            ahead.done.cancel()
+        with self._lock:
+            pending = set(self._futures)
+        for fut in pending:
+            fut.cancel()
+        concurrent.futures.wait(pending)
+        self._pool_cm.__exit__(None, None, None)
+
+
+class RunAheadAwareProc(Runnable[Any, Any]):
+    """A node's task proc that knows about run-ahead.
+
+    LangGraph's runner executes a step's only task inline, without the submit hook; if
+    that task already ran ahead, this hands its result over instead of running the node
+    a second time. It also strips the hook from the config, so that graphs invoked
+    inside the node never see this run's hook.
+    """
+
+    def __init__(self, proc: Runnable[Any, Any]) -> None:
+        self.proc = proc
+        self.name = proc.get_name()
+
+    def _split(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig | None]:
+        conf = (config or {}).get(CONF) or {}
+        run = conf.get(CONFIG_KEY_RUNNER_SUBMIT)
+        if not isinstance(run, RequestRun):
+            return None, config
+        config = {**config, CONF: {k: v for k, v in conf.items() if k != CONFIG_KEY_RUNNER_SUBMIT}}
+        return run, config
+
+    def _inline(self, run: RequestRun, input: Any, config: RunnableConfig) -> tuple[RunAhead | None, TaskView]:
+        conf = config[CONF]
+        send = conf.get(CONFIG_KEY_SEND)
+        writes = getattr(send, "__self__", None)  # the task's writes deque
+        task = _InlineTask(conf.get(CONFIG_KEY_TASK_ID, ""), self.name, writes, config)
+        failed = run.inline_failures.get(task.id)
+        if failed is not None:  # a retry of an adopted task: its twin already retried
+            raise failed
+        return (run.claim_inline(input, config) if writes is not None else None), task
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        run, config = self._split(input, config)
+        if run is not None:
+            ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
+            if ahead is not None:
+                try:
+                    return run._hand_over(ahead, task, ahead.done.result())
+                except BaseException as exc:
+                    run.inline_failures[task.id] = exc
+                    raise
+        return self.proc.invoke(input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        run, config = self._split(input, config)
+        if run is not None:
+            ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
+            if ahead is not None:
+                try:
+                    return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+                except BaseException as exc:
+                    run.inline_failures[task.id] = exc
+                    raise
+        return await self.proc.ainvoke(input, config, **kwargs)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        run, _ = self._split(input, config)
+        if run is None:
+            yield from self.proc.stream(input, config, **kwargs)
+        else:
+            yield self.invoke(input, config, **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        run, _ = self._split(input, config)
+        if run is None:
+            async for chunk in self.proc.astream(input, config, **kwargs):
+                yield chunk
+        else:
+            yield await self.ainvoke(input, config, **kwargs)
+
+
+class _RunAheadAwareNode(PregelNode):
+    @functools.cached_property
+    def node(self) -> Runnable[Any, Any] | None:  # type: ignore[override]
+        proc = PregelNode.node.func(self)  # type: ignore[attr-defined]
+        return None if proc is None else RunAheadAwareProc(proc)
+
+
+def run_ahead_aware(node: PregelNode) -> PregelNode:
+    """``node`` whose task proc is a ``RunAheadAwareProc``."""
+    attrs = {k: v for k, v in node.__dict__.items() if k not in ("flat_writers", "node", "input_cache_key")}
+    return _RunAheadAwareNode(**attrs)
+
+
+def new_id() -> str:
+    """A random UUID-shaped id. Not ``uuid.uuid4()``: apps (and LangGraph's own tests)
+    patch that to get deterministic ids, and alto must not consume them."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
 
 
 _TASK_SPECIFIC_CONFIGURABLE = frozenset((CONFIG_KEY_CHECKPOINT_NS, "checkpoint_id"))
@@ -333,7 +596,7 @@ def _push_task_for(
     conf = sender.config[CONF]
     sender_ns = conf[CONFIG_KEY_CHECKPOINT_NS]
     parent_ns = sender_ns.rsplit(NS_SEP, 1)[0] if NS_SEP in sender_ns else ""
-    task_id = str(uuid.uuid4())
+    task_id = new_id()
     checkpoint_ns = f"{parent_ns}{NS_SEP}{send.node}" if parent_ns else send.node
     task_ns = f"{checkpoint_ns}{NS_END}{task_id}"
     path = (PUSH, idx, False)

@@ -8,21 +8,26 @@ and the default until the multi-process executor lands.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .messages import Message
 
 #: What a task payload carries to a stage instance: the function that runs a task
-#: (LangGraph's ``arun_with_retry``, which applies the node's RetryPolicy) and its args.
-TaskPayload = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any]]
+#: (LangGraph's ``arun_with_retry``/``run_with_retry``, which apply the node's
+#: RetryPolicy) and its arguments.
+TaskPayload = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class Executor(Protocol):
     name: str
 
-    async def run(self, message: Message) -> None:
-        """Run one task message to completion; raise the node's exception if it fails."""
+    async def run(self, message: Message) -> Any:
+        """Run one task message to completion and return what the task function returned;
+        raise the node's exception if it fails."""
+
+    def run_sync(self, message: Message) -> Any:
+        """The same, from a worker thread of a synchronous run."""
 
 
 class InlineExecutor:
@@ -33,10 +38,15 @@ class InlineExecutor:
     def __init__(self) -> None:
         self.messages_run = 0
 
-    async def run(self, message: Message) -> None:
+    async def run(self, message: Message) -> Any:
         fn, args, kwargs = message.payload
         self.messages_run += 1
-        await fn(*args, **kwargs)
+        return await fn(*args, **kwargs)
+
+    def run_sync(self, message: Message) -> Any:
+        fn, args, kwargs = message.payload
+        self.messages_run += 1
+        return fn(*args, **kwargs)
 
 
 def make_executor(name: str) -> Executor:

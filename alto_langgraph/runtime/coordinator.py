@@ -491,44 +491,63 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             raise failed
         return (run.claim_inline(input, config) if writes is not None else None), task
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    def _adopted(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig | None]:
+        """(run, ahead, task) when this inline task has a run-ahead twin; the config
+        without the hook either way."""
         run, config = self._split(input, config)
-        if run is not None:
-            ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
-            if ahead is not None:
-                try:
-                    return run._hand_over(ahead, task, ahead.done.result())
-                except BaseException as exc:
-                    run.inline_failures[task.id] = exc
-                    raise
-        return self.proc.invoke(input, config, **kwargs)
+        if run is None:
+            return None, config
+        ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
+        return ((run, ahead, task) if ahead is not None else None), config
+
+    @staticmethod
+    def _failed(run: RequestRun, task: TaskView, exc: BaseException) -> BaseException:
+        run.inline_failures[task.id] = exc
+        return exc
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        adopted, config = self._adopted(input, config)
+        if adopted is None:
+            return self.proc.invoke(input, config, **kwargs)
+        run, ahead, task = adopted
+        try:
+            return run._hand_over(ahead, task, ahead.done.result())
+        except BaseException as exc:
+            raise self._failed(run, task, exc)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        run, config = self._split(input, config)
-        if run is not None:
-            ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
-            if ahead is not None:
-                try:
-                    return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
-                except BaseException as exc:
-                    run.inline_failures[task.id] = exc
-                    raise
-        return await self.proc.ainvoke(input, config, **kwargs)
+        adopted, config = self._adopted(input, config)
+        if adopted is None:
+            return await self.proc.ainvoke(input, config, **kwargs)
+        run, ahead, task = adopted
+        try:
+            return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+        except BaseException as exc:
+            raise self._failed(run, task, exc)
 
+    # LangGraph streams a task's proc when an astream_log/astream_events handler listens
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        run, _ = self._split(input, config)
-        if run is None:
+        adopted, config = self._adopted(input, config)
+        if adopted is None:
             yield from self.proc.stream(input, config, **kwargs)
-        else:
-            yield self.invoke(input, config, **kwargs)
+            return
+        run, ahead, task = adopted
+        try:
+            yield run._hand_over(ahead, task, ahead.done.result())
+        except BaseException as exc:
+            raise self._failed(run, task, exc)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        run, _ = self._split(input, config)
-        if run is None:
+        adopted, config = self._adopted(input, config)
+        if adopted is None:
             async for chunk in self.proc.astream(input, config, **kwargs):
                 yield chunk
-        else:
-            yield await self.ainvoke(input, config, **kwargs)
+            return
+        run, ahead, task = adopted
+        try:
+            yield await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+        except BaseException as exc:
+            raise self._failed(run, task, exc)
 
 
 class _RunAheadAwareNode(PregelNode):

@@ -27,7 +27,7 @@ from typing import Any
 
 import alto_langgraph  # noqa: F401  (installs the backend= patch)
 from alto_langgraph import _plug
-from alto_langgraph import graph as _graph_mod
+from alto_langgraph.runtime import coordinator
 from alto_langgraph.graph import AltoCompiledStateGraph
 from langgraph.graph import StateGraph
 
@@ -54,17 +54,25 @@ def _swapped_compile(self: StateGraph, *args: Any, **kwargs: Any) -> Any:
     return _plug._compile_with_backend(self, *args, **kwargs)
 
 
-class _CountingRequestRun(_graph_mod.RequestRun):
-    """alto's per-run coordinator, counted: one per graph run (or subgraph run) on alto."""
+def _count_run(run: coordinator.RequestRun) -> None:
+    _bump("alto_runs")
+    _bump("run_ahead", n=run.stats["run_ahead"])
+    _bump("adopted", n=run.stats["adopted"])
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _bump("alto_runs")
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        _bump("run_ahead", n=self.stats["run_ahead"])
-        _bump("adopted", n=self.stats["adopted"])
+_orig_aclose = coordinator.AsyncRequestRun.aclose
+_orig_close = coordinator.SyncRequestRun.close
+
+
+async def _counting_aclose(self: coordinator.AsyncRequestRun) -> None:
+    """alto's per-run coordinator, counted when it closes: one per graph (or subgraph) run."""
+    await _orig_aclose(self)
+    _count_run(self)
+
+
+def _counting_close(self: coordinator.SyncRequestRun) -> None:
+    _orig_close(self)
+    _count_run(self)
 
 
 _orig_warn_fallback = AltoCompiledStateGraph._warn_fallback
@@ -79,7 +87,8 @@ def _counting_warn_fallback(self: Any, reason: str) -> None:
 # test functions or fixtures, but some build graphs at module level).
 StateGraph.compile = _swapped_compile  # type: ignore[method-assign]
 AltoCompiledStateGraph._warn_fallback = _counting_warn_fallback  # type: ignore[method-assign]
-_graph_mod.RequestRun = _CountingRequestRun
+coordinator.AsyncRequestRun.aclose = _counting_aclose  # type: ignore[method-assign]
+coordinator.SyncRequestRun.close = _counting_close  # type: ignore[method-assign]
 
 
 def pytest_runtest_setup(item: Any) -> None:

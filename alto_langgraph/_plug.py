@@ -68,7 +68,10 @@ def compile(graph: StateGraph | CompiledStateGraph, **options: Any) -> AltoCompi
             "debug": graph.debug,
             "name": graph.name,
         }
-        stock = {**inherited, **{k: options.pop(k) for k in list(options) if k in _STOCK_COMPILE_ARGS}}
+        stock = {
+            **inherited,
+            **{k: options.pop(k) for k in list(options) if k in _STOCK_COMPILE_ARGS},
+        }
         checkpointer = options.pop("checkpointer", graph.checkpointer)
         compiled = _stock_compile(builder, checkpointer, **stock)
         if graph.config:

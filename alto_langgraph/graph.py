@@ -8,9 +8,9 @@ replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -21,14 +21,12 @@ from .options import AltoOptions
 from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
 from .runtime.coordinator import (
     AsyncRequestRun,
-    NodeRunner,
     RequestRun,
     SyncRequestRun,
-    new_id,
-    node_runners,
     run_ahead_aware,
 )
 from .runtime.executor import Executor, make_executor
+from .runtime.tasks import NodeRunner, new_id, node_runners
 
 logger = logging.getLogger("alto_langgraph")
 
@@ -131,7 +129,9 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             await run.aclose()
             await stream.aclose()
 
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
         reason = self._fallback_reason(config, kwargs)
         if reason is not None:
             self._warn_fallback(reason)

@@ -27,7 +27,7 @@ import alto_langgraph  # noqa: F401
 
 B = (0.1, 0.5, 1.0)
 C = (1.0, 0.5, 0.1)
-CRITICAL_PATH = max(b + c for b, c in zip(B, C))
+CRITICAL_PATH = max(b + c for b, c in zip(B, C, strict=True))
 BSP_PATH = max(B) + max(C)
 RESULTS = Path(__file__).parent / "results"
 
@@ -42,7 +42,10 @@ def build() -> StateGraph:
 
     async def b(p: dict) -> Command:
         await asyncio.sleep(B[p["i"]])
-        return Command(update={"log": [f"b{p['i']}"]}, goto=[Send("c", {"i": p["i"], "j": j}) for j in range(2)])
+        return Command(
+            update={"log": [f"b{p['i']}"]},
+            goto=[Send("c", {"i": p["i"], "j": j}) for j in range(2)],
+        )
 
     async def c(p: dict) -> dict:
         await asyncio.sleep(C[p["i"]])
@@ -87,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args(argv)
     rows = asyncio.run(run(args.repeat))
-    print(f"nested fan-out, {args.repeat} runs each; BSP path {BSP_PATH:.1f} s, critical path {CRITICAL_PATH:.1f} s")
+    print(
+        f"nested fan-out, {args.repeat} runs each; "
+        f"BSP path {BSP_PATH:.1f} s, critical path {CRITICAL_PATH:.1f} s"
+    )
     print(f"{'backend':<10} {'median s':>9} {'max s':>7}")
     for name in ("langgraph", "alto"):
         print(f"{name:<10} {rows[name]['median_s']:>9.3f} {rows[name]['max_s']:>7.3f}")

@@ -53,7 +53,7 @@ def chain(steps: int) -> StateGraph:
     for name in names:
         g.add_node(name, noop_async)
     g.add_edge(START, names[0])
-    for a, b in zip(names, names[1:]):
+    for a, b in zip(names, names[1:], strict=False):
         g.add_edge(a, b)
     return g
 
@@ -79,7 +79,8 @@ async def run(sends: int, steps: int, repeat: int) -> dict[str, Any]:
                 "median_s": statistics.median(times),
                 "per_unit_ms": statistics.median(times) / units * 1e3,
             }
-            print(f"  {shape:<8} {backend:<7} {rows[f'{shape}/{backend}']['per_unit_ms']:.3f} ms/unit", flush=True)
+            per_unit = rows[f"{shape}/{backend}"]["per_unit_ms"]
+            print(f"  {shape:<8} {backend:<7} {per_unit:.3f} ms/unit", flush=True)
     return rows
 
 

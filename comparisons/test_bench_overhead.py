@@ -13,7 +13,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from overhead import chain, fanout
 
 
@@ -26,23 +25,17 @@ def _runner(app: Any) -> Any:
     return once, loop
 
 
+SHAPES = {"fan-out of 500 Sends": (fanout, 500, 502), "chain of 50 steps": (chain, 50, 50)}
+
+
 @pytest.mark.parametrize("backend", ["pregel", "alto"])
-@pytest.mark.benchmark(group="fan-out of 500 Sends")
-def test_fanout_500(benchmark: Any, backend: str) -> None:
-    once, loop = _runner(fanout(500).compile(backend=backend))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_overhead(benchmark: Any, shape: str, backend: str) -> None:
+    build, size, expected = SHAPES[shape]
+    benchmark.group = shape
+    once, loop = _runner(build(size).compile(backend=backend))
     try:
         result = benchmark.pedantic(once, rounds=5, warmup_rounds=1)
     finally:
         loop.close()
-    assert result == {"n": 502}
-
-
-@pytest.mark.parametrize("backend", ["pregel", "alto"])
-@pytest.mark.benchmark(group="chain of 50 steps")
-def test_chain_50(benchmark: Any, backend: str) -> None:
-    once, loop = _runner(chain(50).compile(backend=backend))
-    try:
-        result = benchmark.pedantic(once, rounds=5, warmup_rounds=1)
-    finally:
-        loop.close()
-    assert result == {"n": 50}
+    assert result == {"n": expected}

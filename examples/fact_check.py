@@ -85,7 +85,7 @@ def corpus() -> BM25:
 
 def questions(n: int) -> list[str]:
     with gzip.open(DATA / "squad-v1.1-dev-questions-sample500.jsonl.gz", "rt") as f:
-        return [json.loads(line)["question"] for line, _ in zip(f, range(n))]
+        return [json.loads(line)["question"] for line, _ in zip(f, range(n), strict=False)]
 
 
 # -- the app ---------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def build() -> StateGraph:
 
 def critical_path() -> float:
     q, s = DELAYS["queries"], DELAYS["search"]
-    return DELAYS["draft"] + max(a + b for a, b in zip(q, s)) + DELAYS["report"]
+    return DELAYS["draft"] + max(a + b for a, b in zip(q, s, strict=True)) + DELAYS["report"]
 
 
 def barrier_path() -> float:
@@ -200,7 +200,9 @@ async def compare(n: int, concurrency: int) -> int:
     for name, app in apps.items():
         sem = asyncio.Semaphore(concurrency)
 
-        async def one(q: str, app: Any = app) -> tuple[float, dict[str, Any]]:
+        async def one(
+            q: str, app: Any = app, sem: asyncio.Semaphore = sem
+        ) -> tuple[float, dict[str, Any]]:
             async with sem:
                 return await timed(app, q)
 
@@ -209,10 +211,13 @@ async def compare(n: int, concurrency: int) -> int:
         results[name] = await asyncio.gather(*(one(q) for q in qs))
         walls[name] = time.perf_counter() - t0
 
-    same = [a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"])]
+    same = [a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"], strict=True)]
     print()
     print(f"fact-check pipeline, {n} questions, {concurrency} concurrent")
-    print(f"  superstep (BSP) path {barrier_path():.2f} s, dataflow critical path {critical_path():.2f} s")
+    print(
+        f"  superstep (BSP) path {barrier_path():.2f} s, "
+        f"dataflow critical path {critical_path():.2f} s"
+    )
     print()
     header = f"{'backend':<10} {'mean s':>8} {'p50 s':>8} {'max s':>8} {'wall s':>8}"
     print(header)

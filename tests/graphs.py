@@ -6,7 +6,6 @@ Delays are small and anti-correlated on purpose: completion order differs from
 task-path order, so an implementation that folds writes in completion order fails.
 """
 
-
 import asyncio
 import dataclasses
 import operator
@@ -341,7 +340,9 @@ def nested_send_conditional_edges():
     g.add_node("d", lambda s: {"log": [f"d saw {len(s['log'])}"]})
     g.add_edge(START, "a")
     g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(3)])
-    g.add_conditional_edges("b", lambda s: [Send("c", {"i": len(s["log"]), "j": j}) for j in range(2)])
+    g.add_conditional_edges(
+        "b", lambda s: [Send("c", {"i": len(s["log"]), "j": j}) for j in range(2)]
+    )
     g.add_edge("c", "d")
     return g, {"log": []}
 
@@ -378,7 +379,11 @@ def send_chain_depth_four():
         time.sleep(0.002 * (4 - p["d"]) * (1 + p["k"]))
         if p["d"] == 3:
             return {"log": [p["path"]]}
-        return Command(goto=[Send("hop", {"d": p["d"] + 1, "k": k, "path": p["path"] + str(k)}) for k in range(2)])
+        return Command(
+            goto=[
+                Send("hop", {"d": p["d"] + 1, "k": k, "path": p["path"] + str(k)}) for k in range(2)
+            ]
+        )
 
     g = StateGraph(Log)
     g.add_node("hop", hop)
@@ -430,7 +435,10 @@ def concurrent_emitters_pull_and_push():
     # Sends in emission order
     g = StateGraph(Log)
     g.add_node("a", _append("a"))
-    g.add_node("e1", lambda s: Command(update={"log": ["e1"]}, goto=[Send("w", {"i": 1}), Send("w", {"i": 2})]))
+    g.add_node(
+        "e1",
+        lambda s: Command(update={"log": ["e1"]}, goto=[Send("w", {"i": 1}), Send("w", {"i": 2})]),
+    )
     g.add_node("e2", lambda s: Command(update={"log": ["e2"]}, goto=[Send("w", {"i": 3})]))
     g.add_node("w", lambda p: {"log": [f"w{p['i']}"]})
     g.add_node("pull", _append("pull"))
@@ -458,7 +466,10 @@ def command_update_and_goto():
 @case()
 def command_list_of_commands():
     def a(s):
-        return [Command(update={"log": ["a1"]}, goto="b"), Command(update={"log": ["a2"]}, goto="c")]
+        return [
+            Command(update={"log": ["a1"]}, goto="b"),
+            Command(update={"log": ["a2"]}, goto="c"),
+        ]
 
     g = StateGraph(Log)
     g.add_node("a", a)
@@ -482,7 +493,9 @@ def command_goto_end():
 def command_send_with_command_payload():
     g = StateGraph(Log)
     g.add_node("a", lambda s: Command(goto=[Send("b", {"i": 1}), Send("b", {"i": 2})]))
-    g.add_node("b", lambda p: Command(update={"log": [f"b{p['i']}"]}, goto="c" if p["i"] == 2 else END))
+    g.add_node(
+        "b", lambda p: Command(update={"log": [f"b{p['i']}"]}, goto="c" if p["i"] == 2 else END)
+    )
     g.add_node("c", lambda s: {"log": [f"c saw {len(s['log'])}"]})
     g.add_edge(START, "a")
     return g, {"log": []}
@@ -559,7 +572,9 @@ def add_messages_reducer():
         messages: Annotated[list, add_messages]
 
     g = StateGraph(S)
-    g.add_node("bot", lambda s: {"messages": [AIMessage(content=f"echo {len(s['messages'])}", id="ai-1")]})
+    g.add_node(
+        "bot", lambda s: {"messages": [AIMessage(content=f"echo {len(s['messages'])}", id="ai-1")]}
+    )
     g.add_node("edit", lambda s: {"messages": [AIMessage(content="edited", id="ai-1")]})
     g.add_edge(START, "bot")
     g.add_edge("bot", "edit")
@@ -645,7 +660,13 @@ def defer_node_runs_once_at_end():
 def defer_after_sends():
     g = StateGraph(Log)
     g.add_node("a", _append("a"))
-    g.add_node("w", lambda p: Command(update={"log": [f"w{p['i']}"]}, goto=[Send("w", {"i": p["i"] + 10})] if p["i"] < 10 else []))
+    g.add_node(
+        "w",
+        lambda p: Command(
+            update={"log": [f"w{p['i']}"]},
+            goto=[Send("w", {"i": p["i"] + 10})] if p["i"] < 10 else [],
+        ),
+    )
     g.add_node("final", lambda s: {"log": [f"final saw {len(s['log'])}"]}, defer=True)
     g.add_edge(START, "a")
     g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(3)])
@@ -759,7 +780,9 @@ def subgraph_per_send_item():
         log: Annotated[list, operator.add]
 
     inner = StateGraph(Inner)
-    inner.add_node("fetch", lambda s: (time.sleep(0.002 * (3 - s["i"])), {"log": [f"f{s['i']}"]})[1])
+    inner.add_node(
+        "fetch", lambda s: (time.sleep(0.002 * (3 - s["i"])), {"log": [f"f{s['i']}"]})[1]
+    )
     inner.add_node("rank", lambda s: {"log": [f"r{s['i']}"]})
     inner.add_edge(START, "fetch")
     inner.add_edge("fetch", "rank")
@@ -802,7 +825,11 @@ def retry_policy_recovers():
         return {"log": [f"ok after {attempts['n']}"]}
 
     g = StateGraph(Log)
-    g.add_node("flaky", flaky, retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False))
+    g.add_node(
+        "flaky",
+        flaky,
+        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False),
+    )
     g.add_edge(START, "flaky")
     return g, {"log": []}
 
@@ -819,7 +846,9 @@ def retry_policy_on_send_target():
 
     g = StateGraph(Log)
     g.add_node("a", _append("a"))
-    g.add_node("w", flaky, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False))
+    g.add_node(
+        "w", flaky, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False)
+    )
     g.add_edge(START, "a")
     g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(3)])
     return g, {"log": []}
@@ -831,7 +860,11 @@ def retry_policy_exhausted_raises():
         raise ConnectionError("still down")
 
     g = StateGraph(Log)
-    g.add_node("broken", broken, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False))
+    g.add_node(
+        "broken",
+        broken,
+        retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False),
+    )
     g.add_edge(START, "broken")
     return g, {"log": []}
 
@@ -896,7 +929,9 @@ def recursion_limit_loop():
 def recursion_limit_send_chain():
     # an endless Send chain: run-ahead must not run past the recursion limit
     g = StateGraph(Log)
-    g.add_node("hop", lambda p: Command(update={"log": [p["d"]]}, goto=Send("hop", {"d": p["d"] + 1})))
+    g.add_node(
+        "hop", lambda p: Command(update={"log": [p["d"]]}, goto=Send("hop", {"d": p["d"] + 1}))
+    )
     g.add_conditional_edges(START, lambda s: Send("hop", {"d": 0}))
     return g, {"log": []}
 
@@ -977,7 +1012,9 @@ def stream_messages_from_chat_model():
         messages: Annotated[list, add_messages]
 
     def call(p):
-        model = GenericFakeChatModel(messages=iter([AIMessage(content=f"tok{p['i']} a b", id=f"m{p['i']}")]))
+        model = GenericFakeChatModel(
+            messages=iter([AIMessage(content=f"tok{p['i']} a b", id=f"m{p['i']}")])
+        )
         return {"messages": [model.invoke("hi")]}
 
     g = StateGraph(S)
@@ -1030,7 +1067,9 @@ def send_to_subgraph_node():
 
     inner = StateGraph(Inner)
     inner.add_node("x", lambda s: (time.sleep(0.002 * (3 - s["i"])), {"log": [f"x{s['i']}"]})[1])
-    inner.add_node("y", lambda s: Command(goto=[Send("z", {"i": s["i"], "k": k, "log": []}) for k in range(2)]))
+    inner.add_node(
+        "y", lambda s: Command(goto=[Send("z", {"i": s["i"], "k": k, "log": []}) for k in range(2)])
+    )
     inner.add_node("z", lambda p: {"log": [f"z{p['i']}.{p['k']}"]})
     inner.add_edge(START, "x")
     inner.add_edge("x", "y")
@@ -1047,7 +1086,9 @@ def send_to_subgraph_node():
 @case()
 def command_parent_from_subgraph():
     inner = StateGraph(Log)
-    inner.add_node("jump", lambda s: Command(graph=Command.PARENT, goto="done", update={"log": ["jumped"]}))
+    inner.add_node(
+        "jump", lambda s: Command(graph=Command.PARENT, goto="done", update={"log": ["jumped"]})
+    )
     inner.add_edge(START, "jump")
 
     g = StateGraph(Log)

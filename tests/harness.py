@@ -74,7 +74,9 @@ def run(
         else:
 
             async def go() -> None:
-                async for item in app.astream(inputs, config, stream_mode=run_modes, **stream_kwargs):
+                async for item in app.astream(
+                    inputs, config, stream_mode=run_modes, **stream_kwargs
+                ):
                     take(item)
 
             asyncio.run(go())
@@ -83,7 +85,9 @@ def run(
     return out
 
 
-def assert_same(case: Callable[[], tuple[StateGraph, Any]], *, sync: bool, ordered: bool = False, **kw: Any) -> tuple[Outcome, Outcome]:
+def assert_same(
+    case: Callable[[], tuple[StateGraph, Any]], *, sync: bool, ordered: bool = False, **kw: Any
+) -> tuple[Outcome, Outcome]:
     """Build the case twice (fresh closures), run it on both backends, compare."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)

@@ -103,7 +103,11 @@ def test_prebuilt_agent_runs_on_alto() -> None:
         return _ToolModel(
             messages=iter(
                 [
-                    AIMessage("", id="m1", tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "c1"}]),
+                    AIMessage(
+                        "",
+                        id="m1",
+                        tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "c1"}],
+                    ),
                     AIMessage("5", id="m2"),
                 ]
             )
@@ -210,13 +214,17 @@ async def test_callbacks_see_the_same_runs_as_on_langgraph() -> None:
         def __init__(self) -> None:
             self.runs: dict[Any, tuple[str, Any]] = {}
 
-        def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, parent_run_id: Any = None, **kw: Any) -> None:
+        def on_chain_start(
+            self, serialized: Any, inputs: Any, *, run_id: Any, parent_run_id: Any = None, **kw: Any
+        ) -> None:
             self.runs[run_id] = (kw.get("name") or "", parent_run_id)
 
         def tree(self) -> list[tuple[str, str]]:
             """(run name, parent run name) for every node-level run."""
             names = {rid: name for rid, (name, _) in self.runs.items()}
-            return sorted((name, names.get(parent, "<root>")) for name, parent in self.runs.values())
+            return sorted(
+                (name, names.get(parent, "<root>")) for name, parent in self.runs.values()
+            )
 
     def build() -> StateGraph:
         g = StateGraph(S)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from graphs import CASES
 from harness import assert_same
 

@@ -139,7 +139,10 @@ async def test_send_chain_runs_ahead_across_several_steps() -> None:
     g.add_node("hop", hop)
     g.add_conditional_edges(
         START,
-        lambda s: [Send("hop", {"slow": False, "depth": 0}), Send("hop", {"slow": True, "depth": 0})],
+        lambda s: [
+            Send("hop", {"slow": False, "depth": 0}),
+            Send("hop", {"slow": True, "depth": 0}),
+        ],
     )
     out = await g.compile(backend="alto").ainvoke({"log": []})
     assert sorted(out["log"]) == ["leaf", "slow saw the leaf"]

@@ -43,7 +43,9 @@ def nested(record: list[str] | None = None, delay: float = 0.0) -> StateGraph:
     g = StateGraph(S)
     g.add_node("b", b)
     g.add_node("c", c)
-    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i, "fail": s["fail"]}) for i in range(3)])
+    g.add_conditional_edges(
+        START, lambda s: [Send("b", {"i": i, "fail": s["fail"]}) for i in range(3)]
+    )
     return g
 
 
@@ -173,7 +175,9 @@ def _lone_send_target(calls: list[int], *, fail: bool = False) -> StateGraph:
 
     g = StateGraph(S)
     g.add_node("b", b)
-    g.add_node("c", c, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False))
+    g.add_node(
+        "c", c, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False)
+    )
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
     return g
 
@@ -240,7 +244,9 @@ def test_alto_draws_no_ids_from_uuid4(monkeypatch: pytest.MonkeyPatch) -> None:
             return real()
 
         monkeypatch.setattr(uuid, "uuid4", counting)
-        asyncio.run(nested(delay=0.001).compile(backend=backend).ainvoke({"log": [], "fail": False}))
+        asyncio.run(
+            nested(delay=0.001).compile(backend=backend).ainvoke({"log": [], "fail": False})
+        )
         counts[backend] = n
     assert counts["alto"] == counts["pregel"]
 

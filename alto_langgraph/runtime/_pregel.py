@@ -9,6 +9,7 @@ against, and ``tests/test_pregel_internals.py`` fails loudly if one of them move
 
 from __future__ import annotations
 
+from langgraph._internal._config import ensure_config
 from langgraph._internal._constants import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
@@ -28,7 +29,6 @@ from langgraph._internal._constants import (
 from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
-from langgraph._internal._config import ensure_config
 from langgraph.pregel._write import ChannelWrite
 from langgraph.types import PregelExecutableTask, Send
 

@@ -26,68 +26,29 @@ import concurrent.futures
 import contextvars
 import dataclasses
 import functools
-import os
 import threading
-import uuid
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import get_executor_for_config, patch_config
+from langchain_core.runnables.config import get_executor_for_config
 
 from ._pregel import (
     CONF,
-    CONFIG_KEY_CHECKPOINT_NS,
-    CONFIG_KEY_READ,
     CONFIG_KEY_RUNNER_SUBMIT,
-    CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
-    NS_END,
-    NS_SEP,
     PUSH,
-    PUSH_TRIGGER,
     TASKS,
-    ChannelWrite,
     PregelExecutableTask,
     PregelNode,
     Send,
-    new_scratchpad,
 )
 from .executor import Executor, gather_cancelled
 from .messages import Frame, Header, Message
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeRunner:
-    """How one node's task is split for run-ahead: the part that needs no state, and the rest."""
-
-    node: PregelNode
-    #: bound + the writers that only map the node's output (state updates, edges,
-    #: ``Command`` gotos): safe to run before the pre-step state exists.
-    early: Runnable
-    #: conditional edges: they read the pre-step state, so they wait for the loop.
-    late: tuple[Runnable, ...]
-
-    @classmethod
-    def of(cls, node: PregelNode) -> NodeRunner | None:
-        proc = node.node
-        if proc is None:
-            return None
-        writers = list(node.flat_writers)
-        split = next(
-            (i for i, w in enumerate(writers) if not isinstance(w, ChannelWrite)), len(writers)
-        )
-        if split == len(writers):
-            return cls(node, proc, ())
-        early = node.copy({"writers": writers[:split]}).node
-        return cls(node, early, tuple(writers[split:]))
-
-
-def node_runners(nodes: Mapping[str, PregelNode]) -> dict[str, NodeRunner]:
-    return {name: r for name, node in nodes.items() if (r := NodeRunner.of(node)) is not None}
+from .tasks import NodeRunner, capture_output, push_task_for, scratchpad_of
 
 
 @dataclasses.dataclass
@@ -118,14 +79,6 @@ class _InlineTask:
     name: str
     writes: Any
     config: RunnableConfig
-
-
-def _no_state_read(*_: Any, **__: Any) -> Any:
-    raise RuntimeError(
-        "alto: a task started ahead of its superstep tried to read graph state from "
-        "inside its node; only conditional edges may read state (they run once the "
-        "step is reached)"
-    )
 
 
 class RequestRun:
@@ -187,7 +140,9 @@ class RequestRun:
         return self._execute(fn, task, args, kwargs)
 
     # what the two paths implement
-    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+    def _execute(
+        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+    ) -> Any:
         raise NotImplementedError
 
     def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
@@ -206,7 +161,7 @@ class RequestRun:
             request_id=self.request_id,
             ancestry=ancestry,
             stage=task.name,
-            step=_scratchpad_of(task).step,
+            step=scratchpad_of(task).step,
         )
 
     def _ahead_task(self, ahead: RunAhead) -> tuple[PregelExecutableTask, list[Any]]:
@@ -215,14 +170,14 @@ class RequestRun:
         out: list[Any] = []
         if not ahead.runner.late:
             return ahead.task, out
-        return dataclasses.replace(ahead.task, proc=_capture_output(ahead.runner.early, out)), out
+        return dataclasses.replace(ahead.task, proc=capture_output(ahead.runner.early, out)), out
 
     def _start_sends(self, sender: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
         """Start every Send that ``sender`` wrote and that has not run ahead yet."""
         sends = [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
         if not sends:
             return
-        pad = _scratchpad_of(sender)
+        pad = scratchpad_of(sender)
         step = pad.step + 1
         if step > pad.stop:  # the loop stops with GraphRecursionError before this step
             return
@@ -238,7 +193,7 @@ class RequestRun:
                 runner = self.runners.get(send.node)
                 if runner is None:  # unknown node: the loop warns and skips it
                     continue
-                twin = _push_task_for(
+                twin = push_task_for(
                     sender,
                     sender_runner.node if sender_runner else None,
                     send,
@@ -278,7 +233,7 @@ class RequestRun:
         self._start_sends(task, ahead.ancestry)
 
     def _claim(self, task: PregelExecutableTask) -> RunAhead | None:
-        return self._claim_key((_scratchpad_of(task).step, task.name, id(task.input)))
+        return self._claim_key((scratchpad_of(task).step, task.name, id(task.input)))
 
     def claim_inline(self, input: Any, config: RunnableConfig) -> RunAhead | None:
         """For ``RunAheadAwareProc``: the run-ahead twin of the task running with this
@@ -335,7 +290,9 @@ class AsyncRequestRun(RequestRun):
         async with self._limit:
             return await self.executor.run(msg)
 
-    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+    def _execute(
+        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+    ) -> Any:
         async def execute() -> Any:
             # the value matters: a functional-API @task call inside a node reads it
             value = await self._run(Message(self._header(task, ()), (fn, (task, *args), kwargs)))
@@ -348,7 +305,10 @@ class AsyncRequestRun(RequestRun):
         from langgraph.pregel._retry import arun_with_retry
 
         run_task, out = self._ahead_task(ahead)
-        msg = Message(self._header(ahead.task, ahead.ancestry), (arun_with_retry, (run_task, self.retry_policy), {}))
+        msg = Message(
+            self._header(ahead.task, ahead.ancestry),
+            (arun_with_retry, (run_task, self.retry_policy), {}),
+        )
 
         async def execute_ahead() -> None:
             try:
@@ -407,9 +367,13 @@ class SyncRequestRun(RequestRun):
         with self._lock:
             self._futures.discard(fut)
 
-    def _execute(self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict) -> Any:
+    def _execute(
+        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+    ) -> Any:
         def execute() -> Any:
-            value = self.executor.run_sync(Message(self._header(task, ()), (fn, (task, *args), kwargs)))
+            value = self.executor.run_sync(
+                Message(self._header(task, ()), (fn, (task, *args), kwargs))
+            )
             self._start_sends(task, ())
             return value
 
@@ -419,7 +383,10 @@ class SyncRequestRun(RequestRun):
         from langgraph.pregel._retry import run_with_retry
 
         run_task, out = self._ahead_task(ahead)
-        msg = Message(self._header(ahead.task, ahead.ancestry), (run_with_retry, (run_task, self.retry_policy), {}))
+        msg = Message(
+            self._header(ahead.task, ahead.ancestry),
+            (run_with_retry, (run_task, self.retry_policy), {}),
+        )
 
         def execute_ahead() -> None:
             try:
@@ -473,7 +440,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         self.proc = proc
         self.name = proc.get_name()
 
-    def _split(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig | None]:
+    def _split(
+        self, input: Any, config: RunnableConfig | None
+    ) -> tuple[Any, RunnableConfig | None]:
         conf = (config or {}).get(CONF) or {}
         run = conf.get(CONFIG_KEY_RUNNER_SUBMIT)
         if not isinstance(run, RequestRun):
@@ -481,7 +450,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         config = {**config, CONF: {k: v for k, v in conf.items() if k != CONFIG_KEY_RUNNER_SUBMIT}}
         return run, config
 
-    def _inline(self, run: RequestRun, input: Any, config: RunnableConfig) -> tuple[RunAhead | None, TaskView]:
+    def _inline(
+        self, run: RequestRun, input: Any, config: RunnableConfig
+    ) -> tuple[RunAhead | None, TaskView]:
         conf = config[CONF]
         send = conf.get(CONFIG_KEY_SEND)
         writes = getattr(send, "__self__", None)  # the task's writes deque
@@ -491,7 +462,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             raise failed
         return (run.claim_inline(input, config) if writes is not None else None), task
 
-    def _adopted(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig | None]:
+    def _adopted(
+        self, input: Any, config: RunnableConfig | None
+    ) -> tuple[Any, RunnableConfig | None]:
         """(run, ahead, task) when this inline task has a run-ahead twin; the config
         without the hook either way."""
         run, config = self._split(input, config)
@@ -501,53 +474,54 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         return ((run, ahead, task) if ahead is not None else None), config
 
     @staticmethod
-    def _failed(run: RequestRun, task: TaskView, exc: BaseException) -> BaseException:
-        run.inline_failures[task.id] = exc
-        return exc
+    def _hand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
+        run, ahead, task = adopted
+        try:
+            return run._hand_over(ahead, task, ahead.done.result())
+        except BaseException as exc:
+            run.inline_failures[task.id] = exc
+            raise
+
+    @staticmethod
+    async def _ahand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
+        run, ahead, task = adopted
+        try:
+            return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+        except BaseException as exc:
+            run.inline_failures[task.id] = exc
+            raise
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         adopted, config = self._adopted(input, config)
         if adopted is None:
             return self.proc.invoke(input, config, **kwargs)
-        run, ahead, task = adopted
-        try:
-            return run._hand_over(ahead, task, ahead.done.result())
-        except BaseException as exc:
-            raise self._failed(run, task, exc)
+        return self._hand_over(adopted)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         adopted, config = self._adopted(input, config)
         if adopted is None:
             return await self.proc.ainvoke(input, config, **kwargs)
-        run, ahead, task = adopted
-        try:
-            return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
-        except BaseException as exc:
-            raise self._failed(run, task, exc)
+        return await self._ahand_over(adopted)
 
     # LangGraph streams a task's proc when an astream_log/astream_events handler listens
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
         adopted, config = self._adopted(input, config)
         if adopted is None:
             yield from self.proc.stream(input, config, **kwargs)
-            return
-        run, ahead, task = adopted
-        try:
-            yield run._hand_over(ahead, task, ahead.done.result())
-        except BaseException as exc:
-            raise self._failed(run, task, exc)
+        else:
+            yield self._hand_over(adopted)
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
         adopted, config = self._adopted(input, config)
         if adopted is None:
             async for chunk in self.proc.astream(input, config, **kwargs):
                 yield chunk
-            return
-        run, ahead, task = adopted
-        try:
-            yield await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
-        except BaseException as exc:
-            raise self._failed(run, task, exc)
+        else:
+            yield await self._ahand_over(adopted)
 
 
 class _RunAheadAwareNode(PregelNode):
@@ -559,131 +533,9 @@ class _RunAheadAwareNode(PregelNode):
 
 def run_ahead_aware(node: PregelNode) -> PregelNode:
     """``node`` whose task proc is a ``RunAheadAwareProc``."""
-    attrs = {k: v for k, v in node.__dict__.items() if k not in ("flat_writers", "node", "input_cache_key")}
-    return _RunAheadAwareNode(**attrs)
-
-
-def new_id() -> str:
-    """A random UUID-shaped id. Not ``uuid.uuid4()``: apps (and LangGraph's own tests)
-    patch that to get deterministic ids, and alto must not consume them."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
-
-
-_TASK_SPECIFIC_CONFIGURABLE = frozenset((CONFIG_KEY_CHECKPOINT_NS, "checkpoint_id"))
-
-
-def _is_task_metadata(key: str, node_metadata: set[str]) -> bool:
-    """Metadata that belongs to one task (LangGraph's, or its node's), not to the run."""
-    return (
-        key.startswith("langgraph_") or key in node_metadata or key in _TASK_SPECIFIC_CONFIGURABLE
-    )
-
-
-def _scratchpad_of(task: PregelExecutableTask) -> Any:
-    return task.config[CONF][CONFIG_KEY_SCRATCHPAD]
-
-
-def _capture_output(proc: Runnable, out: list[Any]) -> Runnable:
-    """``proc`` followed by a step that records its output (for the late writers)."""
-    from langchain_core.runnables import RunnableLambda
-
-    def keep(value: Any) -> Any:
-        out.append(value)
-        return value
-
-    return proc | RunnableLambda(keep, name="alto:keep")
-
-
-def _push_task_for(
-    sender: PregelExecutableTask,
-    sender_node: PregelNode | None,
-    send: Send,
-    node: PregelNode,
-    idx: int,
-    step: int,
-    stop: int,
-    retry_policy: Sequence[Any],
-) -> PregelExecutableTask:
-    """The push task LangGraph would build for ``send`` at ``step``, built from its sender.
-
-    The loop's config is not reachable from a runner hook, so this derives it from the
-    sender's task config by replacing everything task-specific, as LangGraph's
-    ``prepare_push_task_send`` sets it. The task id and the Send index in
-    ``langgraph_path`` are provisional (the loop numbers Sends only once the step is
-    complete); everything else matches.
-    """
-    conf = sender.config[CONF]
-    sender_ns = conf[CONFIG_KEY_CHECKPOINT_NS]
-    parent_ns = sender_ns.rsplit(NS_SEP, 1)[0] if NS_SEP in sender_ns else ""
-    task_id = new_id()
-    checkpoint_ns = f"{parent_ns}{NS_SEP}{send.node}" if parent_ns else send.node
-    task_ns = f"{checkpoint_ns}{NS_END}{task_id}"
-    path = (PUSH, idx, False)
-    # The sender's own node metadata and tags were merged into its config; drop them.
-    sender_node_meta = set(sender_node.metadata or ()) if sender_node else set()
-    # LangChain copies configurable values into metadata (checkpoint_ns among them):
-    # drop those that are the sender's own, they are re-derived from the new config.
-    metadata = {
+    attrs = {
         k: v
-        for k, v in sender.config.get("metadata", {}).items()
-        if not _is_task_metadata(k, sender_node_meta)
+        for k, v in node.__dict__.items()
+        if k not in ("flat_writers", "node", "input_cache_key")
     }
-    metadata.update(
-        langgraph_step=step,
-        langgraph_node=send.node,
-        langgraph_triggers=PUSH_TRIGGER,
-        langgraph_path=path,
-        langgraph_checkpoint_ns=task_ns,
-    )
-    if node.metadata:
-        metadata.update(node.metadata)
-    sender_tags = set(sender_node.tags or ()) if sender_node else set()
-    tags = [t for t in sender.config.get("tags", []) if t not in sender_tags]
-    tags += [t for t in (node.tags or []) if t not in tags]
-    callbacks = sender.config.get("callbacks")
-    if callbacks is not None and hasattr(callbacks, "copy"):
-        # the step's child manager of the graph run; the sender's run added its own
-        # metadata to it, which the twin's run must not inherit
-        callbacks = callbacks.copy()
-        callbacks.remove_tags([f"graph:step:{step - 1}"])
-        callbacks.add_tags([f"graph:step:{step}"], False)
-        callbacks.remove_metadata(
-            [k for k in callbacks.metadata if _is_task_metadata(k, sender_node_meta)]
-        )
-    writes: deque[tuple[str, Any]] = deque()
-    runtime = conf[CONFIG_KEY_RUNTIME]
-    if runtime.execution_info is not None:
-        runtime = runtime.override(
-            execution_info=dataclasses.replace(
-                runtime.execution_info, checkpoint_ns=task_ns, task_id=task_id
-            )
-        )
-    config = patch_config(
-        {**sender.config, "tags": tags},
-        run_name=send.node,
-        callbacks=callbacks,
-        configurable={
-            CONFIG_KEY_TASK_ID: task_id,
-            CONFIG_KEY_SEND: writes.extend,
-            CONFIG_KEY_READ: _no_state_read,
-            CONFIG_KEY_CHECKPOINT_NS: task_ns,
-            CONFIG_KEY_SCRATCHPAD: new_scratchpad(task_id, task_ns, step, stop),
-            CONFIG_KEY_RUNTIME: runtime,
-        },
-    )
-    config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
-    return PregelExecutableTask(
-        send.node,
-        send.arg,
-        node.node,
-        writes,
-        config,
-        PUSH_TRIGGER,
-        node.retry_policy or retry_policy,
-        None,
-        task_id,
-        path,
-        writers=node.flat_writers,
-        subgraphs=node.subgraphs,
-        timeout=send.timeout if send.timeout is not None else node.timeout,
-    )
+    return _RunAheadAwareNode(**attrs)

@@ -25,11 +25,12 @@ import os
 import threading
 from typing import Any
 
+from langgraph.graph import StateGraph
+
 import alto_langgraph  # noqa: F401  (installs the backend= patch)
 from alto_langgraph import _plug
-from alto_langgraph.runtime import coordinator
 from alto_langgraph.graph import AltoCompiledStateGraph
-from langgraph.graph import StateGraph
+from alto_langgraph.runtime import coordinator
 
 _lock = threading.Lock()
 _current_test: list[str] = ["<collection>"]
@@ -100,9 +101,16 @@ def pytest_runtest_teardown(item: Any) -> None:
 
 
 def _totals(counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    tot = {"tests_with_compiles": 0, "compiles": 0, "alto_runs": 0, "fallback_runs": 0,
-           "tests_with_alto_runs": 0, "run_ahead": 0, "adopted": 0,
-           "reasons": collections.Counter()}
+    tot = {
+        "tests_with_compiles": 0,
+        "compiles": 0,
+        "alto_runs": 0,
+        "fallback_runs": 0,
+        "tests_with_alto_runs": 0,
+        "run_ahead": 0,
+        "adopted": 0,
+        "reasons": collections.Counter(),
+    }
     for entry in counts.values():
         tot["run_ahead"] += entry.get("run_ahead", 0)
         tot["adopted"] += entry.get("adopted", 0)

@@ -19,19 +19,27 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 
 FILES = [
-    "tests/test_pregel.py", "tests/test_pregel_async.py", "tests/test_large_cases.py",
-    "tests/test_large_cases_async.py", "tests/test_state.py", "tests/test_messages_state.py",
-    "tests/test_runtime.py", "tests/test_retry.py",
+    "tests/test_pregel.py",
+    "tests/test_pregel_async.py",
+    "tests/test_large_cases.py",
+    "tests/test_large_cases_async.py",
+    "tests/test_state.py",
+    "tests/test_messages_state.py",
+    "tests/test_runtime.py",
+    "tests/test_retry.py",
 ]
 CKPT_PARAMS = {"sync_checkpointer", "async_checkpointer", "checkpointer"}
 PAT = {
     "stategraph": re.compile(r"\bStateGraph\b|\bMessageGraph\b"),
     "checkpointer": re.compile(
-        r"checkpointer\s*=|InMemorySaver|MemorySaver\(|SqliteSaver|PostgresSaver"),
+        r"checkpointer\s*=|InMemorySaver|MemorySaver\(|SqliteSaver|PostgresSaver"
+    ),
     "interrupt": re.compile(
-        r"\binterrupt\(|interrupt_before|interrupt_after|\bInterrupt\b|Command\(\s*resume|resume="),
+        r"\binterrupt\(|interrupt_before|interrupt_after|\bInterrupt\b|Command\(\s*resume|resume="
+    ),
     "state_api": re.compile(
-        r"\b(a?get_state|a?update_state|a?get_state_history|a?bulk_update_state)\b"),
+        r"\b(a?get_state|a?update_state|a?get_state_history|a?bulk_update_state)\b"
+    ),
     "functional": re.compile(r"@entrypoint|@task\b|\bentrypoint\(|\btask\("),
 }
 
@@ -41,13 +49,18 @@ def classify(lg_dir: str) -> dict[str, bool]:
     for f in FILES:
         src = open(f"{lg_dir}/{f}").read()
         for node in ast.parse(src).body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith(
+                "test_"
+            ):
                 seg = ast.get_source_segment(src, node) or ""
                 feats = {k: bool(p.search(seg)) for k, p in PAT.items()}
                 feats["checkpointer"] |= bool({a.arg for a in node.args.args} & CKPT_PARAMS)
                 pure[f"{f}::{node.name}"] = feats["stategraph"] and not (
-                    feats["checkpointer"] or feats["interrupt"] or feats["state_api"]
-                    or feats["functional"])
+                    feats["checkpointer"]
+                    or feats["interrupt"]
+                    or feats["state_api"]
+                    or feats["functional"]
+                )
     return pure
 
 
@@ -77,15 +90,29 @@ def main() -> None:
         c = counts.get(nid, {})
         ar, fb = c.get("alto_runs", 0), c.get("fallback_runs", 0)
         how = "alto" if ar and not fb else "mixed" if ar else "fallback" if fb else "no-run"
-        rows.append((nid, pure.get(base(nid), False), stock.get(nid, "missing"),
-                     alto.get(nid, "missing"), c.get("compiles", 0), ar, fb, how))
+        rows.append(
+            (
+                nid,
+                pure.get(base(nid), False),
+                stock.get(nid, "missing"),
+                alto.get(nid, "missing"),
+                c.get("compiles", 0),
+                ar,
+                fb,
+                how,
+            )
+        )
     sel = [r for r in rows if r[1]]
-    print(f"pure StateGraph: {len({base(r[0]) for r in sel})} tests, {len(sel)} items; "
-          f"stock pass {sum(r[2] == 'passed' for r in sel)}; "
-          f"alto pass {sum(r[3] == 'passed' for r in sel)}; how they ran on alto: "
-          f"{dict(Counter(r[7] for r in sel))}\n")
-    print(f"all items in the 8 files: {len(rows)}; stock pass "
-          f"{sum(r[2] == 'passed' for r in rows)}; alto pass {sum(r[3] == 'passed' for r in rows)}\n")
+    print(
+        f"pure StateGraph: {len({base(r[0]) for r in sel})} tests, {len(sel)} items; "
+        f"stock pass {sum(r[2] == 'passed' for r in sel)}; "
+        f"alto pass {sum(r[3] == 'passed' for r in sel)}; how they ran on alto: "
+        f"{dict(Counter(r[7] for r in sel))}\n"
+    )
+    print(
+        f"all items in the 8 files: {len(rows)}; stock pass "
+        f"{sum(r[2] == 'passed' for r in rows)}; alto pass {sum(r[3] == 'passed' for r in rows)}\n"
+    )
     print("| test | pure | stock | alto | compiles | alto runs | fallbacks | ran on |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -1,0 +1,196 @@
+"""Building tasks for run-ahead: how a node's task splits around the pre-step state,
+and the push task a ``Send`` becomes before LangGraph's loop builds it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables.config import patch_config
+
+from ._pregel import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_READ,
+    CONFIG_KEY_RUNTIME,
+    CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_SEND,
+    CONFIG_KEY_TASK_ID,
+    NS_END,
+    NS_SEP,
+    PUSH,
+    PUSH_TRIGGER,
+    ChannelWrite,
+    PregelExecutableTask,
+    PregelNode,
+    Send,
+    new_scratchpad,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeRunner:
+    """How one node's task is split for run-ahead: the part that needs no state, and the rest."""
+
+    node: PregelNode
+    #: bound + the writers that only map the node's output (state updates, edges,
+    #: ``Command`` gotos): safe to run before the pre-step state exists.
+    early: Runnable
+    #: conditional edges: they read the pre-step state, so they wait for the loop.
+    late: tuple[Runnable, ...]
+
+    @classmethod
+    def of(cls, node: PregelNode) -> NodeRunner | None:
+        proc = node.node
+        if proc is None:
+            return None
+        writers = list(node.flat_writers)
+        split = next(
+            (i for i, w in enumerate(writers) if not isinstance(w, ChannelWrite)), len(writers)
+        )
+        if split == len(writers):
+            return cls(node, proc, ())
+        early = node.copy({"writers": writers[:split]}).node
+        return cls(node, early, tuple(writers[split:]))
+
+
+def node_runners(nodes: Mapping[str, PregelNode]) -> dict[str, NodeRunner]:
+    return {name: r for name, node in nodes.items() if (r := NodeRunner.of(node)) is not None}
+
+
+def no_state_read(*_: Any, **__: Any) -> Any:
+    raise RuntimeError(
+        "alto: a task started ahead of its superstep tried to read graph state from "
+        "inside its node; only conditional edges may read state (they run once the "
+        "step is reached)"
+    )
+
+
+def new_id() -> str:
+    """A random UUID-shaped id. Not ``uuid.uuid4()``: apps (and LangGraph's own tests)
+    patch that to get deterministic ids, and alto must not consume them."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+_TASK_SPECIFIC_CONFIGURABLE = frozenset((CONFIG_KEY_CHECKPOINT_NS, "checkpoint_id"))
+
+
+def _is_task_metadata(key: str, node_metadata: set[str]) -> bool:
+    """Metadata that belongs to one task (LangGraph's, or its node's), not to the run."""
+    return (
+        key.startswith("langgraph_") or key in node_metadata or key in _TASK_SPECIFIC_CONFIGURABLE
+    )
+
+
+def scratchpad_of(task: PregelExecutableTask) -> Any:
+    return task.config[CONF][CONFIG_KEY_SCRATCHPAD]
+
+
+def capture_output(proc: Runnable, out: list[Any]) -> Runnable:
+    """``proc`` followed by a step that records its output (for the late writers)."""
+
+    def keep(value: Any) -> Any:
+        out.append(value)
+        return value
+
+    return proc | RunnableLambda(keep, name="alto:keep")
+
+
+def push_task_for(
+    sender: PregelExecutableTask,
+    sender_node: PregelNode | None,
+    send: Send,
+    node: PregelNode,
+    idx: int,
+    step: int,
+    stop: int,
+    retry_policy: Sequence[Any],
+) -> PregelExecutableTask:
+    """The push task LangGraph would build for ``send`` at ``step``, built from its sender.
+
+    The loop's config is not reachable from a runner hook, so this derives it from the
+    sender's task config by replacing everything task-specific, as LangGraph's
+    ``prepare_push_task_send`` sets it. The task id and the Send index in
+    ``langgraph_path`` are provisional (the loop numbers Sends only once the step is
+    complete); everything else matches.
+    """
+    conf = sender.config[CONF]
+    sender_ns = conf[CONFIG_KEY_CHECKPOINT_NS]
+    parent_ns = sender_ns.rsplit(NS_SEP, 1)[0] if NS_SEP in sender_ns else ""
+    task_id = new_id()
+    checkpoint_ns = f"{parent_ns}{NS_SEP}{send.node}" if parent_ns else send.node
+    task_ns = f"{checkpoint_ns}{NS_END}{task_id}"
+    path = (PUSH, idx, False)
+    # The sender's own node metadata and tags were merged into its config; drop them.
+    sender_node_meta = set(sender_node.metadata or ()) if sender_node else set()
+    # LangChain copies configurable values into metadata (checkpoint_ns among them):
+    # drop those that are the sender's own, they are re-derived from the new config.
+    metadata = {
+        k: v
+        for k, v in sender.config.get("metadata", {}).items()
+        if not _is_task_metadata(k, sender_node_meta)
+    }
+    metadata.update(
+        langgraph_step=step,
+        langgraph_node=send.node,
+        langgraph_triggers=PUSH_TRIGGER,
+        langgraph_path=path,
+        langgraph_checkpoint_ns=task_ns,
+    )
+    if node.metadata:
+        metadata.update(node.metadata)
+    sender_tags = set(sender_node.tags or ()) if sender_node else set()
+    tags = [t for t in sender.config.get("tags", []) if t not in sender_tags]
+    tags += [t for t in (node.tags or []) if t not in tags]
+    callbacks = sender.config.get("callbacks")
+    if callbacks is not None and hasattr(callbacks, "copy"):
+        # the step's child manager of the graph run; the sender's run added its own
+        # metadata to it, which the twin's run must not inherit
+        callbacks = callbacks.copy()
+        callbacks.remove_tags([f"graph:step:{step - 1}"])
+        callbacks.add_tags([f"graph:step:{step}"], False)
+        callbacks.remove_metadata(
+            [k for k in callbacks.metadata if _is_task_metadata(k, sender_node_meta)]
+        )
+    writes: deque[tuple[str, Any]] = deque()
+    runtime = conf[CONFIG_KEY_RUNTIME]
+    if runtime.execution_info is not None:
+        runtime = runtime.override(
+            execution_info=dataclasses.replace(
+                runtime.execution_info, checkpoint_ns=task_ns, task_id=task_id
+            )
+        )
+    config = patch_config(
+        {**sender.config, "tags": tags},
+        run_name=send.node,
+        callbacks=callbacks,
+        configurable={
+            CONFIG_KEY_TASK_ID: task_id,
+            CONFIG_KEY_SEND: writes.extend,
+            CONFIG_KEY_READ: no_state_read,
+            CONFIG_KEY_CHECKPOINT_NS: task_ns,
+            CONFIG_KEY_SCRATCHPAD: new_scratchpad(task_id, task_ns, step, stop),
+            CONFIG_KEY_RUNTIME: runtime,
+        },
+    )
+    config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
+    return PregelExecutableTask(
+        send.node,
+        send.arg,
+        node.node,
+        writes,
+        config,
+        PUSH_TRIGGER,
+        node.retry_policy or retry_policy,
+        None,
+        task_id,
+        path,
+        writers=node.flat_writers,
+        subgraphs=node.subgraphs,
+        timeout=send.timeout if send.timeout is not None else node.timeout,
+    )

@@ -284,10 +284,8 @@ class AsyncRequestRun(RequestRun):
         t.add_done_callback(self._owned.discard)
         return t
 
-    async def _run(self, msg: Message) -> Any:
-        if self._limit is None:
-            return await self.executor.run(msg)
-        async with self._limit:
+    async def _run_limited(self, msg: Message) -> Any:
+        async with self._limit:  # type: ignore[union-attr]
             return await self.executor.run(msg)
 
     def _execute(
@@ -295,7 +293,11 @@ class AsyncRequestRun(RequestRun):
     ) -> Any:
         async def execute() -> Any:
             # the value matters: a functional-API @task call inside a node reads it
-            value = await self._run(Message(self._header(task, ()), (fn, (task, *args), kwargs)))
+            msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
+            if self._limit is None:
+                value = await self.executor.run(msg)
+            else:
+                value = await self._run_limited(msg)
             self._start_sends(task, ())
             return value
 
@@ -312,7 +314,10 @@ class AsyncRequestRun(RequestRun):
 
         async def execute_ahead() -> None:
             try:
-                await self._run(msg)
+                if self._limit is None:
+                    await self.executor.run(msg)
+                else:
+                    await self._run_limited(msg)
             except BaseException as exc:  # handed to the loop when it reaches this step
                 if not ahead.done.done():
                     ahead.done.set_exception(exc)

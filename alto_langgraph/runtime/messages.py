@@ -1,14 +1,13 @@
 """The one message shape that crosses the coordinator/stage boundary.
 
 A message is a small header that routing may read, and a payload that only the stage
-instance opens. The inline executor hands the payload over by reference; the process
+instance opens. Both are named tuples: one is built per task, on the hot path. The inline executor hands the payload over by reference; the process
 executor will carry it as serialized bytes that the router never deserialises.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 #: One fan-out an item descends from: (the node that sent it, its index among that
 #: sender's Sends). A request's root item has no frames.
@@ -17,8 +16,7 @@ Frame = tuple[str, int]
 MessageKind = Literal["task"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     request_id: str
     ancestry: tuple[Frame, ...]
     stage: str
@@ -30,7 +28,6 @@ class Header:
     step: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     header: Header
     payload: Any

@@ -89,19 +89,38 @@ async def test_consumer_stopping_early_cancels_run_ahead_work() -> None:
     assert _alto_tasks() == []
 
 
-def test_sync_stream_stopped_early_stops_its_threads() -> None:
-    def slow_c(p: dict) -> dict:
-        time.sleep(0.05)
+def test_sync_request_fails_without_waiting_for_run_ahead_work() -> None:
+    """A failed request returns at once: run-ahead work nobody will claim finishes on
+    its own thread, and then the run's threads go away."""
+    release = threading.Event()
+    running: list[int] = []
+
+    def c(p: dict) -> dict:
+        running.append(p["i"])
+        release.wait(5)
+        running.remove(p["i"])
         return {"log": [p["i"]]}
 
+    def b(p: dict) -> Command:
+        if p["i"] == 1:
+            while not running:  # fail once c0 is running ahead
+                time.sleep(0.001)
+            raise ValueError("b1 failed")
+        return Command(goto=[Send("c", p)])
+
     g = StateGraph(S)
-    g.add_node("b", lambda p: Command(goto=[Send("c", p)]))
-    g.add_node("c", slow_c)
-    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(4)])
+    g.add_node("b", b)
+    g.add_node("c", c)
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
     before = threading.active_count()
-    stream = g.compile(backend="alto").stream({"log": [], "fail": False})
-    next(stream)  # one b finished; c tasks are running ahead
-    stream.close()
+    with pytest.raises(ValueError, match="b1 failed"):
+        g.compile(backend="alto").invoke({"log": [], "fail": False})
+    assert running == [0]  # the request failed while c0 still ran
+    release.set()
+    deadline = time.monotonic() + 5
+    while (running or threading.active_count() > before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running == []
     assert threading.active_count() == before
 
 

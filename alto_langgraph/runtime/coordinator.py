@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import get_executor_for_config
 
 from ._pregel import (
     CONF,
@@ -353,24 +352,33 @@ class SyncRequestRun(RequestRun):
 
     def __init__(self, *, config: dict[str, Any], **kw: Any) -> None:
         super().__init__(**kw)
-        self._pool_cm = get_executor_for_config(config)  # max_workers = max_concurrency
-        self._pool = self._pool_cm.__enter__()
-        self._futures: set[concurrent.futures.Future[Any]] = set()
+        # max_workers = config["max_concurrency"], as LangGraph's sync executor. Not
+        # LangChain's get_executor_for_config: that context manager always waits for
+        # the pool on exit, and a run-ahead task nobody will claim must not hold up
+        # a failed request.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.get("max_concurrency"), thread_name_prefix="alto"
+        )
+        self._loop_futures: set[concurrent.futures.Future[Any]] = set()
+        self._ahead_futures: set[concurrent.futures.Future[Any]] = set()
 
     def _future(self) -> concurrent.futures.Future[Any]:
         return concurrent.futures.Future()
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        ctx = contextvars.copy_context()
-        fut = self._pool.submit(ctx.run, fn, *args)
+    def _spawn(
+        self, owner: set[concurrent.futures.Future[Any]], fn: Callable[..., Any]
+    ) -> concurrent.futures.Future[Any]:
+        fut = self._pool.submit(contextvars.copy_context().run, fn)
         with self._lock:
-            self._futures.add(fut)
-        fut.add_done_callback(self._forget)
+            owner.add(fut)
+        fut.add_done_callback(lambda f: self._forget(owner, f))
         return fut
 
-    def _forget(self, fut: concurrent.futures.Future[Any]) -> None:
+    def _forget(
+        self, owner: set[concurrent.futures.Future[Any]], fut: concurrent.futures.Future[Any]
+    ) -> None:
         with self._lock:
-            self._futures.discard(fut)
+            owner.discard(fut)
 
     def _execute(
         self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
@@ -382,7 +390,7 @@ class SyncRequestRun(RequestRun):
             self._start_sends(task, ())
             return value
 
-        return self._spawn(execute)
+        return self._spawn(self._loop_futures, execute)
 
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import run_with_retry
@@ -397,12 +405,12 @@ class SyncRequestRun(RequestRun):
             try:
                 self.executor.run_sync(msg)
             except BaseException as exc:  # handed to the loop when it reaches this step
-                ahead.done.set_exception(exc)
+                _settle(ahead.done, exc=exc)
                 return
-            ahead.done.set_result(out[0] if out else None)
+            _settle(ahead.done, value=out[0] if out else None)
             self._start_sends(ahead.task, ahead.ancestry)
 
-        self._spawn(execute_ahead)
+        self._spawn(self._ahead_futures, execute_ahead)
 
     def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
         result: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -420,16 +428,32 @@ class SyncRequestRun(RequestRun):
         return result
 
     def close(self) -> None:
-        """Cancel run-ahead work not yet started, wait for the rest, stop the pool."""
+        """Cancel work not started yet; wait for the loop's own tasks, as LangGraph does,
+        but not for run-ahead tasks nobody will claim (a failed request returns at once;
+        they finish on their thread and their results are dropped)."""
         unclaimed = self._close_tables()
         for ahead in unclaimed:
             ahead.done.cancel()
         with self._lock:
-            pending = set(self._futures)
+            pending = self._loop_futures | self._ahead_futures
+            loop_futures = set(self._loop_futures)
         for fut in pending:
             fut.cancel()
-        concurrent.futures.wait(pending)
-        self._pool_cm.__exit__(None, None, None)
+        concurrent.futures.wait(loop_futures)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(
+    fut: concurrent.futures.Future[Any], *, value: Any = None, exc: BaseException | None = None
+) -> None:
+    """Resolve ``fut`` unless the run was closed (and cancelled it) meanwhile."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class RunAheadAwareProc(Runnable[Any, Any]):

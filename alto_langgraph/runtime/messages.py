@@ -1,8 +1,9 @@
 """The one message shape that crosses the coordinator/stage boundary.
 
 A message is a small header that routing may read, and a payload that only the stage
-instance opens. Both are named tuples: one is built per task, on the hot path. The inline executor hands the payload over by reference; the process
-executor will carry it as serialized bytes that the router never deserialises.
+instance opens; both are named tuples (one is built per task, on the hot path). The
+inline executor hands the payload over by reference; the process executor will carry
+it as serialized bytes that the router never deserialises.
 """
 
 from __future__ import annotations

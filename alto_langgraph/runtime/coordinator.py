@@ -109,8 +109,8 @@ class RequestRun:
         self._closed = False
         #: task id -> exception, for adopted inline tasks whose twin failed
         self.inline_failures: dict[str, BaseException] = {}
-        #: counters, for tests and ``explain``: how many tasks ran ahead / were adopted
-        self.stats = {"submitted": 0, "run_ahead": 0, "adopted": 0}
+        #: counters, for tests and benchmarks: how many tasks ran ahead / were adopted
+        self.stats = {"run_ahead": 0, "adopted": 0}
 
     def __call__(self) -> Callable[..., Any]:
         # LangGraph calls the hook (a WeakMethod by default) to get the submit function.
@@ -129,13 +129,14 @@ class RequestRun:
     ) -> Any:
         # Nested graphs must not inherit this run's hook through the task config.
         task.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
-        ahead = self._claim(task) if task.path[0] == PUSH else None
-        with self._lock:
-            self.stats["submitted"] += 1
+        # The runner calls submit from one thread, and only once the step before is
+        # complete, so every twin of this step is registered by now: an empty table
+        # needs no lock (the common case, a fan-out whose sender ran alone).
+        if self._ready and task.path[0] == PUSH:
+            ahead = self._claim(task)
             if ahead is not None:
                 self.stats["adopted"] += 1
-        if ahead is not None:
-            return self._adopt(ahead, task)
+                return self._adopt(ahead, task)
         return self._execute(fn, task, args, kwargs)
 
     # what the two paths implement
@@ -290,17 +291,19 @@ class AsyncRequestRun(RequestRun):
     def _execute(
         self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
     ) -> Any:
-        async def execute() -> Any:
-            # the value matters: a functional-API @task call inside a node reads it
-            msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
-            if self._limit is None:
-                value = await self.executor.run(msg)
-            else:
-                value = await self._run_limited(msg)
-            self._start_sends(task, ())
-            return value
+        return self._own(self._execute_task(fn, task, args, kwargs), task.name)
 
-        return self._own(execute(), task.name)
+    async def _execute_task(
+        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+    ) -> Any:
+        # the value matters: a functional-API @task call inside a node reads it
+        msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
+        if self._limit is None:
+            value = await self.executor.run(msg)
+        else:
+            value = await self._run_limited(msg)
+        self._start_sends(task, ())
+        return value
 
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import arun_with_retry
@@ -469,37 +472,28 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         self.proc = proc
         self.name = proc.get_name()
 
-    def _split(
+    def _adopted(
         self, input: Any, config: RunnableConfig | None
-    ) -> tuple[Any, RunnableConfig | None]:
-        conf = (config or {}).get(CONF) or {}
-        run = conf.get(CONFIG_KEY_RUNNER_SUBMIT)
+    ) -> tuple[tuple[RequestRun, RunAhead, TaskView] | None, RunnableConfig | None]:
+        """(run, ahead, task) when this inline task has a run-ahead twin; the config
+        without the hook either way. Cheap when nothing ran ahead: it runs per task."""
+        conf = config.get(CONF) if config else None
+        run = conf.get(CONFIG_KEY_RUNNER_SUBMIT) if conf else None
         if not isinstance(run, RequestRun):
             return None, config
-        config = {**config, CONF: {k: v for k, v in conf.items() if k != CONFIG_KEY_RUNNER_SUBMIT}}
-        return run, config
-
-    def _inline(
-        self, run: RequestRun, input: Any, config: RunnableConfig
-    ) -> tuple[RunAhead | None, TaskView]:
-        conf = config[CONF]
-        send = conf.get(CONFIG_KEY_SEND)
-        writes = getattr(send, "__self__", None)  # the task's writes deque
+        conf = dict(conf)
+        del conf[CONFIG_KEY_RUNNER_SUBMIT]
+        config = {**config, CONF: conf}  # type: ignore[misc]
+        if not (run._ready or run.inline_failures):
+            return None, config
+        writes = getattr(conf.get(CONFIG_KEY_SEND), "__self__", None)  # the task's deque
+        if writes is None:
+            return None, config
         task = _InlineTask(conf.get(CONFIG_KEY_TASK_ID, ""), self.name, writes, config)
         failed = run.inline_failures.get(task.id)
         if failed is not None:  # a retry of an adopted task: its twin already retried
             raise failed
-        return (run.claim_inline(input, config) if writes is not None else None), task
-
-    def _adopted(
-        self, input: Any, config: RunnableConfig | None
-    ) -> tuple[Any, RunnableConfig | None]:
-        """(run, ahead, task) when this inline task has a run-ahead twin; the config
-        without the hook either way."""
-        run, config = self._split(input, config)
-        if run is None:
-            return None, config
-        ahead, task = self._inline(run, input, config)  # type: ignore[arg-type]
+        ahead = run.claim_inline(input, config)
         return ((run, ahead, task) if ahead is not None else None), config
 
     @staticmethod

@@ -8,7 +8,7 @@ and the default until the multi-process executor lands.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .messages import Message
@@ -22,9 +22,9 @@ TaskPayload = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 class Executor(Protocol):
     name: str
 
-    async def run(self, message: Message) -> Any:
-        """Run one task message to completion and return what the task function returned;
-        raise the node's exception if it fails."""
+    def run(self, message: Message) -> Awaitable[Any]:
+        """Run one task message: the awaitable resolves to what the task function
+        returned, or raises the node's exception."""
 
     def run_sync(self, message: Message) -> Any:
         """The same, from a worker thread of a synchronous run."""
@@ -38,10 +38,11 @@ class InlineExecutor:
     def __init__(self) -> None:
         self.messages_run = 0
 
-    async def run(self, message: Message) -> Any:
+    def run(self, message: Message) -> Awaitable[Any]:
+        # the task function's own coroutine: no wrapper frame on the hot path
         fn, args, kwargs = message.payload
         self.messages_run += 1
-        return await fn(*args, **kwargs)
+        return fn(*args, **kwargs)
 
     def run_sync(self, message: Message) -> Any:
         fn, args, kwargs = message.payload

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from graphs import CASES
 from harness import assert_same
@@ -23,3 +25,26 @@ def test_same_as_langgraph(name: str, style: str) -> None:
 
 def test_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 40
+
+
+async def _events(case_name: str, backend: str) -> tuple[Counter, str | None]:
+    builder, inputs = CASES[case_name].build()
+    app = builder.compile(backend=backend)
+    kwargs = {k: v for k, v in CASES[case_name].kwargs.items() if k in ("config", "context")}
+    seen: Counter = Counter()
+    try:
+        async for event in app.astream_events(inputs, version="v2", **kwargs):
+            seen[(event["event"], event["name"])] += 1
+    except Exception as exc:
+        return seen, type(exc).__name__
+    return seen, None
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if "async" in c.styles])
+async def test_same_astream_events_as_langgraph(name: str) -> None:
+    """astream_events (LangChain callbacks, streamed node procs) sees the same runs."""
+    stock_events, stock_error = await _events(name, "pregel")
+    alto_events, alto_error = await _events(name, "alto")
+    assert alto_error == stock_error
+    if stock_error is None:  # which runs start before a failure is a race on stock too
+        assert alto_events == stock_events

@@ -29,7 +29,7 @@ from langgraph._internal._constants import (
 from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
-from langgraph.pregel._write import ChannelWrite
+from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
 from langgraph.types import PregelExecutableTask, Send
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "CONFIG_KEY_SEND",
     "CONFIG_KEY_TASK_ID",
     "ChannelWrite",
+    "ChannelWriteEntry",
     "ensure_config",
     "NS_END",
     "NS_SEP",

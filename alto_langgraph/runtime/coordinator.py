@@ -47,7 +47,7 @@ from ._pregel import (
 )
 from .executor import Executor, gather_cancelled
 from .messages import Frame, Header, Message
-from .tasks import NodeRunner, capture_output, push_task_for, scratchpad_of
+from .tasks import NodeRunner, push_task_for, scratchpad_of
 
 
 @dataclasses.dataclass
@@ -57,8 +57,8 @@ class RunAhead:
     task: PregelExecutableTask
     ancestry: tuple[Frame, ...]
     runner: NodeRunner
-    #: resolves to the output of ``runner.early`` (an asyncio future on the async
-    #: path, a concurrent one on the sync path)
+    #: resolves once the task has run (an asyncio future on the async path, a
+    #: concurrent one on the sync path); its results are in ``task.writes``
     done: Any
 
 
@@ -164,14 +164,6 @@ class RequestRun:
             step=scratchpad_of(task).step,
         )
 
-    def _ahead_task(self, ahead: RunAhead) -> tuple[PregelExecutableTask, list[Any]]:
-        """The task to run ahead: only its early part when conditional edges must wait;
-        the list receives the node's output for them."""
-        out: list[Any] = []
-        if not ahead.runner.late:
-            return ahead.task, out
-        return dataclasses.replace(ahead.task, proc=capture_output(ahead.runner.early, out)), out
-
     def _start_sends(self, sender: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
         """Start every Send that ``sender`` wrote and that has not run ahead yet."""
         sends = [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
@@ -198,6 +190,7 @@ class RequestRun:
                     sender_runner.node if sender_runner else None,
                     send,
                     runner.node,
+                    runner.early,
                     idx,
                     step,
                     pad.stop,
@@ -210,20 +203,24 @@ class RequestRun:
         for ahead in started:
             self._launch(ahead)
 
-    def _hand_over(self, ahead: RunAhead, task: TaskView, output: Any) -> None:
+    def _hand_over(self, ahead: RunAhead, task: TaskView) -> None:
         """Give ``task`` (the loop's) the writes of its run-ahead twin, then run its
         conditional edges, which read the pre-step state through ``task.config``."""
-        task.writes.extend(ahead.task.writes)
+        writes, output = ahead.runner.hand_over(ahead.task.writes)
+        task.writes.extend(writes)
         if ahead.runner.late:
+            config = _as_child(task.config)
             for writer in ahead.runner.late:
-                output = writer.invoke(output, task.config)
+                output = writer.invoke(output, config)
             self._late_sends_from(ahead, task)
 
-    async def _ahand_over(self, ahead: RunAhead, task: TaskView, output: Any) -> None:
-        task.writes.extend(ahead.task.writes)
+    async def _ahand_over(self, ahead: RunAhead, task: TaskView) -> None:
+        writes, output = ahead.runner.hand_over(ahead.task.writes)
+        task.writes.extend(writes)
         if ahead.runner.late:
+            config = _as_child(task.config)
             for writer in ahead.runner.late:
-                output = await writer.ainvoke(output, task.config)
+                output = await writer.ainvoke(output, config)
             self._late_sends_from(ahead, task)
 
     def _late_sends_from(self, ahead: RunAhead, task: TaskView) -> None:
@@ -274,6 +271,7 @@ class AsyncRequestRun(RequestRun):
         super().__init__(**kw)
         self._limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._owned: set[asyncio.Task[Any]] = set()
+        self._stream_procs = False
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
@@ -296,6 +294,9 @@ class AsyncRequestRun(RequestRun):
     async def _execute_task(
         self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
     ) -> Any:
+        # LangGraph streams procs when an astream_events/astream_log handler listens;
+        # twins must do the same to produce the same events
+        self._stream_procs = kwargs.get("stream", False)
         # the value matters: a functional-API @task call inside a node reads it
         msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
         if self._limit is None:
@@ -308,10 +309,9 @@ class AsyncRequestRun(RequestRun):
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import arun_with_retry
 
-        run_task, out = self._ahead_task(ahead)
         msg = Message(
             self._header(ahead.task, ahead.ancestry),
-            (arun_with_retry, (run_task, self.retry_policy), {}),
+            (arun_with_retry, (ahead.task, self.retry_policy), {"stream": self._stream_procs}),
         )
 
         async def execute_ahead() -> None:
@@ -327,14 +327,15 @@ class AsyncRequestRun(RequestRun):
                     raise
                 return
             if not ahead.done.done():
-                ahead.done.set_result(out[0] if out else None)
+                ahead.done.set_result(None)
             self._start_sends(ahead.task, ahead.ancestry)
 
         self._own(execute_ahead(), ahead.task.name)
 
     def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
         async def adopt() -> None:
-            await self._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+            await asyncio.shield(ahead.done)
+            await self._ahand_over(ahead, task)
 
         return self._own(adopt(), task.name)
 
@@ -398,10 +399,9 @@ class SyncRequestRun(RequestRun):
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import run_with_retry
 
-        run_task, out = self._ahead_task(ahead)
         msg = Message(
             self._header(ahead.task, ahead.ancestry),
-            (run_with_retry, (run_task, self.retry_policy), {}),
+            (run_with_retry, (ahead.task, self.retry_policy), {}),
         )
 
         def execute_ahead() -> None:
@@ -410,7 +410,7 @@ class SyncRequestRun(RequestRun):
             except BaseException as exc:  # handed to the loop when it reaches this step
                 _settle(ahead.done, exc=exc)
                 return
-            _settle(ahead.done, value=out[0] if out else None)
+            _settle(ahead.done, value=None)
             self._start_sends(ahead.task, ahead.ancestry)
 
         self._spawn(self._ahead_futures, execute_ahead)
@@ -421,7 +421,8 @@ class SyncRequestRun(RequestRun):
 
         def finish(done: concurrent.futures.Future[Any]) -> None:
             try:
-                ctx.run(self._hand_over, ahead, task, done.result())
+                done.result()
+                ctx.run(self._hand_over, ahead, task)
             except BaseException as exc:
                 result.set_exception(exc)
             else:
@@ -444,6 +445,12 @@ class SyncRequestRun(RequestRun):
             fut.cancel()
         concurrent.futures.wait(loop_futures)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _as_child(config: RunnableConfig) -> RunnableConfig:
+    """The task's config as its own steps see it: LangGraph runs a task's writers as
+    steps of its proc, which do not carry the task's run name."""
+    return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}  # type: ignore[return-value]
 
 
 def _settle(
@@ -500,7 +507,8 @@ class RunAheadAwareProc(Runnable[Any, Any]):
     def _hand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
         run, ahead, task = adopted
         try:
-            return run._hand_over(ahead, task, ahead.done.result())
+            ahead.done.result()
+            return run._hand_over(ahead, task)
         except BaseException as exc:
             run.inline_failures[task.id] = exc
             raise
@@ -509,7 +517,8 @@ class RunAheadAwareProc(Runnable[Any, Any]):
     async def _ahand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
         run, ahead, task = adopted
         try:
-            return await run._ahand_over(ahead, task, await asyncio.shield(ahead.done))
+            await asyncio.shield(ahead.done)
+            return await run._ahand_over(ahead, task)
         except BaseException as exc:
             run.inline_failures[task.id] = exc
             raise

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import patch_config
 
 from ._pregel import (
@@ -26,11 +26,16 @@ from ._pregel import (
     PUSH,
     PUSH_TRIGGER,
     ChannelWrite,
+    ChannelWriteEntry,
     PregelExecutableTask,
     PregelNode,
     Send,
     new_scratchpad,
 )
+
+#: Where a run-ahead task whose conditional edges must wait leaves its node's output
+#: for them (a write in its own task's writes, taken out again on hand-over).
+NODE_OUTPUT = "__alto_node_output__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +43,9 @@ class NodeRunner:
     """How one node's task is split for run-ahead: the part that needs no state, and the rest."""
 
     node: PregelNode
-    #: bound + the writers that only map the node's output (state updates, edges,
-    #: ``Command`` gotos): safe to run before the pre-step state exists.
+    #: what a run-ahead task runs: bound + the writers that only map the node's output
+    #: (state updates, edges, ``Command`` gotos), safe before the pre-step state exists,
+    #: + (when ``late`` is not empty) a write of the output to ``NODE_OUTPUT``.
     early: Runnable
     #: conditional edges: they read the pre-step state, so they wait for the loop.
     late: tuple[Runnable, ...]
@@ -55,8 +61,22 @@ class NodeRunner:
         )
         if split == len(writers):
             return cls(node, proc, ())
-        early = node.copy({"writers": writers[:split]}).node
+        keep = ChannelWrite((ChannelWriteEntry(NODE_OUTPUT),))
+        early = node.copy({"writers": [*writers[:split], keep]}).node
         return cls(node, early, tuple(writers[split:]))
+
+    def hand_over(self, twin_writes: Any) -> tuple[list[tuple[str, Any]], Any]:
+        """The twin's writes for the loop's task, and the node output its late writers need."""
+        if not self.late:
+            return list(twin_writes), None
+        output = None
+        writes = []
+        for chan, value in twin_writes:
+            if chan == NODE_OUTPUT:
+                output = value
+            else:
+                writes.append((chan, value))
+        return writes, output
 
 
 def node_runners(nodes: Mapping[str, PregelNode]) -> dict[str, NodeRunner]:
@@ -91,21 +111,12 @@ def scratchpad_of(task: PregelExecutableTask) -> Any:
     return task.config[CONF][CONFIG_KEY_SCRATCHPAD]
 
 
-def capture_output(proc: Runnable, out: list[Any]) -> Runnable:
-    """``proc`` followed by a step that records its output (for the late writers)."""
-
-    def keep(value: Any) -> Any:
-        out.append(value)
-        return value
-
-    return proc | RunnableLambda(keep, name="alto:keep")
-
-
 def push_task_for(
     sender: PregelExecutableTask,
     sender_node: PregelNode | None,
     send: Send,
     node: PregelNode,
+    proc: Runnable,
     idx: int,
     step: int,
     stop: int,
@@ -182,7 +193,7 @@ def push_task_for(
     return PregelExecutableTask(
         send.node,
         send.arg,
-        node.node,
+        proc,
         writes,
         config,
         PUSH_TRIGGER,

@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import threading
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -289,22 +289,22 @@ class AsyncRequestRun(RequestRun):
     def _execute(
         self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
     ) -> Any:
-        return self._own(self._execute_task(fn, task, args, kwargs), task.name)
-
-    async def _execute_task(
-        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
-    ) -> Any:
         # LangGraph streams procs when an astream_events/astream_log handler listens;
         # twins must do the same to produce the same events
         self._stream_procs = kwargs.get("stream", False)
-        # the value matters: a functional-API @task call inside a node reads it
         msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
-        if self._limit is None:
-            value = await self.executor.run(msg)
-        else:
-            value = await self._run_limited(msg)
-        self._start_sends(task, ())
-        return value
+        # The task function's own coroutine, no wrapper: its value matters (a
+        # functional-API @task call inside a node reads it), and this is the hot path.
+        coro = self.executor.run(msg) if self._limit is None else self._run_limited(msg)
+        t = self._own(coro, task.name)
+        t.add_done_callback(functools.partial(self._sends_after, task))
+        return t
+
+    def _sends_after(self, task: PregelExecutableTask, done: asyncio.Task[Any]) -> None:
+        # runs before LangGraph's own done callback (added later), i.e. before the loop
+        # sees the task finish
+        if not done.cancelled() and done.exception() is None:
+            self._start_sends(task, ())
 
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import arun_with_retry
@@ -529,11 +529,14 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             return self.proc.invoke(input, config, **kwargs)
         return self._hand_over(adopted)
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    def ainvoke(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Awaitable[Any]:
+        # returns the awaitable rather than awaiting it: one coroutine frame less per task
         adopted, config = self._adopted(input, config)
         if adopted is None:
-            return await self.proc.ainvoke(input, config, **kwargs)
-        return await self._ahand_over(adopted)
+            return self.proc.ainvoke(input, config, **kwargs)
+        return self._ahand_over(adopted)
 
     # LangGraph streams a task's proc when an astream_log/astream_events handler listens
     def stream(

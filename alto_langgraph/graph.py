@@ -41,9 +41,8 @@ class _AltoState:
     def __init__(self, graph: CompiledStateGraph, options: AltoOptions) -> None:
         self.options = options
         self.executor: Executor = make_executor(options.executor)
+        # from the nodes as LangGraph built them: run-ahead tasks run these procs
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
-        for name, node in list(graph.nodes.items()):
-            graph.nodes[name] = run_ahead_aware(node)
         self.plan: Plan = lower(graph, options)
 
 
@@ -60,6 +59,9 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         _alto_subgraphs(graph, options)
         graph.__class__ = cls
         graph._alto = _AltoState(graph, options)
+        # the loop's tasks: procs that adopt a run-ahead result when run inline
+        for name, node in list(graph.nodes.items()):
+            graph.nodes[name] = run_ahead_aware(node)
         return graph  # type: ignore[return-value]
 
     def copy(self, update: dict[str, Any] | None = None) -> AltoCompiledStateGraph:
@@ -84,8 +86,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         return self._alto.plan
 
     # -- execution ---------------------------------------------------------------
-    def _fallback_reason(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> str | None:
-        merged = ensure_config(self.config, config)
+    def _fallback_reason(self, merged: RunnableConfig, kwargs: dict[str, Any]) -> str | None:
         if self._resolve_checkpointer(merged) is not None:
             return "a checkpointer"
         if kwargs.get("interrupt_before") or self.interrupt_before_nodes:
@@ -107,14 +108,14 @@ class AltoCompiledStateGraph(CompiledStateGraph):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        reason = self._fallback_reason(config, kwargs)
+        merged = ensure_config(self.config, config)
+        reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
             async with aclosing(super().astream(input, config, **kwargs)) as stream:
                 async for chunk in stream:
                     yield chunk
             return
-        merged = ensure_config(self.config, config)
         run = AsyncRequestRun(
             max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
         )
@@ -132,12 +133,12 @@ class AltoCompiledStateGraph(CompiledStateGraph):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        reason = self._fallback_reason(config, kwargs)
+        merged = ensure_config(self.config, config)
+        reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
             yield from super().stream(input, config, **kwargs)
             return
-        merged = ensure_config(self.config, config)
         run = SyncRequestRun(config=merged, **self._run_args(merged))
         try:
             yield from super().stream(input, _with_hook(config, run), **kwargs)

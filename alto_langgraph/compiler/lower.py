@@ -58,10 +58,11 @@ def lower(graph: CompiledStateGraph, options: AltoOptions) -> Plan:
         if spec.ends:
             queues += [Queue(name, e, "send", label="Command") for e in spec.ends]
             splitters.append(Splitter(name, "Command"))
+    state_keys = set(builder.schemas.get(builder.state_schema, builder.channels))
     aggregators = [
         Aggregator(key, type(ch).__name__, _reducer_name(ch))
         for key, ch in builder.channels.items()
-        if not key.startswith("__")
+        if key in state_keys and not key.startswith("__")
     ]
     aggregators += [
         Aggregator(e, "join", "after " + " & ".join(starts))

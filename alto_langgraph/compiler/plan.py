@@ -84,7 +84,7 @@ class Plan:
         for s in self.stages:
             flags = [s.kind, s.call]
             if s.run_ahead:
-                flags.append("runs ahead")
+                flags.append("Send target")
             if s.late_writers:
                 flags.append(f"{s.late_writers} conditional edge(s) at step")
             if s.retry:
@@ -108,6 +108,8 @@ class Plan:
             for a in self.aggregators:
                 detail = f" {a.detail}" if a.detail else ""
                 out.append(f"{indent}    {a.key:<16} {a.kind}{detail}")
+        out.append(f"{indent}  tasks created by a Send run ahead of their superstep (any target);")
+        out.append(f"{indent}  tasks triggered by an edge wait for their request's frontier")
         for f in self.fallbacks:
             out.append(f"{indent}  falls back to stock LangGraph: {f}")
         for sub in self.subplans:

@@ -18,7 +18,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from .compiler import Plan, lower
 from .options import AltoOptions
-from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
+from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
 from .runtime.coordinator import (
     AsyncRequestRun,
     RequestRun,
@@ -65,13 +65,13 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         return graph  # type: ignore[return-value]
 
     def copy(self, update: dict[str, Any] | None = None) -> AltoCompiledStateGraph:
-        # Pregel.copy rebuilds from __dict__ through __init__, which must not see _alto.
-        alto = self.__dict__.pop("_alto")
-        try:
-            new = super().copy(update)
-        finally:
-            self._alto = alto
-        new._alto = alto
+        # As Pregel.copy (which rebuilds through __init__ from __dict__), minus _alto,
+        # which __init__ must not see; self is not touched: other threads may be using
+        # it (with_config per request is common).
+        attrs = {k: v for k, v in self.__dict__.items() if k not in ("__orig_class__", "_alto")}
+        attrs.update(update or {})
+        new = self.__class__(**attrs)
+        new._alto = self._alto
         return new
 
     # -- introspection -----------------------------------------------------------
@@ -95,6 +95,15 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             return "interrupt_after"
         if self.cache is not None:
             return "a node cache"
+        if self.step_timeout is not None:
+            # a step whose Send targets ran ahead ends sooner: a different answer
+            return "step_timeout"
+        # the store a run uses, as LangGraph picks it (a parent lends its own)
+        conf = merged.get(CONF, {})
+        store = conf[CONFIG_KEY_RUNTIME].store if CONFIG_KEY_RUNTIME in conf else self.store
+        if store is not None:
+            # nodes may talk through the store across steps; run-ahead would reorder it
+            return "a store"
         return None
 
     def _warn_fallback(self, reason: str) -> None:

@@ -1152,3 +1152,103 @@ def node_timeout_on_send_target():
     g.add_edge(START, "a")
     g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(2)])
     return g, {"log": []}
+
+
+# -- found by review: run-ahead through retries, timeouts, @task and ParentCommand ------
+def _sibling_of_a(g: StateGraph) -> None:
+    """a and s both start at step 1, so a's Sends run ahead while s is still running."""
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("s", lambda s: (time.sleep(0.02), {"log": ["s"]})[1])
+    g.add_edge(START, "a")
+    g.add_edge(START, "s")
+
+
+@case()
+def functional_task_in_send_target():
+    from langgraph.func import task
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node("w", lambda p: {"log": [double(p["i"]).result()]})
+    g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(2)])
+    return g, {"log": []}
+
+
+@case(styles=ASYNC)
+def async_functional_task_in_send_target():
+    from langgraph.func import task
+
+    @task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def w(p):
+        return {"log": [await double(p["i"])]}
+
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node("w", w)
+    g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(2)])
+    return g, {"log": []}
+
+
+@case()
+def retry_covers_conditional_edge_of_send_target():
+    # a flaky router: LangGraph retries the whole task (node and edges)
+    failed = set()
+    lock = __import__("threading").Lock()
+
+    def route(s):
+        with lock:
+            first = len(failed) < 2
+            failed.add(len(failed))
+        if first:
+            raise ValueError("flaky router")
+        return END
+
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node(
+        "w",
+        lambda p: {"log": [f"w{p['i']}"]},
+        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False),
+    )
+    g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(2)])
+    g.add_conditional_edges("w", route)
+    return g, {"log": []}
+
+
+@case()
+def parent_command_from_send_target_with_conditional_edge():
+    inner = StateGraph(Log)
+    inner.add_node(
+        "jump", lambda s: Command(graph=Command.PARENT, goto="done", update={"log": ["jumped"]})
+    )
+    inner.add_edge(START, "jump")
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node("sub", inner.compile())
+    g.add_node("done", lambda s: {"log": [f"done saw {len(s['log'])}"]})
+    g.add_node("other", lambda s: {"log": ["other"]})
+    g.add_conditional_edges("a", lambda s: [Send("sub", {"log": []}) for _ in range(2)])
+    g.add_conditional_edges("sub", lambda s: "other" if len(s["log"]) > 100 else END)
+    return g, {"log": []}
+
+
+@case()
+def send_target_with_conditional_edge_and_command_sends():
+    def b(p):
+        time.sleep(0.01 * p["i"])
+        return Command(update={"log": [f"b{p['i']}"]}, goto=[Send("c", {"i": p["i"]})])
+
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node("b", b)
+    g.add_node("c", lambda p: {"log": [f"c{p['i']}"]})
+    g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(2)])
+    g.add_conditional_edges("b", lambda s: END)
+    return g, {"log": []}

@@ -306,3 +306,134 @@ async def test_closing_the_stream_cancels_the_running_node_at_once(fallback: boo
     await stream.aclose()
     assert cancelled.is_set()
     assert _alto_tasks() == []
+
+
+def test_with_config_leaves_the_running_graph_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy()/with_config must not touch the graph other threads may be running (it
+    once took alto's state off the original while building the copy)."""
+    from langgraph.graph.state import CompiledStateGraph
+
+    app = nested().compile(backend="alto")
+    original_init = CompiledStateGraph.__init__
+    seen_during_copy: list[bool] = []
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen_during_copy.append(hasattr(app, "_alto"))
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompiledStateGraph, "__init__", init)
+    copied = app.with_config(tags=["t"])
+    monkeypatch.undo()
+    assert seen_during_copy == [True]
+    assert copied._alto is app._alto
+    out = asyncio.run(copied.ainvoke({"log": [], "fail": False}))
+    assert out["log"] == ["b0", "b1", "b2", "c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_lone_send_target_with_timeout_runs_once(style: str) -> None:
+    """LangGraph wraps the send function of a node with a timeout; adoption must not
+    depend on its shape (it ran the node a second time once)."""
+    calls: list[int] = []
+
+    async def slow(p: dict) -> dict:
+        calls.append(p["i"])
+        return {"log": [f"slow{p['i']}"]}
+
+    def b(p: dict) -> Command:
+        if p["i"] == 0:
+            time.sleep(0.05)  # a slow sibling: slow1 runs ahead meanwhile
+            return Command(goto=[])
+        return Command(goto=[Send("slow", p)])
+
+    g = StateGraph(S)
+    g.add_node("b", b)
+    g.add_node("slow", slow, timeout=5)
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
+    out = asyncio.run(g.compile(backend="alto").ainvoke({"log": [], "fail": False}))
+    assert out["log"] == ["slow1"]
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_failed_lone_twin_is_retried_by_langgraph_not_twice(style: str) -> None:
+    """A twin makes one attempt; LangGraph's retry loop around the loop's task does the
+    rest: the same attempts and the same exception notes as on stock LangGraph."""
+    seen = {}
+    for backend in ("pregel", "alto"):
+        calls: list[int] = []
+
+        def w(p: dict, calls: list[int] = calls) -> dict:
+            calls.append(p["i"])
+            raise ConnectionError("w always fails")
+
+        def b(p: dict) -> Command:
+            if p["i"] == 0:
+                time.sleep(0.05)
+                return Command(goto=[])
+            return Command(goto=[Send("w", p)])
+
+        g = StateGraph(S)
+        g.add_node("b", b)
+        policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+        g.add_node("w", w, retry_policy=policy)
+        g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
+        app = g.compile(backend=backend)
+        with pytest.raises(ConnectionError, match="w always fails") as info:
+            if style == "sync":
+                app.invoke({"log": [], "fail": False})
+            else:
+                asyncio.run(app.ainvoke({"log": [], "fail": False}))
+        notes = [n.split(" and id")[0] for n in getattr(info.value, "__notes__", [])]
+        seen[backend] = (len(calls), notes)
+    assert seen["alto"] == seen["pregel"]
+    assert seen["alto"][0] == 3
+
+
+@pytest.mark.filterwarnings("ignore::alto_langgraph.AltoFallbackWarning")
+def test_graphs_with_a_store_or_step_timeout_fall_back() -> None:
+    from langgraph.store.memory import InMemoryStore
+
+    g = nested()
+    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
+        out = asyncio.run(
+            g.compile(backend="alto", store=InMemoryStore()).ainvoke({"log": [], "fail": False})
+        )
+    assert out["log"] == ["b0", "b1", "b2", "c0", "c1", "c2"]
+    app = nested().compile(backend="alto")
+    app.step_timeout = 30
+    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="step_timeout"):
+        asyncio.run(app.ainvoke({"log": [], "fail": False}))
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_failed_request_logs_nothing(style: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Twins that nobody claims (the request failed) leave no unretrieved-exception or
+    callback errors behind."""
+    import gc
+    import logging
+
+    def b(p: dict) -> Command:
+        time.sleep(0.05 if p["i"] == 0 else 0.01)
+        if p["i"] == 1:
+            raise ValueError("b1 failed")
+        return Command(goto=[Send("c", p)])
+
+    def c(p: dict) -> dict:
+        time.sleep(0.05)
+        raise KeyError("c failed too")
+
+    g = StateGraph(S)
+    g.add_node("b", b)
+    g.add_node("c", c)
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
+    app = g.compile(backend="alto")
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(ValueError, match="b1 failed"):
+            if style == "sync":
+                app.invoke({"log": [], "fail": False})
+            else:
+                asyncio.run(app.ainvoke({"log": [], "fail": False}))
+        time.sleep(0.1)
+        gc.collect()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from langgraph._internal._config import ensure_config
 from langgraph._internal._constants import (
     CONF,
+    CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_CHECKPOINTER,
     CONFIG_KEY_READ,
@@ -26,6 +27,7 @@ from langgraph._internal._constants import (
     PUSH,
     TASKS,
 )
+from langgraph._internal._future import chain_future
 from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
@@ -34,6 +36,7 @@ from langgraph.types import PregelExecutableTask, Send
 
 __all__ = [
     "CONF",
+    "CONFIG_KEY_CALL",
     "CONFIG_KEY_CHECKPOINT_NS",
     "CONFIG_KEY_CHECKPOINTER",
     "CONFIG_KEY_READ",
@@ -44,6 +47,7 @@ __all__ = [
     "CONFIG_KEY_TASK_ID",
     "ChannelWrite",
     "ChannelWriteEntry",
+    "chain_future",
     "ensure_config",
     "NS_END",
     "NS_SEP",

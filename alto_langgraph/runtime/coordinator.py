@@ -6,17 +6,20 @@ finished, emits ``values`` once per step, and counts the recursion limit. What a
 changes is *when tasks run*:
 
 * A push task (a ``Send``) reads nothing but its payload, so the moment its sender
-  finishes, ``RequestRun`` starts it ("run-ahead"), one logical step before the loop
-  gets there. When the loop later schedules that step, the task is matched to its
-  run-ahead execution and only the result is handed over. Run-ahead tasks send further
-  run-ahead tasks, so Send chains run as fast as their own data allows.
+  finishes, ``RequestRun`` starts a twin of it ("run-ahead"), one logical step before
+  the loop gets there. When the loop later runs that step, the task's proc (a
+  ``RunAheadAwareProc``) finds the twin and hands its result over instead of running
+  the node again. Twins start twins, so Send chains run as fast as their data allows.
 * A pull task (a node triggered by an edge) reads the whole state at the end of its
   trigger step, so it waits for the loop, i.e. for the frontier of its own request.
-* Conditional edges read the pre-step state too. A run-ahead task runs its node and
-  plain writers early and its conditional edges when the loop reaches its step.
+* Conditional edges read the pre-step state too. A twin runs its node and plain
+  writers early; its conditional edges run at hand-over, when the loop is at its step.
 
-Every asyncio task this module starts is owned by its ``RequestRun`` and cancelled
-when the request ends, whichever way it ends.
+A twin makes a single attempt. The hand-over happens inside LangGraph's own retry loop
+around the loop's task, so a twin that failed (or conditional edges that fail at
+hand-over) count as that task's first attempt and LangGraph retries from there,
+running the node as it would have. Every task this module starts is owned by its
+``RequestRun`` and cancelled (asyncio) or abandoned (threads) when the request ends.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import functools
 import threading
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.types import Command
 
 from ._pregel import (
     CONF,
+    CONFIG_KEY_CALL,
     CONFIG_KEY_RUNNER_SUBMIT,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
@@ -44,10 +49,47 @@ from ._pregel import (
     PregelExecutableTask,
     PregelNode,
     Send,
+    chain_future,
 )
 from .executor import Executor, gather_cancelled
 from .messages import Frame, Header, Message
 from .tasks import NodeRunner, push_task_for, scratchpad_of
+
+
+class DeferredCalls:
+    """``CONFIG_KEY_CALL`` of a twin: functional-API ``@task`` calls made inside it.
+
+    Such a call becomes a task of the loop's step, so it cannot run before the loop
+    is there. Calls wait here until the loop reaches the twin's step, then go through
+    the call machinery of the loop's own task (``bind``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: Callable[..., Any] | None = None
+        self._pending: list[tuple[tuple[Any, ...], dict[str, Any], Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._target is None:
+                try:  # the kind of future the caller awaits, as LangGraph's own
+                    fut: Any = asyncio.get_running_loop().create_future()
+                except RuntimeError:
+                    fut = concurrent.futures.Future()
+                self._pending.append((args, kwargs, fut))
+                return fut
+        return self._target(*args, **kwargs)
+
+    def bind(self, target: Callable[..., Any] | None) -> None:
+        """Send the calls made so far, and any later, through ``target`` (once)."""
+        if target is None:
+            return
+        with self._lock:
+            if self._target is not None:
+                return
+            self._target, pending, self._pending = target, self._pending, []
+        for args, kwargs, fut in pending:
+            chain_future(target(*args, **kwargs), fut)
 
 
 @dataclasses.dataclass
@@ -57,26 +99,23 @@ class RunAhead:
     task: PregelExecutableTask
     ancestry: tuple[Frame, ...]
     runner: NodeRunner
-    #: resolves once the task has run (an asyncio future on the async path, a
+    calls: DeferredCalls
+    #: resolves once the twin has run (an asyncio future on the async path, a
     #: concurrent one on the sync path); its results are in ``task.writes``
     done: Any
-
-
-class TaskView(Protocol):
-    """What adoption and run-ahead read of a task: a ``PregelExecutableTask``, or the
-    same facts gathered from the config of a task LangGraph runs inline."""
-
-    id: str
-    name: str
-    writes: Any
-    config: RunnableConfig
+    #: what the twin raised; kept here, not in ``done``: nobody may ever claim the
+    #: twin, and a future's unretrieved exception would be logged
+    error: BaseException | None = None
 
 
 @dataclasses.dataclass
-class _InlineTask:
+class _TaskView:
+    """The loop's task as a proc sees it: its id, name and config; ``writes`` records
+    what the hand-over sends, which also goes to LangGraph through ``send``."""
+
     id: str
     name: str
-    writes: Any
+    writes: deque[tuple[str, Any]]
     config: RunnableConfig
 
 
@@ -87,7 +126,7 @@ class RequestRun:
     get ``submit`` and passes every task it would otherwise run on its own executor.
     ``AsyncRequestRun`` serves ``astream`` (asyncio tasks), ``SyncRequestRun`` serves
     ``stream`` (a thread pool); this base holds what they share: which Sends have run
-    ahead, and matching the loop's push tasks to them.
+    ahead, and handing a twin's result to the loop's task.
     """
 
     def __init__(
@@ -103,12 +142,12 @@ class RequestRun:
         self.retry_policy = retry_policy
         self.executor = executor
         # (step, node, id(Send.arg)) -> run-aheads in the order they were started
-        self._ready: dict[tuple[int, str, int], deque[RunAhead]] = defaultdict(deque)
-        self._sends_started: dict[str, int] = {}  # task id -> TASKS writes run ahead
+        self._ready: dict[tuple[int, Any, int], deque[RunAhead]] = defaultdict(deque)
+        # loop task id -> the twin the submit hook matched it with
+        self._claimed: dict[str, RunAhead] = {}
+        self._sends_started: dict[str, int] = {}  # task id -> its Sends already started
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
-        #: task id -> exception, for adopted inline tasks whose twin failed
-        self.inline_failures: dict[str, BaseException] = {}
         #: counters, for tests and benchmarks: how many tasks ran ahead / were adopted
         self.stats = {"run_ahead": 0, "adopted": 0}
 
@@ -127,26 +166,28 @@ class RequestRun:
         __next_tick__: bool = False,
         **kwargs: Any,
     ) -> Any:
-        # Nested graphs must not inherit this run's hook through the task config.
-        task.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
         # The runner calls submit from one thread, and only once the step before is
         # complete, so every twin of this step is registered by now: an empty table
         # needs no lock (the common case, a fan-out whose sender ran alone).
+        ahead = None
         if self._ready and task.path[0] == PUSH:
-            ahead = self._claim(task)
+            ahead = self._claim_key((scratchpad_of(task).step, task.name, id(task.input)))
             if ahead is not None:
-                self.stats["adopted"] += 1
-                return self._adopt(ahead, task)
-        return self._execute(fn, task, args, kwargs)
+                with self._lock:
+                    self._claimed[task.id] = ahead
+                # the twin's @task calls may wait for this: let them go now, not at
+                # hand-over (the hand-over waits for the twin)
+                ahead.calls.bind(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
+        msg = Message(
+            self._header(task, ahead.ancestry if ahead else ()), (fn, (task, *args), kwargs)
+        )
+        return self._execute(msg, task, ahead, kwargs)
 
     # what the two paths implement
     def _execute(
-        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
     ) -> Any:
-        raise NotImplementedError
-
-    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
-        """A future that completes once ``ahead``'s result has been handed to ``task``."""
+        """Run the loop's task (``ahead``: the twin its proc will adopt, if any)."""
         raise NotImplementedError
 
     def _launch(self, ahead: RunAhead) -> None:
@@ -155,7 +196,7 @@ class RequestRun:
     def _future(self) -> Any:
         raise NotImplementedError
 
-    # -- shared ------------------------------------------------------------------
+    # -- run-ahead ---------------------------------------------------------------
     def _header(self, task: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> Header:
         return Header(
             request_id=self.request_id,
@@ -164,8 +205,8 @@ class RequestRun:
             step=scratchpad_of(task).step,
         )
 
-    def _start_sends(self, sender: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
-        """Start every Send that ``sender`` wrote and that has not run ahead yet."""
+    def _start_sends(self, sender: Any, ancestry: tuple[Frame, ...]) -> None:
+        """Start a twin for every Send that ``sender`` wrote and that has none yet."""
         sends = [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
         if not sends:
             return
@@ -173,78 +214,40 @@ class RequestRun:
         step = pad.step + 1
         if step > pad.stop:  # the loop stops with GraphRecursionError before this step
             return
-        sender_runner = self.runners.get(sender.name)
-        started = []
         with self._lock:
             first = self._sends_started.get(sender.id, 0)
             if self._closed or first >= len(sends):
                 return
             self._sends_started[sender.id] = len(sends)
-            for idx in range(first, len(sends)):
-                send = sends[idx]
-                runner = self.runners.get(send.node)
-                if runner is None:  # unknown node: the loop warns and skips it
-                    continue
-                twin = push_task_for(
-                    sender,
-                    sender_runner.node if sender_runner else None,
-                    send,
-                    runner.node,
-                    runner.early,
-                    idx,
-                    step,
-                    pad.stop,
-                    self.retry_policy,
-                )
-                ahead = RunAhead(twin, (*ancestry, (sender.name, idx)), runner, self._future())
-                self._ready[(step, send.node, id(send.arg))].append(ahead)
-                self.stats["run_ahead"] += 1
-                started.append(ahead)
+        sender_runner = self.runners.get(sender.name)
+        started = []
+        for idx in range(first, len(sends)):  # built first: nothing half-registered
+            send = sends[idx]
+            runner = self.runners.get(send.node)
+            if runner is None:  # unknown node: the loop warns and skips it
+                continue
+            calls = DeferredCalls()
+            twin = push_task_for(
+                sender,
+                sender_runner.node if sender_runner else None,
+                send,
+                runner,
+                calls,
+                idx,
+                step,
+                pad.stop,
+            )
+            started.append(
+                RunAhead(twin, (*ancestry, (sender.name, idx)), runner, calls, self._future())
+            )
+        with self._lock:
+            if self._closed:
+                return
+            for ahead in started:
+                self._ready[(step, ahead.task.name, id(ahead.task.input))].append(ahead)
+            self.stats["run_ahead"] += len(started)
         for ahead in started:
             self._launch(ahead)
-
-    def _hand_over(self, ahead: RunAhead, task: TaskView) -> None:
-        """Give ``task`` (the loop's) the writes of its run-ahead twin, then run its
-        conditional edges, which read the pre-step state through ``task.config``."""
-        writes, output = ahead.runner.hand_over(ahead.task.writes)
-        task.writes.extend(writes)
-        if ahead.runner.late:
-            config = _as_child(task.config)
-            for writer in ahead.runner.late:
-                output = writer.invoke(output, config)
-            self._late_sends_from(ahead, task)
-
-    async def _ahand_over(self, ahead: RunAhead, task: TaskView) -> None:
-        writes, output = ahead.runner.hand_over(ahead.task.writes)
-        task.writes.extend(writes)
-        if ahead.runner.late:
-            config = _as_child(task.config)
-            for writer in ahead.runner.late:
-                output = await writer.ainvoke(output, config)
-            self._late_sends_from(ahead, task)
-
-    def _late_sends_from(self, ahead: RunAhead, task: TaskView) -> None:
-        """After an adopted task's conditional edges ran: start the Sends they wrote."""
-        with self._lock:
-            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
-        self._start_sends(task, ahead.ancestry)
-
-    def _claim(self, task: PregelExecutableTask) -> RunAhead | None:
-        return self._claim_key((scratchpad_of(task).step, task.name, id(task.input)))
-
-    def claim_inline(self, input: Any, config: RunnableConfig) -> RunAhead | None:
-        """For ``RunAheadAwareProc``: the run-ahead twin of the task running with this
-        config, if LangGraph runs it inline (a single-task step skips the submit hook)."""
-        metadata = config.get("metadata") or {}
-        path = metadata.get("langgraph_path") or ()
-        if not path or path[0] != PUSH:
-            return None
-        step = config[CONF][CONFIG_KEY_SCRATCHPAD].step
-        ahead = self._claim_key((step, metadata.get("langgraph_node"), id(input)))
-        if ahead is not None:
-            with self._lock:
-                self.stats["adopted"] += 1
-        return ahead
 
     def _claim_key(self, key: tuple[int, Any, int]) -> RunAhead | None:
         with self._lock:
@@ -254,13 +257,78 @@ class RequestRun:
             ahead = queue.popleft()
             if not queue:
                 del self._ready[key]
+            self.stats["adopted"] += 1
             return ahead
+
+    def adoption(self, input: Any, config: RunnableConfig) -> tuple[RunAhead, _TaskView] | None:
+        """For ``RunAheadAwareProc``: the twin of the loop's task running with ``config``
+        (matched by the submit hook, or now if LangGraph runs a lone task inline), and
+        a view of that task. Each twin is adopted once: a retry runs the node."""
+        conf = config[CONF]
+        task_id = conf.get(CONFIG_KEY_TASK_ID, "")
+        with self._lock:
+            ahead = self._claimed.pop(task_id, None)
+        if ahead is None:
+            metadata = config.get("metadata") or {}
+            path = metadata.get("langgraph_path") or ()
+            if not self._ready or not path or path[0] != PUSH:
+                return None
+            step = conf[CONFIG_KEY_SCRATCHPAD].step
+            ahead = self._claim_key((step, metadata.get("langgraph_node"), id(input)))
+            if ahead is None:
+                return None
+        # Record what the hand-over writes (to find Sends in it) while passing it on;
+        # LangGraph may wrap the send function (node timeouts do).
+        send, writes = conf[CONFIG_KEY_SEND], deque()
+
+        def record(values: Sequence[tuple[str, Any]]) -> None:
+            writes.extend(values)
+            send(values)
+
+        view_conf = {**conf, CONFIG_KEY_SEND: record}
+        ahead.calls.bind(conf.get(CONFIG_KEY_CALL))
+        return ahead, _TaskView(task_id, ahead.task.name, writes, {**config, CONF: view_conf})
+
+    def hand_over(self, ahead: RunAhead, task: _TaskView) -> None:
+        """Give the loop's task its twin's writes, then run its conditional edges (they
+        read the pre-step state through the task's config). Raises what the twin raised."""
+        exc = _twin_error(ahead)
+        if exc is not None:
+            raise exc
+        writes, output = ahead.runner.hand_over(ahead.task.writes)
+        self._continue_sends(ahead, task)
+        task.config[CONF][CONFIG_KEY_SEND](writes)
+        if ahead.runner.late:
+            config = _writers_config(task.config, output)
+            for writer in ahead.runner.late:
+                output = writer.invoke(output, config)
+            self._start_sends(task, ahead.ancestry)
+
+    async def ahand_over(self, ahead: RunAhead, task: _TaskView) -> None:
+        exc = _twin_error(ahead)
+        if exc is not None:
+            raise exc
+        writes, output = ahead.runner.hand_over(ahead.task.writes)
+        self._continue_sends(ahead, task)
+        task.config[CONF][CONFIG_KEY_SEND](writes)
+        if ahead.runner.late:
+            config = _writers_config(task.config, output)
+            for writer in ahead.runner.late:
+                output = await writer.ainvoke(output, config)
+            self._start_sends(task, ahead.ancestry)
+
+    def _continue_sends(self, ahead: RunAhead, task: _TaskView) -> None:
+        # the twin's Sends have twins already: the loop's task continues after them
+        with self._lock:
+            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
 
     def _close_tables(self) -> list[RunAhead]:
         with self._lock:
             self._closed = True
             unclaimed = [a for q in self._ready.values() for a in q]
+            unclaimed += self._claimed.values()
             self._ready.clear()
+            self._claimed.clear()
         return unclaimed
 
 
@@ -287,15 +355,19 @@ class AsyncRequestRun(RequestRun):
             return await self.executor.run(msg)
 
     def _execute(
-        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
     ) -> Any:
         # LangGraph streams procs when an astream_events/astream_log handler listens;
         # twins must do the same to produce the same events
         self._stream_procs = kwargs.get("stream", False)
-        msg = Message(self._header(task, ()), (fn, (task, *args), kwargs))
         # The task function's own coroutine, no wrapper: its value matters (a
         # functional-API @task call inside a node reads it), and this is the hot path.
-        coro = self.executor.run(msg) if self._limit is None else self._run_limited(msg)
+        # A task adopting a twin takes no concurrency slot: it waits for the twin,
+        # which may need one (only a retry after a failed twin runs beyond the limit).
+        if self._limit is None or ahead is not None:
+            coro = self.executor.run(msg)
+        else:
+            coro = self._run_limited(msg)
         t = self._own(coro, task.name)
         t.add_done_callback(functools.partial(self._sends_after, task))
         return t
@@ -311,7 +383,7 @@ class AsyncRequestRun(RequestRun):
 
         msg = Message(
             self._header(ahead.task, ahead.ancestry),
-            (arun_with_retry, (ahead.task, self.retry_policy), {"stream": self._stream_procs}),
+            (arun_with_retry, (ahead.task, None), {"stream": self._stream_procs}),
         )
 
         async def execute_ahead() -> None:
@@ -320,46 +392,37 @@ class AsyncRequestRun(RequestRun):
                     await self.executor.run(msg)
                 else:
                     await self._run_limited(msg)
-            except BaseException as exc:  # handed to the loop when it reaches this step
-                if not ahead.done.done():
-                    ahead.done.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except asyncio.CancelledError:
+                ahead.done.cancel()
+                raise
+            except BaseException as exc:  # the loop's task raises it at hand-over
+                _settle(ahead, exc=exc)
                 return
-            if not ahead.done.done():
-                ahead.done.set_result(None)
+            # Sends first: once ``done`` resolves, the loop may move to their step
             self._start_sends(ahead.task, ahead.ancestry)
+            _settle(ahead)
 
         self._own(execute_ahead(), ahead.task.name)
 
-    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
-        async def adopt() -> None:
-            await asyncio.shield(ahead.done)
-            await self._ahand_over(ahead, task)
-
-        return self._own(adopt(), task.name)
-
     async def aclose(self) -> None:
         """Cancel whatever is still running (a failed request, or run-ahead never claimed)."""
-        unclaimed = self._close_tables()
+        self._close_tables()
         while self._owned:
             await gather_cancelled(set(self._owned))
-        for ahead in unclaimed:
-            if ahead.done.done() and not ahead.done.cancelled():
-                ahead.done.exception()  # retrieved: nobody will claim it
 
 
 class SyncRequestRun(RequestRun):
     """Run-ahead for ``stream``: tasks run on a thread pool owned by this run, as
     LangGraph's own sync executor runs them (single-task steps stay on the caller's
-    thread). Adopting never blocks a pool thread: it chains on the run-ahead future."""
+    thread). A task adopting a twin starts only once the twin is done, so no pool
+    thread ever waits for another."""
 
     def __init__(self, *, config: dict[str, Any], **kw: Any) -> None:
         super().__init__(**kw)
         # max_workers = config["max_concurrency"], as LangGraph's sync executor. Not
         # LangChain's get_executor_for_config: that context manager always waits for
-        # the pool on exit, and a run-ahead task nobody will claim must not hold up
-        # a failed request.
+        # the pool on exit, and a twin nobody will claim must not hold up a failed
+        # request.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.get("max_concurrency"), thread_name_prefix="alto"
         )
@@ -370,12 +433,12 @@ class SyncRequestRun(RequestRun):
         return concurrent.futures.Future()
 
     def _spawn(
-        self, owner: set[concurrent.futures.Future[Any]], fn: Callable[..., Any]
+        self, owner: set[concurrent.futures.Future[Any]], fn: Callable[[], Any]
     ) -> concurrent.futures.Future[Any]:
         fut = self._pool.submit(contextvars.copy_context().run, fn)
         with self._lock:
             owner.add(fut)
-        fut.add_done_callback(lambda f: self._forget(owner, f))
+        fut.add_done_callback(functools.partial(self._forget, owner))
         return fut
 
     def _forget(
@@ -385,58 +448,54 @@ class SyncRequestRun(RequestRun):
             owner.discard(fut)
 
     def _execute(
-        self, fn: Callable[..., Any], task: PregelExecutableTask, args: tuple, kwargs: dict
+        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
     ) -> Any:
         def execute() -> Any:
-            value = self.executor.run_sync(
-                Message(self._header(task, ()), (fn, (task, *args), kwargs))
-            )
+            value = self.executor.run_sync(msg)
             self._start_sends(task, ())
             return value
 
-        return self._spawn(self._loop_futures, execute)
+        if ahead is None:
+            return self._spawn(self._loop_futures, execute)
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        ctx = contextvars.copy_context()
+
+        def start(done: concurrent.futures.Future[Any]) -> None:
+            if done.cancelled() or self._closed:  # the request ended meanwhile
+                result.cancel()
+                return
+            chain_future(ctx.run(self._spawn, self._loop_futures, execute), result)
+
+        ahead.done.add_done_callback(start)
+        return result
 
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import run_with_retry
 
         msg = Message(
-            self._header(ahead.task, ahead.ancestry),
-            (run_with_retry, (ahead.task, self.retry_policy), {}),
+            self._header(ahead.task, ahead.ancestry), (run_with_retry, (ahead.task, None), {})
         )
 
         def execute_ahead() -> None:
             try:
                 self.executor.run_sync(msg)
-            except BaseException as exc:  # handed to the loop when it reaches this step
-                _settle(ahead.done, exc=exc)
+            except BaseException as exc:  # the loop's task raises it at hand-over
+                _settle(ahead, exc=exc)
                 return
-            _settle(ahead.done, value=None)
+            # Sends first: once ``done`` resolves, the loop may move to their step
             self._start_sends(ahead.task, ahead.ancestry)
+            _settle(ahead)
 
-        self._spawn(self._ahead_futures, execute_ahead)
-
-    def _adopt(self, ahead: RunAhead, task: PregelExecutableTask) -> Any:
-        result: concurrent.futures.Future[None] = concurrent.futures.Future()
-        ctx = contextvars.copy_context()
-
-        def finish(done: concurrent.futures.Future[Any]) -> None:
-            try:
-                done.result()
-                ctx.run(self._hand_over, ahead, task)
-            except BaseException as exc:
-                result.set_exception(exc)
-            else:
-                result.set_result(None)
-
-        ahead.done.add_done_callback(finish)
-        return result
+        try:
+            self._spawn(self._ahead_futures, execute_ahead)
+        except RuntimeError:  # the pool is shut down: the request ended meanwhile
+            ahead.done.cancel()
 
     def close(self) -> None:
         """Cancel work not started yet; wait for the loop's own tasks, as LangGraph does,
-        but not for run-ahead tasks nobody will claim (a failed request returns at once;
-        they finish on their thread and their results are dropped)."""
-        unclaimed = self._close_tables()
-        for ahead in unclaimed:
+        but not for twins nobody will claim (a failed request returns at once; they
+        finish on their thread and their results are dropped)."""
+        for ahead in self._close_tables():
             ahead.done.cancel()
         with self._lock:
             pending = self._loop_futures | self._ahead_futures
@@ -447,32 +506,13 @@ class SyncRequestRun(RequestRun):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _as_child(config: RunnableConfig) -> RunnableConfig:
-    """The task's config as its own steps see it: LangGraph runs a task's writers as
-    steps of its proc, which do not carry the task's run name."""
-    return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}  # type: ignore[return-value]
-
-
-def _settle(
-    fut: concurrent.futures.Future[Any], *, value: Any = None, exc: BaseException | None = None
-) -> None:
-    """Resolve ``fut`` unless the run was closed (and cancelled it) meanwhile."""
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        pass
-
-
 class RunAheadAwareProc(Runnable[Any, Any]):
     """A node's task proc that knows about run-ahead.
 
-    LangGraph's runner executes a step's only task inline, without the submit hook; if
-    that task already ran ahead, this hands its result over instead of running the node
-    a second time. It also strips the hook from the config, so that graphs invoked
-    inside the node never see this run's hook.
+    When the loop's task has a twin (matched by the submit hook, or here when LangGraph
+    runs a step's only task inline, without the hook), this hands the twin's result
+    over instead of running the node a second time. It also strips the hook from the
+    config, so that graphs invoked inside the node never see this run's hook.
     """
 
     def __init__(self, proc: Runnable[Any, Any]) -> None:
@@ -481,9 +521,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
 
     def _adopted(
         self, input: Any, config: RunnableConfig | None
-    ) -> tuple[tuple[RequestRun, RunAhead, TaskView] | None, RunnableConfig | None]:
-        """(run, ahead, task) when this inline task has a run-ahead twin; the config
-        without the hook either way. Cheap when nothing ran ahead: it runs per task."""
+    ) -> tuple[tuple[RequestRun, RunAhead, _TaskView] | None, RunnableConfig | None]:
+        """(run, twin, task view) when this task has a twin to adopt; the config without
+        the hook either way. Cheap when nothing ran ahead: it runs for every task."""
         conf = config.get(CONF) if config else None
         run = conf.get(CONFIG_KEY_RUNNER_SUBMIT) if conf else None
         if not isinstance(run, RequestRun):
@@ -491,43 +531,18 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         conf = dict(conf)
         del conf[CONFIG_KEY_RUNNER_SUBMIT]
         config = {**config, CONF: conf}  # type: ignore[misc]
-        if not (run._ready or run.inline_failures):
+        if not (run._ready or run._claimed):
             return None, config
-        writes = getattr(conf.get(CONFIG_KEY_SEND), "__self__", None)  # the task's deque
-        if writes is None:
-            return None, config
-        task = _InlineTask(conf.get(CONFIG_KEY_TASK_ID, ""), self.name, writes, config)
-        failed = run.inline_failures.get(task.id)
-        if failed is not None:  # a retry of an adopted task: its twin already retried
-            raise failed
-        ahead = run.claim_inline(input, config)
-        return ((run, ahead, task) if ahead is not None else None), config
-
-    @staticmethod
-    def _hand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
-        run, ahead, task = adopted
-        try:
-            ahead.done.result()
-            return run._hand_over(ahead, task)
-        except BaseException as exc:
-            run.inline_failures[task.id] = exc
-            raise
-
-    @staticmethod
-    async def _ahand_over(adopted: tuple[RequestRun, RunAhead, TaskView]) -> Any:
-        run, ahead, task = adopted
-        try:
-            await asyncio.shield(ahead.done)
-            return await run._ahand_over(ahead, task)
-        except BaseException as exc:
-            run.inline_failures[task.id] = exc
-            raise
+        found = run.adoption(input, config)
+        return ((run, *found) if found is not None else None), config
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         adopted, config = self._adopted(input, config)
         if adopted is None:
             return self.proc.invoke(input, config, **kwargs)
-        return self._hand_over(adopted)
+        run, ahead, task = adopted
+        _wait(ahead.done)
+        return run.hand_over(ahead, task)
 
     def ainvoke(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -536,7 +551,12 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         adopted, config = self._adopted(input, config)
         if adopted is None:
             return self.proc.ainvoke(input, config, **kwargs)
-        return self._ahand_over(adopted)
+        return self._ahand_over(*adopted)
+
+    @staticmethod
+    async def _ahand_over(run: RequestRun, ahead: RunAhead, task: _TaskView) -> Any:
+        await asyncio.wait([ahead.done])  # not shielded away: cancellation reaches us
+        return await run.ahand_over(ahead, task)
 
     # LangGraph streams a task's proc when an astream_log/astream_events handler listens
     def stream(
@@ -546,7 +566,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         if adopted is None:
             yield from self.proc.stream(input, config, **kwargs)
         else:
-            yield self._hand_over(adopted)
+            run, ahead, task = adopted
+            _wait(ahead.done)
+            yield run.hand_over(ahead, task)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -556,7 +578,7 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             async for chunk in self.proc.astream(input, config, **kwargs):
                 yield chunk
         else:
-            yield await self._ahand_over(adopted)
+            yield await self._ahand_over(*adopted)
 
 
 class _RunAheadAwareNode(PregelNode):
@@ -574,3 +596,44 @@ def run_ahead_aware(node: PregelNode) -> PregelNode:
         if k not in ("flat_writers", "node", "input_cache_key")
     }
     return _RunAheadAwareNode(**attrs)
+
+
+def _settle(ahead: RunAhead, *, exc: BaseException | None = None) -> None:
+    """Resolve a twin's ``done`` unless the run was closed (and cancelled it) meanwhile."""
+    ahead.error = exc
+    fut = ahead.done
+    try:
+        if isinstance(fut, asyncio.Future):
+            if not fut.done():
+                fut.set_result(None)
+        else:
+            fut.set_result(None)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _twin_error(ahead: RunAhead) -> BaseException | None:
+    if ahead.done.cancelled():
+        return RuntimeError(f"alto: run-ahead of task {ahead.task.name!r} was cancelled")
+    exc = ahead.error
+    if exc is not None and hasattr(exc, "__notes__"):
+        # LangGraph's retry loop around the loop's task adds its own note
+        twin_note = f"During task with name '{ahead.task.name}' and id '{ahead.task.id}'"
+        exc.__notes__ = [n for n in exc.__notes__ if n != twin_note]
+    return exc
+
+
+def _wait(fut: concurrent.futures.Future[Any] | asyncio.Future[Any]) -> None:
+    if isinstance(fut, concurrent.futures.Future):
+        concurrent.futures.wait([fut])
+    elif not fut.done():  # a sync proc of an async run: cannot block the loop
+        raise RuntimeError("alto: a synchronous proc cannot wait for an asyncio run-ahead")
+
+
+def _writers_config(config: RunnableConfig, output: Any) -> RunnableConfig:
+    """The config LangGraph runs a task's writers with: as steps of the task's proc
+    (without the task's run name), or, for a ``Command`` a subgraph sent to this graph
+    (LangGraph applies it in its retry loop), the task's own config."""
+    if isinstance(output, Command) and output.graph is not None:
+        return config
+    return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}  # type: ignore[return-value]

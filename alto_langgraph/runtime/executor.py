@@ -35,18 +35,13 @@ class InlineExecutor:
 
     name = "inline"
 
-    def __init__(self) -> None:
-        self.messages_run = 0
-
     def run(self, message: Message) -> Awaitable[Any]:
         # the task function's own coroutine: no wrapper frame on the hot path
         fn, args, kwargs = message.payload
-        self.messages_run += 1
         return fn(*args, **kwargs)
 
     def run_sync(self, message: Message) -> Any:
         fn, args, kwargs = message.payload
-        self.messages_run += 1
         return fn(*args, **kwargs)
 
 

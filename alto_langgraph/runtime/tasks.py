@@ -7,7 +7,7 @@ import dataclasses
 import os
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.runnables import Runnable
@@ -15,6 +15,7 @@ from langchain_core.runnables.config import patch_config
 
 from ._pregel import (
     CONF,
+    CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_READ,
     CONFIG_KEY_RUNTIME,
@@ -49,6 +50,9 @@ class NodeRunner:
     early: Runnable
     #: conditional edges: they read the pre-step state, so they wait for the loop.
     late: tuple[Runnable, ...]
+    #: the writers of ``early`` (LangGraph applies a task's writers to a ``Command``
+    #: a subgraph sends to its parent)
+    early_writers: tuple[Runnable, ...]
 
     @classmethod
     def of(cls, node: PregelNode) -> NodeRunner | None:
@@ -60,10 +64,10 @@ class NodeRunner:
             (i for i, w in enumerate(writers) if not isinstance(w, ChannelWrite)), len(writers)
         )
         if split == len(writers):
-            return cls(node, proc, ())
+            return cls(node, proc, (), tuple(writers))
         keep = ChannelWrite((ChannelWriteEntry(NODE_OUTPUT),))
-        early = node.copy({"writers": [*writers[:split], keep]}).node
-        return cls(node, early, tuple(writers[split:]))
+        early = node.copy({"writers": [*writers[:split], keep]})
+        return cls(node, early.node, tuple(writers[split:]), tuple(early.flat_writers))
 
     def hand_over(self, twin_writes: Any) -> tuple[list[tuple[str, Any]], Any]:
         """The twin's writes for the loop's task, and the node output its late writers need."""
@@ -115,12 +119,11 @@ def push_task_for(
     sender: PregelExecutableTask,
     sender_node: PregelNode | None,
     send: Send,
-    node: PregelNode,
-    proc: Runnable,
+    runner: NodeRunner,
+    calls: Any,
     idx: int,
     step: int,
     stop: int,
-    retry_policy: Sequence[Any],
 ) -> PregelExecutableTask:
     """The push task LangGraph would build for ``send`` at ``step``, built from its sender.
 
@@ -128,8 +131,10 @@ def push_task_for(
     sender's task config by replacing everything task-specific, as LangGraph's
     ``prepare_push_task_send`` sets it. The task id and the Send index in
     ``langgraph_path`` are provisional (the loop numbers Sends only once the step is
-    complete); everything else matches.
+    complete); everything else matches. The twin makes one attempt (no retry policy:
+    retries belong to the loop's task) and its functional-API calls go to ``calls``.
     """
+    node = runner.node
     conf = sender.config[CONF]
     sender_ns = conf[CONFIG_KEY_CHECKPOINT_NS]
     parent_ns = sender_ns.rsplit(NS_SEP, 1)[0] if NS_SEP in sender_ns else ""
@@ -187,21 +192,22 @@ def push_task_for(
             CONFIG_KEY_CHECKPOINT_NS: task_ns,
             CONFIG_KEY_SCRATCHPAD: new_scratchpad(task_id, task_ns, step, stop),
             CONFIG_KEY_RUNTIME: runtime,
+            CONFIG_KEY_CALL: calls,
         },
     )
     config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
     return PregelExecutableTask(
         send.node,
         send.arg,
-        proc,
+        runner.early,
         writes,
         config,
         PUSH_TRIGGER,
-        node.retry_policy or retry_policy,
+        (),
         None,
         task_id,
         path,
-        writers=node.flat_writers,
+        writers=runner.early_writers,
         subgraphs=node.subgraphs,
         timeout=send.timeout if send.timeout is not None else node.timeout,
     )

@@ -437,3 +437,35 @@ def test_a_failed_request_logs_nothing(style: str, caplog: pytest.LogCaptureFixt
         time.sleep(0.1)
         gc.collect()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_twin_waiting_on_a_task_call_is_released_when_the_request_fails() -> None:
+    """A twin blocked on a functional-API call (which waits for the loop to reach its
+    step) must not keep its thread alive once the request has failed."""
+    from langgraph.func import task
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    finished = threading.Event()
+
+    def w(p: dict) -> dict:
+        try:
+            return {"log": [double(p["i"]).result()]}
+        finally:
+            finished.set()
+
+    def b(p: dict) -> Command:
+        if p["i"] == 1:
+            time.sleep(0.05)  # w0 runs ahead and waits for its call meanwhile
+            raise ValueError("b1 failed")
+        return Command(goto=[Send("w", p)])
+
+    g = StateGraph(S)
+    g.add_node("b", b)
+    g.add_node("w", w)
+    g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
+    with pytest.raises(ValueError, match="b1 failed"):
+        g.compile(backend="alto").invoke({"log": [], "fail": False})
+    assert finished.wait(5)

@@ -89,7 +89,26 @@ class DeferredCalls:
                 return
             self._target, pending, self._pending = target, self._pending, []
         for args, kwargs, fut in pending:
-            chain_future(target(*args, **kwargs), fut)
+            try:
+                chain_future(target(*args, **kwargs), fut)
+            except Exception as exc:  # handed to the waiting twin, not to the binder
+                _fail(fut, exc)
+
+    def abandon(self) -> None:
+        """The request ended before the loop reached the twin: fail its waiting calls
+        (a twin blocked on one would keep its thread, and the process, alive)."""
+        self.bind(_request_ended)
+
+
+def _fail(fut: Any, exc: BaseException) -> None:
+    if isinstance(fut, asyncio.Future):
+        fut.get_loop().call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
+    elif fut.set_running_or_notify_cancel():
+        fut.set_exception(exc)
+
+
+def _request_ended(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("alto: the request ended before this run-ahead task's step")
 
 
 @dataclasses.dataclass
@@ -329,6 +348,8 @@ class RequestRun:
             unclaimed += self._claimed.values()
             self._ready.clear()
             self._claimed.clear()
+        for ahead in unclaimed:
+            ahead.calls.abandon()
         return unclaimed
 
 

@@ -308,38 +308,34 @@ class RequestRun:
         ahead.calls.bind(conf.get(CONFIG_KEY_CALL))
         return ahead, _TaskView(task_id, ahead.task.name, writes, {**config, CONF: view_conf})
 
-    def hand_over(self, ahead: RunAhead, task: _TaskView) -> None:
-        """Give the loop's task its twin's writes, then run its conditional edges (they
-        read the pre-step state through the task's config). Raises what the twin raised."""
+    def _deliver(self, ahead: RunAhead, task: _TaskView) -> tuple[Any, RunnableConfig] | None:
+        """Give the loop's task its twin's writes (or raise what the twin raised); if
+        conditional edges remain, return their input and config: they read the pre-step
+        state through the task's config, so they run now."""
         exc = _twin_error(ahead)
         if exc is not None:
             raise exc
         writes, output = ahead.runner.hand_over(ahead.task.writes)
-        self._continue_sends(ahead, task)
+        with self._lock:  # the twin's Sends have twins already: continue after them
+            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
         task.config[CONF][CONFIG_KEY_SEND](writes)
-        if ahead.runner.late:
-            config = _writers_config(task.config, output)
+        if not ahead.runner.late:
+            return None
+        return output, _writers_config(task.config, output)
+
+    def hand_over(self, ahead: RunAhead, task: _TaskView) -> None:
+        if (late := self._deliver(ahead, task)) is not None:
+            output, config = late
             for writer in ahead.runner.late:
                 output = writer.invoke(output, config)
             self._start_sends(task, ahead.ancestry)
 
     async def ahand_over(self, ahead: RunAhead, task: _TaskView) -> None:
-        exc = _twin_error(ahead)
-        if exc is not None:
-            raise exc
-        writes, output = ahead.runner.hand_over(ahead.task.writes)
-        self._continue_sends(ahead, task)
-        task.config[CONF][CONFIG_KEY_SEND](writes)
-        if ahead.runner.late:
-            config = _writers_config(task.config, output)
+        if (late := self._deliver(ahead, task)) is not None:
+            output, config = late
             for writer in ahead.runner.late:
                 output = await writer.ainvoke(output, config)
             self._start_sends(task, ahead.ancestry)
-
-    def _continue_sends(self, ahead: RunAhead, task: _TaskView) -> None:
-        # the twin's Sends have twins already: the loop's task continues after them
-        with self._lock:
-            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
 
     def _close_tables(self) -> list[RunAhead]:
         with self._lock:

@@ -164,6 +164,7 @@ class RequestRun:
         self._ready: dict[tuple[int, Any, int], deque[RunAhead]] = defaultdict(deque)
         # loop task id -> the twin the submit hook matched it with
         self._claimed: dict[str, RunAhead] = {}
+        self._adopted: set[str] = set()  # loop task ids that looked for their twin
         self._sends_started: dict[str, int] = {}  # task id -> its Sends already started
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
@@ -286,6 +287,9 @@ class RequestRun:
         conf = config[CONF]
         task_id = conf.get(CONFIG_KEY_TASK_ID, "")
         with self._lock:
+            if task_id in self._adopted:  # a retry: it runs the node, adopts nothing
+                return None
+            self._adopted.add(task_id)
             ahead = self._claimed.pop(task_id, None)
         if ahead is None:
             metadata = config.get("metadata") or {}

@@ -26,6 +26,7 @@ from .runtime.coordinator import (
     run_ahead_aware,
 )
 from .runtime.executor import Executor, make_executor
+from .runtime.messages import CONFIG_KEY_ANCESTRY
 from .runtime.tasks import NodeRunner, new_id, node_runners
 
 logger = logging.getLogger("alto_langgraph")
@@ -157,6 +158,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
     def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
         return {
             "request_id": str(merged.get("run_id") or new_id()),
+            # run inside a node of an alto graph: a nested scope of that task's item
+            "root": merged.get(CONF, {}).get(CONFIG_KEY_ANCESTRY, ()),
             "runners": self._alto.runners,
             "retry_policy": self.retry_policy,
             "executor": self._alto.executor,

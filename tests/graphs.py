@@ -1252,3 +1252,24 @@ def send_target_with_conditional_edge_and_command_sends():
     g.add_conditional_edges("a", lambda s: [Send("b", {"i": i}) for i in range(2)])
     g.add_conditional_edges("b", lambda s: END)
     return g, {"log": []}
+
+
+@case()
+def stock_graph_invoked_inside_send_targets():
+    # a graph compiled on stock LangGraph, run from inside alto's tasks (twins, tasks
+    # the hook ran, tasks run inline): it must never see alto's runner hook
+    inner = StateGraph(Log)
+    inner.add_node("x", lambda p: {"log": [f"x{p['k']}"]})
+    inner.add_conditional_edges(START, lambda s: [Send("x", {"k": k}) for k in range(2)])
+    inner_app = inner.compile()
+
+    def w(p):
+        return {"log": inner_app.invoke({"log": [f"w{p['i']}"]})["log"]}
+
+    g = StateGraph(Log)
+    _sibling_of_a(g)
+    g.add_node("w", w)
+    g.add_node("z", lambda s: {"log": inner_app.invoke({"log": ["z"]})["log"]})
+    g.add_conditional_edges("a", lambda s: [Send("w", {"i": i}) for i in range(2)])
+    g.add_edge("w", "z")
+    return g, {"log": []}

@@ -469,3 +469,61 @@ def test_twin_waiting_on_a_task_call_is_released_when_the_request_fails() -> Non
     with pytest.raises(ValueError, match="b1 failed"):
         g.compile(backend="alto").invoke({"log": [], "fail": False})
     assert finished.wait(5)
+
+
+class _RecordingExecutor:
+    """The inline executor, recording every message header it runs."""
+
+    name = "inline"
+
+    def __init__(self) -> None:
+        from alto_langgraph.runtime.executor import InlineExecutor
+
+        self.inner = InlineExecutor()
+        self.headers: list[Any] = []
+
+    def run(self, message: Any) -> Any:
+        self.headers.append(message.header)
+        return self.inner.run(message)
+
+    def run_sync(self, message: Any) -> Any:
+        self.headers.append(message.header)
+        return self.inner.run_sync(message)
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_every_item_carries_its_nested_ancestry(style: str) -> None:
+    """Headers name each fan-out an item descends from (DESIGN.md section 5), including
+    Sends of a sender LangGraph ran inline and items of a subgraph invoked per item."""
+
+    class Inner(TypedDict):
+        log: Annotated[list, operator.add]
+
+    inner = StateGraph(Inner)
+    inner.add_node("fan", lambda s: Command(goto=[Send("leaf", {"k": k}) for k in range(2)]))
+    inner.add_node("leaf", lambda p: {"log": [f"leaf{p['k']}"]})
+    inner.add_edge(START, "fan")
+
+    def b(p: dict) -> Command:
+        time.sleep(0.02 * (2 - p["i"]))  # b1 finishes first: its c runs ahead
+        return Command(goto=[Send("c", {"log": []})])
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: Command(goto=[Send("b", {"i": i}) for i in range(2)]))
+    g.add_node("b", b)
+    g.add_node("c", inner.compile())
+    g.add_edge(START, "a")
+    app = g.compile(backend="alto")
+    recorder = _RecordingExecutor()
+    app._alto.executor = recorder
+    for sub in (n.bound for n in app.nodes.values() if hasattr(n.bound, "_alto")):
+        sub._alto.executor = recorder
+    inputs = {"log": [], "fail": False}
+    out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
+    assert sorted(out["log"]) == ["leaf0", "leaf0", "leaf1", "leaf1"]
+    seen = {(h.stage, h.ancestry) for h in recorder.headers}
+    for i in range(2):
+        assert ("b", (("a", i),)) in seen  # a ran alone, inline
+        assert ("c", (("a", i), ("b", 0))) in seen
+        for k in range(2):  # inside the subgraph c invoked for item i
+            assert ("leaf", (("a", i), ("b", 0), ("fan", k))) in seen

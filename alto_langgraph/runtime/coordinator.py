@@ -52,8 +52,11 @@ from ._pregel import (
     chain_future,
 )
 from .executor import Executor, gather_cancelled
-from .messages import Frame, Header, Message
+from .messages import CONFIG_KEY_ANCESTRY, Frame, Header, Message
 from .tasks import NodeRunner, push_task_for, scratchpad_of
+
+#: set on the config of every task the submit hook saw, to the run that saw it
+_SUBMITTED_BY = "__alto_submitted_by"
 
 
 class DeferredCalls:
@@ -155,8 +158,12 @@ class RequestRun:
         runners: Mapping[str, NodeRunner],
         retry_policy: Sequence[Any],
         executor: Executor,
+        root: tuple[Frame, ...] = (),
     ) -> None:
         self.request_id = request_id
+        #: ancestry of this run's scope: () for a request, the calling task's for a
+        #: graph run inside a node (a subgraph)
+        self.root = root
         self.runners = runners
         self.retry_policy = retry_policy
         self.executor = executor
@@ -166,6 +173,11 @@ class RequestRun:
         self._claimed: dict[str, RunAhead] = {}
         self._adopted: set[str] = set()  # loop task ids that looked for their twin
         self._sends_started: dict[str, int] = {}  # task id -> its Sends already started
+        # (step, node, id(Send.arg)) -> ancestries of Sends that have no twin (their
+        # sender ran inline, where twins would not gain a step)
+        self._send_ancestry: dict[tuple[int, Any, int], deque[tuple[Frame, ...]]] = defaultdict(
+            deque
+        )
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
         #: counters, for tests and benchmarks: how many tasks ran ahead / were adopted
@@ -190,18 +202,63 @@ class RequestRun:
         # complete, so every twin of this step is registered by now: an empty table
         # needs no lock (the common case, a fan-out whose sender ran alone).
         ahead = None
-        if self._ready and task.path[0] == PUSH:
-            ahead = self._claim_key((scratchpad_of(task).step, task.name, id(task.input)))
+        ancestry = self.root
+        if task.path[0] == PUSH:
+            key = (scratchpad_of(task).step, task.name, id(task.input))
+            if self._ready:
+                ahead = self._claim_key(key)
             if ahead is not None:
+                ancestry = ahead.ancestry
                 with self._lock:
                     self._claimed[task.id] = ahead
                 # the twin's @task calls may wait for this: let them go now, not at
                 # hand-over (the hand-over waits for the twin)
                 ahead.calls.bind(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
-        msg = Message(
-            self._header(task, ahead.ancestry if ahead else ()), (fn, (task, *args), kwargs)
-        )
+            elif self._send_ancestry:
+                ancestry = self._pop_ancestry(key)
+        conf = task.config[CONF]
+        conf[_SUBMITTED_BY] = self  # not inline (nested runs' tasks inherit another run)
+        # graphs run inside the node (subgraphs) start their scope from here
+        conf[CONFIG_KEY_ANCESTRY] = ancestry
+        msg = Message(self._header(task, ancestry), (fn, (task, *args), kwargs))
         return self._execute(msg, task, ahead, kwargs)
+
+    def _pop_ancestry(self, key: tuple[int, Any, int]) -> tuple[Frame, ...]:
+        # no lock: only the runner's thread touches this table (the submit hook, and
+        # tasks LangGraph runs inline, which run there)
+        queue = self._send_ancestry.get(key)
+        if not queue:
+            return self.root
+        ancestry = queue.popleft()
+        if not queue:
+            del self._send_ancestry[key]
+        return ancestry
+
+    def inline_config(self, input: Any, config: RunnableConfig) -> RunnableConfig:
+        """For ``RunAheadAwareProc``: the config of a task LangGraph runs inline (without
+        the hook) and that adopts no twin, with its ancestry, and recording its Sends'
+        ancestry: they get no twin (this task is its step's only one)."""
+        conf = config[CONF]
+        metadata = config.get("metadata") or {}
+        path = metadata.get("langgraph_path") or ()
+        name = metadata.get("langgraph_node")
+        pad = conf[CONFIG_KEY_SCRATCHPAD]
+        ancestry = self.root
+        if path and path[0] == PUSH and self._send_ancestry:
+            ancestry = self._pop_ancestry((pad.step, name, id(input)))
+        send, counter = conf[CONFIG_KEY_SEND], iter(range(1 << 62))
+
+        def record(values: Sequence[tuple[str, Any]]) -> None:
+            for chan, value in values:
+                if chan == TASKS and isinstance(value, Send):
+                    key = (pad.step + 1, value.node, id(value.arg))
+                    self._send_ancestry[key].append((*ancestry, (name, next(counter))))
+            send(values)
+
+        return {
+            **config,
+            CONF: {**conf, CONFIG_KEY_SEND: record, CONFIG_KEY_ANCESTRY: ancestry},
+        }
 
     # what the two paths implement
     def _execute(
@@ -247,19 +304,22 @@ class RequestRun:
             if runner is None:  # unknown node: the loop warns and skips it
                 continue
             calls = DeferredCalls()
+            frames = (*ancestry, (sender.name, idx))
             twin = push_task_for(
                 sender,
                 sender_runner.node if sender_runner else None,
                 send,
                 runner,
-                calls,
                 idx,
                 step,
                 pad.stop,
+                {CONFIG_KEY_CALL: calls, CONFIG_KEY_ANCESTRY: frames},
             )
-            started.append(
-                RunAhead(twin, (*ancestry, (sender.name, idx)), runner, calls, self._future())
-            )
+            # a twin's proc is not a RunAheadAwareProc: nothing strips the hook on the
+            # way to graphs run inside the node, so the twin never carries it
+            twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
+            twin.config[CONF].pop(_SUBMITTED_BY, None)
+            started.append(RunAhead(twin, frames, runner, calls, self._future()))
         with self._lock:
             if self._closed:
                 return
@@ -308,7 +368,7 @@ class RequestRun:
             writes.extend(values)
             send(values)
 
-        view_conf = {**conf, CONFIG_KEY_SEND: record}
+        view_conf = {**conf, CONFIG_KEY_SEND: record, CONFIG_KEY_ANCESTRY: ahead.ancestry}
         ahead.calls.bind(conf.get(CONFIG_KEY_CALL))
         return ahead, _TaskView(task_id, ahead.task.name, writes, {**config, CONF: view_conf})
 
@@ -397,7 +457,7 @@ class AsyncRequestRun(RequestRun):
         # runs before LangGraph's own done callback (added later), i.e. before the loop
         # sees the task finish
         if not done.cancelled() and done.exception() is None:
-            self._start_sends(task, ())
+            self._start_sends(task, task.config[CONF][CONFIG_KEY_ANCESTRY])
 
     def _launch(self, ahead: RunAhead) -> None:
         from langgraph.pregel._retry import arun_with_retry
@@ -473,7 +533,7 @@ class SyncRequestRun(RequestRun):
     ) -> Any:
         def execute() -> Any:
             value = self.executor.run_sync(msg)
-            self._start_sends(task, ())
+            self._start_sends(task, msg.header.ancestry)
             return value
 
         if ahead is None:
@@ -552,10 +612,12 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         conf = dict(conf)
         del conf[CONFIG_KEY_RUNNER_SUBMIT]
         config = {**config, CONF: conf}  # type: ignore[misc]
-        if not (run._ready or run._claimed):
-            return None, config
-        found = run.adoption(input, config)
-        return ((run, *found) if found is not None else None), config
+        found = run.adoption(input, config) if (run._ready or run._claimed) else None
+        if found is not None:
+            return (run, *found), config
+        if conf.get(_SUBMITTED_BY) is not run:  # inline: the submit hook has not seen it
+            config = run.inline_config(input, config)
+        return None, config
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         adopted, config = self._adopted(input, config)

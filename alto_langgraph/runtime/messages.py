@@ -14,6 +14,10 @@ from typing import Any, Literal, NamedTuple
 #: sender's Sends). A request's root item has no frames.
 Frame = tuple[str, int]
 
+#: Where a task's config carries its ancestry, for graphs run inside the node (a
+#: subgraph's items descend from the item that invoked it).
+CONFIG_KEY_ANCESTRY = "__alto_ancestry"
+
 MessageKind = Literal["task"]
 
 

@@ -15,7 +15,6 @@ from langchain_core.runnables.config import patch_config
 
 from ._pregel import (
     CONF,
-    CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_READ,
     CONFIG_KEY_RUNTIME,
@@ -120,10 +119,10 @@ def push_task_for(
     sender_node: PregelNode | None,
     send: Send,
     runner: NodeRunner,
-    calls: Any,
     idx: int,
     step: int,
     stop: int,
+    extra: dict[str, Any],
 ) -> PregelExecutableTask:
     """The push task LangGraph would build for ``send`` at ``step``, built from its sender.
 
@@ -132,7 +131,7 @@ def push_task_for(
     ``prepare_push_task_send`` sets it. The task id and the Send index in
     ``langgraph_path`` are provisional (the loop numbers Sends only once the step is
     complete); everything else matches. The twin makes one attempt (no retry policy:
-    retries belong to the loop's task) and its functional-API calls go to ``calls``.
+    retries belong to the loop's task); ``extra`` is added to its configurable.
     """
     node = runner.node
     conf = sender.config[CONF]
@@ -192,7 +191,7 @@ def push_task_for(
             CONFIG_KEY_CHECKPOINT_NS: task_ns,
             CONFIG_KEY_SCRATCHPAD: new_scratchpad(task_id, task_ns, step, stop),
             CONFIG_KEY_RUNTIME: runtime,
-            CONFIG_KEY_CALL: calls,
+            **extra,
         },
     )
     config["metadata"] = metadata  # after patch_config, which copies the sender's ns in

@@ -7,6 +7,7 @@ replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,14 @@ from contextlib import aclosing
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
 from .compiler import Plan, lower
 from .options import AltoOptions
 from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
+from .runtime import worker
+from .runtime.cluster import CONFIG_KEY_REQUEST, Cluster, RemoteNode
 from .runtime.coordinator import (
     AsyncRequestRun,
     RequestRun,
@@ -37,14 +41,39 @@ class AltoFallbackWarning(UserWarning):
 
 
 class _AltoState:
-    """What alto keeps beside the compiled graph; built once, shared by copies."""
+    """What alto keeps beside the compiled graph; built once, shared by copies.
 
-    def __init__(self, graph: CompiledStateGraph, options: AltoOptions) -> None:
+    ``cluster`` is the deployment of the ``process`` executor (None inline); a graph and
+    its subgraphs share one, whose stages are all their nodes."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph,
+        options: AltoOptions,
+        cluster: Cluster | None,
+        prefix: str = "",
+    ) -> None:
         self.options = options
-        self.executor: Executor = make_executor(options.executor)
-        # from the nodes as LangGraph built them: run-ahead tasks run these procs
+        self.cluster = cluster
+        # tasks are always bookkept in this process; node code runs where cluster says
+        self.executor: Executor = make_executor("inline")
+        # from the nodes as alto rebuilt them: run-ahead tasks run these procs
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
-        self.plan: Plan = lower(graph, options)
+        self.plan: Plan = lower(graph, options, cluster.specs if cluster else {}, prefix)
+
+    def __reduce__(self) -> Any:
+        # pickled with node code (a graph invoked inside a node): there it runs inline
+        return (_shipped_state, (self.runners, self.plan))
+
+
+def _shipped_state(runners: dict[str, NodeRunner], plan: Plan) -> _AltoState:
+    state = _AltoState.__new__(_AltoState)
+    state.options = AltoOptions(executor="inline")
+    state.cluster = None
+    state.executor = make_executor("inline")
+    state.runners = runners
+    state.plan = plan
+    return state
 
 
 class AltoCompiledStateGraph(CompiledStateGraph):
@@ -55,14 +84,40 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def _adopt(cls, graph: CompiledStateGraph, options: AltoOptions) -> AltoCompiledStateGraph:
-        """Turn a freshly compiled stock graph (owned by the caller) into an alto graph."""
-        _alto_subgraphs(graph, options)
+    def _adopt(
+        cls,
+        graph: CompiledStateGraph,
+        options: AltoOptions,
+        cluster: Cluster | None = None,
+        prefix: str = "",
+    ) -> AltoCompiledStateGraph:
+        """Turn a freshly compiled stock graph (owned by the caller) into an alto graph.
+
+        With the process executor, the top-level graph creates the deployment and every
+        node, its subgraphs' nodes included, becomes a stage of it (named
+        ``prefix + node``)."""
+        top = not prefix
+        if worker.IN_STAGE_INSTANCE and options.executor != "inline":
+            options = AltoOptions(executor="inline")  # compiled inside a stage instance
+        if top and options.executor == "process":
+            cluster = Cluster({}, {}, transport=options.transport, host=options.host)
+        _alto_subgraphs(graph, options, cluster, prefix)
+        if cluster is not None:
+            for name, node in list(graph.nodes.items()):
+                if name == START or isinstance(node.bound, CompiledStateGraph):
+                    continue  # input mapping stays here; a subgraph's nodes are stages
+                stage = prefix + name
+                cluster.add_stage(options.stage_spec(stage), node.bound)
+                graph.nodes[name] = node.copy({"bound": RemoteNode(stage, node.bound, cluster)})
         graph.__class__ = cls
-        graph._alto = _AltoState(graph, options)
+        graph._alto = _AltoState(graph, options, cluster, prefix)
         # the loop's tasks: procs that adopt a run-ahead result when run inline
         for name, node in list(graph.nodes.items()):
             graph.nodes[name] = run_ahead_aware(node)
+        if top and cluster is not None:
+            options.check_stage_names(list(cluster.specs))
+            if options.start == "compile":
+                cluster.start()
         return graph  # type: ignore[return-value]
 
     def copy(self, update: dict[str, Any] | None = None) -> AltoCompiledStateGraph:
@@ -74,6 +129,31 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         new = self.__class__(**attrs)
         new._alto = self._alto
         return new
+
+    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def deployment(self) -> Cluster | None:
+        """The router and stage instances of the process executor (None inline): their
+        ``specs``, ``pids`` and router ``stats()``."""
+        return self._alto.cluster
+
+    def close(self) -> None:
+        """Stop this app's worker processes (also on leaving ``with``/``async with``,
+        and at interpreter exit). Calls still in flight fail; the app cannot run again."""
+        if self._alto.cluster is not None:
+            self._alto.cluster.close()
+
+    def __enter__(self) -> AltoCompiledStateGraph:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> AltoCompiledStateGraph:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- introspection -----------------------------------------------------------
     @property
@@ -126,6 +206,9 @@ class AltoCompiledStateGraph(CompiledStateGraph):
                 async for chunk in stream:
                     yield chunk
             return
+        cluster = self._alto.cluster
+        if cluster is not None and not cluster.started:
+            await asyncio.to_thread(cluster.start)  # the first run starts the processes
         run = AsyncRequestRun(
             max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
         )
@@ -149,6 +232,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             self._warn_fallback(reason)
             yield from super().stream(input, config, **kwargs)
             return
+        if self._alto.cluster is not None:
+            self._alto.cluster.start()  # the first run starts the processes
         run = SyncRequestRun(config=merged, **self._run_args(merged))
         try:
             yield from super().stream(input, _with_hook(config, run), **kwargs)
@@ -156,8 +241,10 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             run.close()
 
     def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
+        conf = merged.get(CONF, {})
         return {
-            "request_id": str(merged.get("run_id") or new_id()),
+            # a subgraph's run belongs to the request of the graph that runs it
+            "request_id": conf.get(CONFIG_KEY_REQUEST) or str(merged.get("run_id") or new_id()),
             # run inside a node of an alto graph: a nested scope of that task's item
             "root": merged.get(CONF, {}).get(CONFIG_KEY_ANCESTRY, ()),
             "runners": self._alto.runners,
@@ -167,16 +254,26 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
 
 def _with_hook(config: RunnableConfig | None, run: RequestRun) -> RunnableConfig:
-    """``config`` with ``run`` installed as LangGraph's runner-submit hook."""
+    """``config`` with ``run`` installed as LangGraph's runner-submit hook, and the
+    request id every task carries (routing keys of stateful stages include it)."""
     config = dict(config or {})
-    config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_RUNNER_SUBMIT: run}
+    config[CONF] = {
+        **config.get(CONF, {}),
+        CONFIG_KEY_RUNNER_SUBMIT: run,
+        CONFIG_KEY_REQUEST: run.request_id,
+    }
     return config  # type: ignore[return-value]
 
 
-def _alto_subgraphs(graph: CompiledStateGraph, options: AltoOptions) -> None:
-    """Subgraph nodes run on alto too: each gets an alto copy (the user's object is untouched)."""
+def _alto_subgraphs(
+    graph: CompiledStateGraph, options: AltoOptions, cluster: Cluster | None, prefix: str
+) -> None:
+    """Subgraph nodes run on alto too: each gets an alto copy (the user's object is
+    untouched) whose nodes are stages of the same deployment."""
     for name, node in list(graph.nodes.items()):
         sub = node.bound
         if isinstance(sub, CompiledStateGraph) and not isinstance(sub, AltoCompiledStateGraph):
-            alto_sub = AltoCompiledStateGraph._adopt(sub.copy({"nodes": dict(sub.nodes)}), options)
+            alto_sub = AltoCompiledStateGraph._adopt(
+                sub.copy({"nodes": dict(sub.nodes)}), options, cluster, f"{prefix}{name}/"
+            )
             graph.nodes[name] = node.copy({"bound": alto_sub, "subgraphs": [alto_sub]})

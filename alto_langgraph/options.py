@@ -3,25 +3,84 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-EXECUTORS = ("inline",)
+from .runtime.cluster import StageSpec
+
+EXECUTORS = ("process", "inline")
+STARTS = ("first_run", "compile")
+TRANSPORTS = ("ipc", "tcp")
+_STAGE_KEYS = {f.name for f in dataclasses.fields(StageSpec)} - {"name", "replicas"}
 
 
 @dataclasses.dataclass(frozen=True)
 class AltoOptions:
     """What ``compile(backend="alto", **options)`` accepts.
 
-    executor: where stage instances run. ``"inline"``: in the calling process and event
-        loop (async nodes on the loop, sync nodes on its threads).
+    executor: where node code runs. ``"process"`` (default): each stage (node) runs in
+        worker processes ("instances") behind a router process, over pyzmq.
+        ``"inline"``: in the calling process (async nodes on its event loop, sync nodes
+        on its threads); for tests and debugging.
+    replicas: instances per stage, e.g. ``{"search": 4}`` (default 1 each). Stages are
+        named after their nodes; a subgraph's nodes as ``"subgraph_node/inner_node"``.
+    stages: what each stage needs, e.g. ``{"bm25": {"stateful": True, "gpus": 0}}``:
+        ``stateful`` (items of one aggregation group reach one instance),
+        ``group_depth`` (ancestry frames a group leaves out, default 1: one fan-out's
+        items), ``gpus`` (per instance), ``policy`` (a routing policy name or object).
+    config: a TOML file with the same two parts, as in the ALTO paper: ``[stages.NAME]``
+        tables (what each stage needs) and an ``[instances]`` table (how many of each).
+        Keyword options override the file.
+    start: ``"first_run"`` (default) starts the processes when the app first runs;
+        ``"compile"`` starts them in ``compile``.
+    transport: ``"ipc"`` (default: unix sockets in a private 0700 directory) or
+        ``"tcp"`` (bound to ``host``, loopback by default).
     """
 
-    executor: str = "inline"
+    executor: str = "process"
+    replicas: Mapping[str, int] | None = None
+    stages: Mapping[str, Mapping[str, Any]] | None = None
+    config: str | os.PathLike[str] | None = None
+    start: str = "first_run"
+    transport: str = "ipc"
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
+        for name, value, allowed in (
+            ("executor", self.executor, EXECUTORS),
+            ("start", self.start, STARTS),
+            ("transport", self.transport, TRANSPORTS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
+        per_stage = self._per_stage()
+        if per_stage and self.executor != "process":
             raise ValueError(
-                f"alto option executor={self.executor!r} is not one of {', '.join(EXECUTORS)}"
+                f"alto options replicas/stages/config need executor='process' "
+                f"(got executor={self.executor!r}, which runs every node in this process)"
+            )
+        object.__setattr__(self, "_specs", per_stage)
+
+    def _per_stage(self) -> dict[str, dict[str, Any]]:
+        """Stage name -> StageSpec fields, from the config file then the keywords."""
+        merged: dict[str, dict[str, Any]] = {}
+        if self.config is not None:
+            stages, instances = _read_config(self.config)
+            _merge(merged, stages, instances, f"config file {os.fspath(self.config)!r}")
+        _merge(merged, self.stages or {}, self.replicas or {}, "options")
+        return merged
+
+    def stage_spec(self, name: str) -> StageSpec:
+        return StageSpec(name=name, **self._specs.get(name, {}))  # type: ignore[attr-defined]
+
+    def check_stage_names(self, known: Sequence[str]) -> None:
+        unknown = sorted(set(self._specs) - set(known))  # type: ignore[attr-defined]
+        if unknown:
+            raise ValueError(
+                f"alto: no stage named {', '.join(map(repr, unknown))} in this graph; "
+                f"its stages are: {', '.join(map(repr, known)) or '(none)'}"
             )
 
     @classmethod
@@ -34,3 +93,49 @@ class AltoOptions:
                 f"known options are: {', '.join(sorted(known))}"
             )
         return cls(**kwargs)
+
+
+def _read_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"alto: cannot read config file {os.fspath(path)!r}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"alto: config file {os.fspath(path)!r} is not valid TOML: {exc}") from exc
+    extra = sorted(set(data) - {"stages", "instances"})
+    if extra:
+        raise ValueError(
+            f"alto: config file {os.fspath(path)!r} has unknown table(s) {', '.join(extra)}; "
+            "expected [stages.NAME] and [instances]"
+        )
+    return data.get("stages", {}), data.get("instances", {})
+
+
+def _merge(
+    into: dict[str, dict[str, Any]],
+    stages: Mapping[str, Any],
+    instances: Mapping[str, Any],
+    where: str,
+) -> None:
+    if not isinstance(stages, Mapping) or not isinstance(instances, Mapping):
+        raise TypeError(f"alto {where}: stages and replicas must map stage names to values")
+    for name, fields in stages.items():
+        if not isinstance(fields, Mapping):
+            raise TypeError(f"alto {where}: stage {name!r} must be a table of settings, got {fields!r}")
+        bad = sorted(set(fields) - _STAGE_KEYS)
+        if bad:
+            raise ValueError(
+                f"alto {where}: stage {name!r} has unknown setting(s) {', '.join(bad)}; "
+                f"known: {', '.join(sorted(_STAGE_KEYS))}"
+            )
+        for key in ("group_depth", "gpus"):
+            if key in fields and (not isinstance(fields[key], int) or fields[key] < 0):
+                raise ValueError(f"alto {where}: stage {name!r}: {key} must be an integer >= 0")
+        if "stateful" in fields and not isinstance(fields["stateful"], bool):
+            raise ValueError(f"alto {where}: stage {name!r}: stateful must be true or false")
+        into.setdefault(name, {}).update(fields)
+    for name, n in instances.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"alto {where}: stage {name!r} needs at least 1 instance, got {n!r}")
+        into.setdefault(name, {})["replicas"] = n

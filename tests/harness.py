@@ -46,12 +46,13 @@ def run(
     *,
     backend: str,
     sync: bool,
+    executor: str = "process",
     config: dict | None = None,
     stream_mode: Any = "updates",
     **stream_kwargs: Any,
 ) -> Outcome:
     """Stream the graph once, collecting chunks; the final state comes from the same run."""
-    app = builder.compile(backend=backend)
+    app = builder.compile(backend=backend, **({"executor": executor} if backend == "alto" else {}))
     out = Outcome()
     modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
     want_values = "values" not in modes
@@ -82,11 +83,19 @@ def run(
             asyncio.run(go())
     except Exception as exc:  # compared, not swallowed: see assert_same
         out.error = exc
+    finally:
+        if backend == "alto":
+            app.close()
     return out
 
 
 def assert_same(
-    case: Callable[[], tuple[StateGraph, Any]], *, sync: bool, ordered: bool = False, **kw: Any
+    case: Callable[[], tuple[StateGraph, Any]],
+    *,
+    sync: bool,
+    ordered: bool = False,
+    executor: str = "process",
+    **kw: Any,
 ) -> tuple[Outcome, Outcome]:
     """Build the case twice (fresh closures), run it on both backends, compare."""
     with warnings.catch_warnings():
@@ -94,7 +103,7 @@ def assert_same(
         builder, inputs = case()
         stock = run(builder, inputs, backend="pregel", sync=sync, **kw)
         builder, inputs = case()
-        alto = run(builder, inputs, backend="alto", sync=sync, **kw)
+        alto = run(builder, inputs, backend="alto", sync=sync, executor=executor, **kw)
     assert alto.error_signature() == stock.error_signature(), (alto.error, stock.error)
     assert canonical(alto.final) == canonical(stock.final)
     if not (isinstance(stock.final, dict) and "__interrupt__" in stock.final):

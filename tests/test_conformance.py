@@ -8,17 +8,21 @@ import pytest
 from graphs import CASES
 from harness import assert_same
 
+EXECUTORS = ("inline", "process")
 PARAMS = [
-    pytest.param(name, style, id=f"{name}-{style}")
+    pytest.param(name, style, executor, id=f"{name}-{style}-{executor}")
     for name, case in CASES.items()
     for style in case.styles
+    for executor in EXECUTORS
 ]
 
 
-@pytest.mark.parametrize(("name", "style"), PARAMS)
-def test_same_as_langgraph(name: str, style: str) -> None:
+@pytest.mark.parametrize(("name", "style", "executor"), PARAMS)
+def test_same_as_langgraph(name: str, style: str, executor: str) -> None:
     case = CASES[name]
-    stock, alto = assert_same(case.build, sync=style == "sync", ordered=case.ordered, **case.kwargs)
+    stock, alto = assert_same(
+        case.build, sync=style == "sync", ordered=case.ordered, executor=executor, **case.kwargs
+    )
     # a case that produced nothing would compare equal vacuously
     assert stock.chunks or stock.error is not None
 
@@ -27,9 +31,9 @@ def test_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 40
 
 
-async def _events(case_name: str, backend: str) -> tuple[Counter, str | None]:
+async def _events(case_name: str, backend: str, executor: str) -> tuple[Counter, str | None]:
     builder, inputs = CASES[case_name].build()
-    app = builder.compile(backend=backend)
+    app = builder.compile(backend=backend, **({"executor": executor} if backend == "alto" else {}))
     kwargs = {k: v for k, v in CASES[case_name].kwargs.items() if k in ("config", "context")}
     seen: Counter = Counter()
     try:
@@ -37,14 +41,18 @@ async def _events(case_name: str, backend: str) -> tuple[Counter, str | None]:
             seen[(event["event"], event["name"])] += 1
     except Exception as exc:
         return seen, type(exc).__name__
+    finally:
+        if backend == "alto":
+            app.close()
     return seen, None
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if "async" in c.styles])
-async def test_same_astream_events_as_langgraph(name: str) -> None:
+async def test_same_astream_events_as_langgraph(name: str, executor: str) -> None:
     """astream_events (LangChain callbacks, streamed node procs) sees the same runs."""
-    stock_events, stock_error = await _events(name, "pregel")
-    alto_events, alto_error = await _events(name, "alto")
+    stock_events, stock_error = await _events(name, "pregel", executor)
+    alto_events, alto_error = await _events(name, "alto", executor)
     assert alto_error == stock_error
     if stock_error is None:  # which runs start before a failure is a race on stock too
         assert alto_events == stock_events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from langgraph.channels import BinaryOperatorAggregate
@@ -13,9 +14,17 @@ from .plan import Aggregator, Plan, Queue, Splitter, Stage
 
 if TYPE_CHECKING:
     from ..options import AltoOptions
+    from ..runtime.cluster import StageSpec
 
 
-def lower(graph: CompiledStateGraph, options: AltoOptions) -> Plan:
+def lower(
+    graph: CompiledStateGraph,
+    options: AltoOptions,
+    specs: Mapping[str, StageSpec] | None = None,
+    prefix: str = "",
+) -> Plan:
+    """``specs``: the process executor's stages (named ``prefix + node``), if any."""
+    specs = specs or {}
     builder = graph.builder
     send_targets = _send_targets(builder)
     stages = [Stage(START, "entry", "runnable", run_ahead=False)]
@@ -26,6 +35,7 @@ def lower(graph: CompiledStateGraph, options: AltoOptions) -> Plan:
         if sub is not None and hasattr(sub, "plan"):
             subplans.append(sub.plan)
         late = sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite))
+        stage_spec = specs.get(prefix + name)
         stages.append(
             Stage(
                 name=name,
@@ -40,6 +50,14 @@ def lower(graph: CompiledStateGraph, options: AltoOptions) -> Plan:
                     if spec.input_schema is not builder.state_schema
                     else None
                 ),
+                routing=(
+                    "in process"
+                    if stage_spec is None
+                    else "ancestry (consistent hash)"
+                    if stage_spec.stateful
+                    else "least outstanding"
+                ),
+                replicas=stage_spec.replicas if stage_spec else 1,
             )
         )
     queues = [Queue(s, e, "edge") for s, e in sorted(builder.edges)]

@@ -29,8 +29,9 @@ class Stage:
     retry: bool = False
     defer: bool = False
     input_schema: str | None = None
-    #: "any": items may go to any instance; "ancestry": one group per instance
-    routing: str = "any"
+    #: how items pick an instance: "in process" (inline executor), "least outstanding"
+    #: (stateless stage), "ancestry (consistent hash)" (stateful: one group, one instance)
+    routing: str = "in process"
     replicas: int = 1
 
 

@@ -32,6 +32,8 @@ from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
+from langgraph.runtime import Runtime
+from langgraph.runtime import _no_op_stream_writer as no_op_stream_writer
 from langgraph.types import PregelExecutableTask, Send
 
 __all__ = [
@@ -57,8 +59,10 @@ __all__ = [
     "PregelExecutableTask",
     "PregelNode",
     "PregelScratchpad",
+    "Runtime",
     "Send",
     "TASKS",
+    "no_op_stream_writer",
     "new_scratchpad",
 ]
 

@@ -1,8 +1,9 @@
 """Executors start stage instances and carry messages to them; they never change semantics.
 
-``InlineExecutor`` runs every stage instance in the calling process and event loop
-(async nodes on the loop, sync nodes on its worker threads): fast tests, debugging,
-and the default until the multi-process executor lands.
+``InlineExecutor`` runs a request's tasks in the calling process and event loop (async
+nodes on the loop, sync nodes on its worker threads). Tasks are always bookkept there;
+under the ``process`` executor a task's node code is a ``RemoteNode`` that runs on a
+stage instance in a worker process (``cluster.py``).
 """
 
 from __future__ import annotations
@@ -48,10 +49,7 @@ class InlineExecutor:
 def make_executor(name: str) -> Executor:
     if name == "inline":
         return InlineExecutor()
-    raise ValueError(
-        f"unknown alto executor {name!r}: this version supports 'inline' "
-        "(the multi-process executor is not built yet)"
-    )
+    raise ValueError(f"unknown task executor {name!r}")
 
 
 async def gather_cancelled(tasks: set[asyncio.Task[Any]]) -> None:

@@ -1,0 +1,7 @@
+"""Entry point of the fork server process (see ``forkserver.py``)."""
+
+import sys
+
+from alto_langgraph.runtime.forkserver import main
+
+main(*(int(a) for a in sys.argv[1:4]))

@@ -1,0 +1,502 @@
+"""The ``process`` executor: a router and stage instances in worker processes.
+
+A ``Cluster`` is one app's deployment: one router process and ``replicas`` instances
+of every stage (a node whose code runs in workers), all forked by this process's
+fork server (``forkserver.py``). The coordinator (LangGraph's loop and alto's
+run-ahead scheduling) stays in the app process; a node's task there runs a
+``RemoteNode`` in place of the node's own runnable, which ships the input to an
+instance through the router and waits for the output:
+
+    task (app) --TASK--> router --> instance k of the stage --RESULT--> router --> task
+
+so the node's writers, conditional edges, retries and timeouts stay LangGraph's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from . import shipping, wire
+from ._pregel import CONF, CONFIG_KEY_RUNTIME, no_op_stream_writer
+from .forkserver import ForkServer, fork_server
+from .messages import CONFIG_KEY_ANCESTRY
+from .routing import make_policy
+from .transport import Endpoint
+
+#: the request id every task of a request carries in its config (set by the graph)
+CONFIG_KEY_REQUEST = "__alto_request"
+
+#: how often one instance may die and be restarted within ``RESTART_WINDOW`` seconds
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+class StageInstanceLost(ConnectionError):
+    """The stage instance running a call died (or could not start). A ``ConnectionError``,
+    so LangGraph's default ``RetryPolicy`` retries the node on another attempt."""
+
+
+class DeploymentError(RuntimeError):
+    """The deployment could not start: a stage's code did not load in its worker."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """What one stage needs, and how many instances of it run."""
+
+    name: str
+    replicas: int = 1
+    #: items of one aggregation group must all reach the same instance
+    stateful: bool = False
+    #: for a stateful stage: how many trailing ancestry frames an item's group leaves
+    #: out (1: the items of one fan-out, i.e. siblings, form a group)
+    group_depth: int = 1
+    #: GPUs per instance: each instance gets its own ``CUDA_VISIBLE_DEVICES``
+    gpus: int = 0
+    #: a routing policy (name or object, see ``routing.py``); None: by ``stateful``
+    policy: Any = None
+
+
+def routing_key(spec: StageSpec, request_id: str, ancestry: tuple[Any, ...]) -> bytes:
+    """The aggregation group of an item bound for ``spec``: its request and the ancestry
+    prefix it shares with the other members (b"" for a stateless stage)."""
+    if not spec.stateful:
+        return b""
+    prefix = ancestry[: max(0, len(ancestry) - spec.group_depth)]
+    return repr((request_id, prefix)).encode()
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out: ``CUDA_VISIBLE_DEVICES`` if set, else what
+    ``nvidia-smi`` lists (none on a machine without NVIDIA GPUs)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def assign_gpus(specs: Mapping[str, StageSpec], gpus: list[str]) -> dict[tuple[str, int], str]:
+    """``CUDA_VISIBLE_DEVICES`` for every instance: distinct GPUs for GPU stages, none
+    for the others (so CPU stages never grab a GPU)."""
+    need = sum(s.gpus * s.replicas for s in specs.values())
+    if need and not gpus:
+        warnings.warn(
+            "alto: stages ask for GPUs but none are visible; they run on the CPU",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    elif need > len(gpus):
+        raise ValueError(
+            f"alto: the stages ask for {need} GPUs in all, but only {len(gpus)} are visible "
+            f"({','.join(gpus)}); lower replicas or gpus per stage"
+        )
+    free = iter(gpus)
+    out = {}
+    for spec in specs.values():
+        for i in range(spec.replicas):
+            out[(spec.name, i)] = ",".join(next(free) for _ in range(spec.gpus)) if gpus and spec.gpus else ""
+    return out
+
+
+class _Call:
+    """A call in flight: how to deliver its outcome, and where its stream chunks go."""
+
+    __slots__ = ("deliver", "emit")
+
+    def __init__(self, deliver: Callable[[bytes, Any], None], emit: Callable[[Any], None] | None):
+        self.deliver = deliver
+        self.emit = emit
+
+
+class Cluster:
+    """One app's router and stage instances. Thread-safe; started once, on demand."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, StageSpec],
+        code: Mapping[str, Any],
+        *,
+        transport: str = "ipc",
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.specs = dict(specs)
+        self._code = dict(code)
+        self.transport = transport
+        self.host = host
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._server: ForkServer | None = None
+        self._client: Endpoint | None = None
+        self._dir: str | None = None
+        self._calls: dict[bytes, _Call] = {}
+        self._ids = itertools.count()
+        self._client_id = os.urandom(6).hex().encode()
+        #: pid of the router and of every instance (``(stage, index)``), for tests and stats
+        self.pids: dict[Any, int] = {}
+        self._restarts: dict[tuple[str, int], list[float]] = {}
+        self._addresses: tuple[str, str] = ("", "")
+        self._gpus: dict[tuple[str, int], str] = {}
+        self._finalizer: weakref.finalize | None = None
+
+    def add_stage(self, spec: StageSpec, node: Any) -> None:
+        """Register a stage (before the cluster starts): its spec and its node's code."""
+        if self._started:
+            raise RuntimeError("alto: stages are fixed once the deployment has started")
+        self.specs[spec.name] = spec
+        self._code[spec.name] = node
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def start(self) -> None:
+        """Start the router and every instance; returns once all are ready. Idempotent."""
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            if self._closed:
+                raise RuntimeError("alto: this app was closed; compile it again to run it")
+            shipped = {name: shipping.ship_code(name, node) for name, node in self._code.items()}
+            self._gpus = assign_gpus(self.specs, visible_gpus())
+            self._server = fork_server()
+            front, back = self._addresses = self._make_addresses()
+            table = [
+                (name, [wire.instance_id(name, i) for i in range(s.replicas)], make_policy(s.policy, stateful=s.stateful))
+                for name, s in self.specs.items()
+            ]
+            self._shipped = shipped
+            try:
+                self.pids["router"] = self._server.spawn(
+                    "router",
+                    {"front_address": front, "back_address": back, "stages": _cloudpickled(table)},
+                    {},
+                    self._router_exited,
+                )
+                self._client = Endpoint(
+                    zmq.DEALER, front, self._on_message, identity=self._client_id, name="alto-client"
+                )
+                for name, spec in self.specs.items():
+                    for i in range(spec.replicas):
+                        self._spawn_instance(name, i)
+                self._started = True
+                self._finalizer = weakref.finalize(
+                    self, _shutdown, self._server, self.pids, self._client, self._dir
+                )
+                reply = self._control(wire.CTL_WAIT_READY).result(timeout=120)
+            except BaseException:
+                self._started = True
+                self._teardown()
+                raise
+            if reply[0] != wire.READY:
+                self._teardown()
+                raise DeploymentError(f"alto: the deployment did not start: {reply[1].decode()}")
+
+    def _make_addresses(self) -> tuple[str, str]:
+        if self.transport == "ipc":
+            self._dir = tempfile.mkdtemp(prefix="alto-")  # mode 0700: this user only
+            return f"ipc://{self._dir}/front", f"ipc://{self._dir}/back"
+        ports = _free_ports(self.host, 2)
+        return f"tcp://{self.host}:{ports[0]}", f"tcp://{self.host}:{ports[1]}"
+
+    def _spawn_instance(self, name: str, index: int) -> None:
+        assert self._server is not None
+        env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
+        self.pids[(name, index)] = self._server.spawn(
+            "worker",
+            {
+                "back_address": self._addresses[1],
+                "identity": wire.instance_id(name, index),
+                "stage": name,
+                "code": self._shipped[name],
+                "sys_path": list(sys.path),
+            },
+            env,
+            functools.partial(self._instance_exited, name, index),
+        )
+
+    def close(self) -> None:
+        """Stop the router and every instance, and fail calls still in flight."""
+        with self._lock:
+            self._closed = True
+            self._teardown()
+
+    def _teardown(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._finalizer is not None:
+            self._finalizer()  # kills the processes, waits for them, removes the socket dir
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.deliver(wire.LOST, b"the app was closed")
+
+    # -- supervision (on the fork server's reader thread) ----------------------------
+    def _router_exited(self, code: int) -> None:
+        if not self._started:
+            return
+        # everything in flight is lost (start() may be waiting for a reply, holding
+        # the lock); the processes go, and the next run starts a new deployment
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.deliver(wire.LOST, f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}".encode())
+
+        def teardown() -> None:
+            with self._lock:
+                self._teardown()
+
+        threading.Thread(target=teardown, daemon=True).start()
+
+    def _instance_exited(self, name: str, index: int, code: int) -> None:
+        if not self._started or self._client is None:
+            return
+        inst = wire.instance_id(name, index)
+        pid = self.pids.get((name, index))
+        reason = (
+            f"alto: stage instance {inst.decode()} (pid {pid}) died with exit code {code} "
+            f"while running node {name!r}"
+        )
+        self._client.send([wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()])
+        now = _monotonic()
+        recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
+        if len(recent) >= MAX_RESTARTS:
+            return  # keeps dying: calls for it fail (as LOST) rather than loop forever
+        self._restarts[(name, index)] = [*recent, now]
+        # not on this thread: spawning waits for this thread to read the reply
+        threading.Thread(target=self._restart, args=(name, index), daemon=True).start()
+
+    def _restart(self, name: str, index: int) -> None:
+        with self._lock:
+            if not self._started or self._client is None:
+                return
+            try:
+                self._spawn_instance(name, index)
+            except Exception:
+                return
+            self._client.send(
+                [wire.envelope(wire.CONTROL, b"", wire.CTL_RESTARTED, wire.instance_id(name, index)), b"", b""]
+            )
+
+    # -- calls -----------------------------------------------------------------------
+    def call(
+        self,
+        stage: str,
+        header: bytes,
+        payload: bytes,
+        key: bytes,
+        deliver: Callable[[bytes, Any], None],
+        emit: Callable[[Any], None] | None = None,
+    ) -> bytes:
+        """Send one task to an instance of ``stage``; ``deliver(kind, payload)`` is called
+        once with its outcome (on the I/O thread). Returns the call id."""
+        if not self._started:
+            self.start()
+        client = self._client
+        assert client is not None
+        call_id = str(next(self._ids)).encode()
+        self._calls[call_id] = _Call(deliver, emit)
+        client.send([wire.envelope(wire.TASK, call_id, stage.encode(), key), header, payload])
+        return call_id
+
+    def cancel(self, call_id: bytes) -> None:
+        """The caller gave up on a call: stop it on its instance (its reply is dropped)."""
+        if self._calls.pop(call_id, None) is not None and self._client is not None:
+            self._client.send([wire.envelope(wire.CANCEL, call_id), b"", b""])
+
+    def stats(self) -> dict[str, Any]:
+        """The router's counters: messages forwarded, calls in flight per instance, live
+        instances per stage."""
+        import ast
+
+        self.start()
+        kind, payload = self._control(wire.CTL_STATS).result(timeout=10)
+        return ast.literal_eval(payload.decode())
+
+    def _control(self, command: bytes) -> concurrent.futures.Future[tuple[bytes, bytes]]:
+        fut: concurrent.futures.Future[tuple[bytes, bytes]] = concurrent.futures.Future()
+        call_id = b"c" + str(next(self._ids)).encode()
+        self._calls[call_id] = _Call(lambda kind, payload: fut.set_result((kind, bytes(payload))), None)
+        assert self._client is not None
+        self._client.send([wire.envelope(wire.CONTROL, call_id, command), b"", b""])
+        return fut
+
+    def _on_message(self, frames: list[Any]) -> None:
+        env, payload = frames[0], frames[1]
+        kind, call_id = env[:1], env.split(wire.SEP, 2)[1]
+        if kind == wire.EMIT:
+            call = self._calls.get(call_id)
+            if call is not None and call.emit is not None:
+                call.emit(shipping.loads(payload))
+            return
+        call = self._calls.pop(call_id, None)
+        if call is not None:  # else: cancelled, or already failed as lost
+            call.deliver(kind, payload)
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _cloudpickled(value: Any) -> Any:
+    """The router's table: routing policies may be user classes (cloudpickle ships them)."""
+    import cloudpickle
+
+    return _Unpickle(cloudpickle.dumps(value))
+
+
+class _Unpickle:
+    """Carried through the fork server's plain pickle, opened by cloudpickle on arrival."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        import cloudpickle
+
+        return (cloudpickle.loads, (self.data,))
+
+
+def _free_ports(host: str, n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _shutdown(server: ForkServer, pids: dict[Any, int], client: Endpoint | None, socket_dir: str | None) -> None:
+    """Kill a deployment's processes and wait until the fork server has reaped them."""
+    if client is not None:
+        client.close()
+    if server.alive():
+        done = threading.Event()
+        remaining = set(pids.values())
+        # the processes are the fork server's children: it reports each exit
+        for pid in remaining:
+            server.kill(pid)
+        deadline = _monotonic() + 5
+        while remaining and _monotonic() < deadline:
+            remaining = {p for p in remaining if _pid_alive(p)}
+            if remaining:
+                done.wait(0.005)
+    if socket_dir is not None:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie not yet reaped by the fork server counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+class RemoteNode(Runnable[Any, Any]):
+    """A node's runnable, run on an instance of its stage in a worker process.
+
+    It takes the node runnable's place inside the task's proc, so only the node's own
+    code moves: LangGraph's writers, retries, timeouts and callbacks stay here.
+    """
+
+    def __init__(self, stage: str, node: Runnable[Any, Any], cluster: Cluster) -> None:
+        self.stage = stage
+        self.node = node
+        self.cluster = cluster
+        self.spec = cluster.specs[stage]
+        self.name = node.get_name()
+
+    def __reduce__(self) -> Any:
+        # shipped inside node code (an alto graph invoked in a node): the node itself
+        return (_identity, (self.node,))
+
+    def _send(self, input: Any, config: RunnableConfig | None, deliver: Callable[[bytes, Any], None]) -> bytes:
+        config = config or {}
+        conf = config.get(CONF) or {}
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
+        request_id = conf.get(CONFIG_KEY_REQUEST, "")
+        payload = shipping.ship_call(self.stage, input, config)  # type: ignore[arg-type]
+        runtime = conf.get(CONFIG_KEY_RUNTIME)
+        writer = runtime.stream_writer if runtime is not None else no_op_stream_writer
+        header = repr((request_id, ancestry)).encode()
+        key = routing_key(self.spec, request_id, ancestry)
+        emit = None if writer is no_op_stream_writer else writer
+        return self.cluster.call(self.stage, header, payload, key, deliver, emit)
+
+    def _outcome(self, kind: bytes, payload: Any) -> Any:
+        if kind == wire.RESULT:
+            return shipping.loads(payload)
+        if kind == wire.ERROR:
+            raise shipping.loads(payload)
+        raise StageInstanceLost(bytes(payload).decode(errors="replace"))
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        fut: concurrent.futures.Future[tuple[bytes, Any]] = concurrent.futures.Future()
+        call_id = self._send(input, config, lambda kind, payload: fut.set_result((kind, payload)))
+        try:
+            kind, payload = fut.result()
+        except BaseException:
+            self.cluster.cancel(call_id)
+            raise
+        return self._outcome(kind, payload)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[bytes, Any]] = loop.create_future()
+
+        def deliver(kind: bytes, payload: Any) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, (kind, payload))
+
+        call_id = self._send(input, config, deliver)
+        try:
+            kind, payload = await fut
+        except asyncio.CancelledError:
+            self.cluster.cancel(call_id)
+            raise
+        return self._outcome(kind, payload)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _identity(x: Any) -> Any:
+    return x

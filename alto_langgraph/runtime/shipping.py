@@ -1,0 +1,172 @@
+"""What crosses a process boundary, and the errors when something cannot.
+
+Node code, inputs and outputs travel pickled with cloudpickle (closures and lambdas
+included). A task's config cannot travel whole (callbacks, the loop's channels and
+stream), so ``ship_call`` sends what node code can read: configurable values,
+tags, metadata, the runtime context and execution info, and whether a stream writer
+listens; ``open_call`` rebuilds a config around that in the stage instance, with a
+stream writer that sends chunks back to the caller.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from ._pregel import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_RUNTIME,
+    CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_TASK_ID,
+    Runtime,
+    new_scratchpad,
+    no_op_stream_writer,
+)
+from .messages import CONFIG_KEY_ANCESTRY
+
+
+def _sentinel(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+_sentinels: dict[int, tuple[str, str]] = {}
+_sentinels_seen = 0
+
+
+def _sentinel_ref(obj: object) -> tuple[str, str] | None:
+    """``(module, name)`` of a module-level ``object()`` sentinel. Sentinels are compared
+    by identity (LangGraph's own ``MISSING`` among them), so they must arrive as the
+    receiving process's object, not as a fresh copy."""
+    global _sentinels_seen
+    ref = _sentinels.get(id(obj))
+    if ref is None and len(sys.modules) != _sentinels_seen:
+        _sentinels_seen = len(sys.modules)
+        for mod_name, mod in list(sys.modules.items()):
+            for attr, value in list(getattr(mod, "__dict__", {}).items()):
+                if type(value) is object:
+                    _sentinels.setdefault(id(value), (mod_name, attr))
+        ref = _sentinels.get(id(obj))
+    return ref
+
+
+class _Pickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is object and (ref := _sentinel_ref(obj)) is not None:
+            return (_sentinel, ref)
+        return super().reducer_override(obj)
+
+
+def _pickle(value: Any) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=5).dump(value)
+    return buf.getvalue()
+
+
+class ShippingError(TypeError):
+    """Node code, a node's input or output, or a runtime context could not be sent to
+    (or from) a stage instance in a worker process."""
+
+
+def _dumps(value: Any, what: str) -> bytes:
+    try:
+        return _pickle(value)
+    except Exception as exc:
+        raise ShippingError(
+            f"alto: {what} ({type(value).__name__}) cannot be sent to a worker process: "
+            f"{exc}{_culprit(value)}. Make it picklable, or compile with executor='inline'"
+        ) from exc
+
+
+def _culprit(value: Any) -> str:
+    """Which field of a dict-like value does not pickle, if one alone is to blame."""
+    items = value.items() if isinstance(value, dict) else getattr(value, "__dict__", {}).items()
+    for key, field in items:
+        try:
+            _pickle(field)
+        except Exception:
+            return f" (field {key!r} holds a {type(field).__name__})"
+    return ""
+
+
+def ship_code(stage: str, node: Any) -> bytes:
+    return _dumps(node, f"the code of node {stage!r}")
+
+
+def dumps_value(value: Any, what: str) -> bytes:
+    return _dumps(value, what)
+
+
+def dumps_error(exc: BaseException) -> bytes:
+    try:
+        return _pickle(exc)
+    except Exception:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return _pickle(RuntimeError(f"{type(exc).__name__}: {exc}\n{text}"))
+
+
+def loads(payload: Any) -> Any:
+    return cloudpickle.loads(payload)
+
+
+def ship_call(stage: str, value: Any, config: dict[str, Any]) -> bytes:
+    conf = config.get(CONF) or {}
+    runtime = conf.get(CONFIG_KEY_RUNTIME)
+    pad = conf.get(CONFIG_KEY_SCRATCHPAD)
+    shipped = {
+        "tags": list(config.get("tags") or ()),
+        "metadata": dict(config.get("metadata") or {}),
+        "recursion_limit": config.get("recursion_limit", 25),
+        # LangGraph's own keys start with "__": the loop's channels, callbacks, hooks
+        "configurable": {k: v for k, v in conf.items() if not k.startswith("__")},
+        "task_id": conf.get(CONFIG_KEY_TASK_ID, ""),
+        "ns": conf.get(CONFIG_KEY_CHECKPOINT_NS, ""),
+        "ancestry": conf.get(CONFIG_KEY_ANCESTRY, ()),
+        "step": pad.step if pad is not None else 0,
+        "stop": pad.stop if pad is not None else 0,
+        "runtime": None,
+        "writer": False,
+    }
+    if runtime is not None:
+        shipped["runtime"] = {
+            "context": runtime.context,
+            "previous": runtime.previous,
+            "execution_info": runtime.execution_info,
+            "server_info": runtime.server_info,
+        }
+        shipped["writer"] = runtime.stream_writer is not no_op_stream_writer
+    try:
+        return _pickle((value, shipped))
+    except Exception:
+        _dumps(value, f"the input of node {stage!r}")
+        if runtime is not None:
+            _dumps(runtime.context, f"the runtime context of node {stage!r}")
+        _dumps(shipped["configurable"], f"the configurable values of node {stage!r}")
+        raise
+
+
+def open_call(payload: bytes, emit: Callable[[Any], None]) -> tuple[Any, dict[str, Any]]:
+    value, shipped = cloudpickle.loads(payload)
+    conf = dict(shipped["configurable"])
+    task_id, ns = shipped["task_id"], shipped["ns"]
+    conf[CONFIG_KEY_TASK_ID] = task_id
+    conf[CONFIG_KEY_CHECKPOINT_NS] = ns
+    conf[CONFIG_KEY_ANCESTRY] = shipped["ancestry"]
+    conf[CONFIG_KEY_SCRATCHPAD] = new_scratchpad(task_id, ns, shipped["step"], shipped["stop"])
+    rt = shipped["runtime"]
+    if rt is not None:
+        writer = emit if shipped["writer"] else no_op_stream_writer
+        conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, **rt)
+    config = {
+        "tags": shipped["tags"],
+        "metadata": shipped["metadata"],
+        "recursion_limit": shipped["recursion_limit"],
+        "configurable": conf,
+    }
+    return value, config

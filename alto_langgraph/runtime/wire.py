@@ -1,0 +1,64 @@
+"""The wire format between the coordinator, the router and stage instances.
+
+Every message is a list of zmq frames. The first frame the router sees after the
+sender's identity is the *envelope*: four ``NUL``-separated byte fields
+
+    kind, call id, destination stage, routing key
+
+which is all the router ever reads. What follows (a pickled header of the item: request
+id, ancestry, logical step; and the payload) is opaque to it: the router forwards those
+frames without deserialising them.
+
+Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets):
+
+    coordinator -> router      envelope, header, payload
+    router -> instance         client id, envelope, header, payload
+    instance -> router         client id, envelope, payload      (result, error, emit)
+    router -> coordinator      envelope, payload
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# message kinds (first envelope field)
+TASK = b"T"  # run the stage's node on a payload
+RESULT = b"R"  # the node returned (payload: the pickled output)
+ERROR = b"E"  # the node raised (payload: the pickled exception)
+EMIT = b"S"  # a chunk the node wrote to its stream writer, before its result
+LOST = b"L"  # the instance running the call died (payload: reason, utf-8)
+CANCEL = b"X"  # the caller gave up on a call (timeout, cancelled request)
+READY = b"Y"  # an instance is up (instance -> router), or all are (router -> coordinator)
+FAILED = b"F"  # an instance could not start (payload: reason, utf-8)
+CONTROL = b"C"  # coordinator -> router: stage field names the command
+
+# control commands (stage field of a CONTROL envelope)
+CTL_WAIT_READY = b"wait-ready"  # reply READY once every instance is up, FAILED if one failed
+CTL_DEAD = b"dead"  # routing key field: the instance id; payload: why
+CTL_RESTARTED = b"restarted"  # routing key field: the instance id (it will send READY)
+CTL_STATS = b"stats"  # reply READY with payload: repr of per-instance counters
+
+SEP = b"\0"
+
+
+class Envelope(NamedTuple):
+    kind: bytes
+    call_id: bytes
+    stage: bytes
+    routing_key: bytes  # b"" when the item may go to any instance
+
+    def encode(self) -> bytes:
+        return SEP.join(self)
+
+
+def envelope(kind: bytes, call_id: bytes = b"", stage: bytes = b"", key: bytes = b"") -> bytes:
+    return SEP.join((kind, call_id, stage, key))
+
+
+def decode(frame: bytes) -> Envelope:
+    return Envelope(*frame.split(SEP, 3))
+
+
+def instance_id(stage: str, index: int) -> bytes:
+    """The zmq identity of instance ``index`` of ``stage`` (readable in errors and stats)."""
+    return f"{stage}#{index}".encode()

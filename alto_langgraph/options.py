@@ -122,7 +122,9 @@ def _merge(
         raise TypeError(f"alto {where}: stages and replicas must map stage names to values")
     for name, fields in stages.items():
         if not isinstance(fields, Mapping):
-            raise TypeError(f"alto {where}: stage {name!r} must be a table of settings, got {fields!r}")
+            raise TypeError(
+                f"alto {where}: stage {name!r} must be a table of settings, got {fields!r}"
+            )
         bad = sorted(set(fields) - _STAGE_KEYS)
         if bad:
             raise ValueError(

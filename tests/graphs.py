@@ -1106,6 +1106,8 @@ def interrupt_without_checkpointer_ends_run():
     from langgraph.types import interrupt
 
     def ask(p):
+        # the run's final __interrupt__ is the last one raised: a race unless ordered
+        time.sleep(0.05 * p["i"])
         answer = interrupt({"question": f"ok {p['i']}?"})
         return {"log": [answer]}
 

@@ -80,7 +80,7 @@ def _send_c_from_payload(state: S) -> list[Send]:
 @pytest.mark.parametrize("via", ["command", "edge"])
 async def test_fast_branch_runs_ahead_of_slow_sibling(via: str) -> None:
     g, probe = nested_fanout(via)
-    out = await g.compile(backend="alto").ainvoke({"log": []})
+    out = await g.compile(backend="alto", executor="inline").ainvoke({"log": []})
     assert "b1: c0 started before b1 finished" in out["log"]
     events = probe["events"]
     assert events.index("c0 start") < events.index("b1 end")
@@ -113,7 +113,7 @@ def test_sync_nodes_run_ahead_too() -> None:
     g.add_node("b", b)
     g.add_node("c", c)
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
-    out = g.compile(backend="alto").invoke({"log": []})
+    out = g.compile(backend="alto", executor="inline").invoke({"log": []})
     assert "b1:ahead" in out["log"]
     # reducer order is task-path order, not completion order
     assert out["log"] == ["b0:fast", "b1:ahead", "c0", "c1"]
@@ -144,5 +144,5 @@ async def test_send_chain_runs_ahead_across_several_steps() -> None:
             Send("hop", {"slow": True, "depth": 0}),
         ],
     )
-    out = await g.compile(backend="alto").ainvoke({"log": []})
+    out = await g.compile(backend="alto", executor="inline").ainvoke({"log": []})
     assert sorted(out["log"]) == ["leaf", "slow saw the leaf"]

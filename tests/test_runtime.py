@@ -18,6 +18,12 @@ import alto_langgraph  # noqa: F401
 from alto_langgraph.runtime.coordinator import RequestRun
 
 
+def _backend(backend: str) -> dict:
+    """Compile arguments: these tests watch the scheduler through in-process side
+    effects, so alto runs inline (the conformance suite covers the process executor)."""
+    return {"backend": backend, **({"executor": "inline"} if backend == "alto" else {})}
+
+
 class S(TypedDict):
     log: Annotated[list, operator.add]
     fail: bool
@@ -50,7 +56,7 @@ def nested(record: list[str] | None = None, delay: float = 0.0) -> StateGraph:
 
 
 async def test_many_concurrent_requests_one_failing() -> None:
-    app = nested(delay=0.005).compile(backend="alto")
+    app = nested(delay=0.005).compile(backend="alto", executor="inline")
     inputs = [{"log": [n], "fail": n == 3} for n in range(12)]
     results = await asyncio.gather(*(app.ainvoke(x) for x in inputs), return_exceptions=True)
     for n, r in enumerate(results):
@@ -63,7 +69,7 @@ async def test_many_concurrent_requests_one_failing() -> None:
 
 async def test_failed_request_leaves_no_task_running() -> None:
     started: list[str] = []
-    app = nested(started, delay=0.01).compile(backend="alto")
+    app = nested(started, delay=0.01).compile(backend="alto", executor="inline")
     with pytest.raises(ValueError, match="request failed in b2"):
         await app.ainvoke({"log": [], "fail": True})
     assert _alto_tasks() == []
@@ -82,7 +88,7 @@ async def test_consumer_stopping_early_cancels_run_ahead_work() -> None:
     g.add_node("a", lambda s: Command(goto=[Send("slow", {}), Send("slow", {})]))
     g.add_node("slow", slow)
     g.add_edge(START, "a")
-    stream = g.compile(backend="alto").astream({"log": [], "fail": False})
+    stream = g.compile(backend="alto", executor="inline").astream({"log": [], "fail": False})
     first = await stream.__anext__()
     assert "a" in first
     await stream.aclose()
@@ -114,7 +120,7 @@ def test_sync_request_fails_without_waiting_for_run_ahead_work() -> None:
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
     before = threading.active_count()
     with pytest.raises(ValueError, match="b1 failed"):
-        g.compile(backend="alto").invoke({"log": [], "fail": False})
+        g.compile(backend="alto", executor="inline").invoke({"log": [], "fail": False})
     assert running == [0]  # the request failed while c0 still ran
     release.set()
     deadline = time.monotonic() + 5
@@ -135,7 +141,7 @@ def test_recursion_limit_bounds_run_ahead() -> None:
         g = StateGraph(S)
         g.add_node("hop", hop)
         g.add_conditional_edges(START, lambda s: Send("hop", {"d": 0}))
-        return g.compile(backend=backend)
+        return g.compile(**_backend(backend))
 
     for backend in ("pregel", "alto"):
         with pytest.raises(GraphRecursionError):
@@ -167,7 +173,7 @@ async def test_run_ahead_results_are_adopted_not_rerun() -> None:
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(3)])
     RequestRun.__init__ = spy  # type: ignore[method-assign]
     try:
-        out = await g.compile(backend="alto").ainvoke({"log": [], "fail": False})
+        out = await g.compile(backend="alto", executor="inline").ainvoke({"log": [], "fail": False})
     finally:
         RequestRun.__init__ = original_init  # type: ignore[method-assign]
     assert out["log"] == ["c0", "c1", "c2"]
@@ -205,7 +211,7 @@ def _lone_send_target(calls: list[int], *, fail: bool = False) -> StateGraph:
 def test_a_lone_run_ahead_task_is_adopted_not_run_again(style: str) -> None:
     for backend in ("pregel", "alto"):
         calls: list[int] = []
-        app = _lone_send_target(calls).compile(backend=backend)
+        app = _lone_send_target(calls).compile(**_backend(backend))
         inputs = {"log": [], "fail": False}
         out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
         assert out["log"] == ["c0"]
@@ -217,7 +223,7 @@ def test_a_lone_run_ahead_task_that_failed_fails_the_same_way(style: str) -> Non
     attempts = {}
     for backend in ("pregel", "alto"):
         calls: list[int] = []
-        app = _lone_send_target(calls, fail=True).compile(backend=backend)
+        app = _lone_send_target(calls, fail=True).compile(**_backend(backend))
         inputs = {"log": [], "fail": False}
         with pytest.raises(ConnectionError, match="c failed"):
             app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
@@ -242,7 +248,7 @@ def test_functional_task_inside_a_node_returns_its_value(style: str) -> None:
     g = StateGraph(S)
     g.add_node("n", node if style == "sync" else anode)
     g.add_edge(START, "n")
-    app = g.compile(backend="alto")
+    app = g.compile(backend="alto", executor="inline")
     inputs = {"log": [], "fail": False}
     out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
     assert out["log"] == [42]
@@ -264,7 +270,7 @@ def test_alto_draws_no_ids_from_uuid4(monkeypatch: pytest.MonkeyPatch) -> None:
 
         monkeypatch.setattr(uuid, "uuid4", counting)
         asyncio.run(
-            nested(delay=0.001).compile(backend=backend).ainvoke({"log": [], "fail": False})
+            nested(delay=0.001).compile(**_backend(backend)).ainvoke({"log": [], "fail": False})
         )
         counts[backend] = n
     assert counts["alto"] == counts["pregel"]
@@ -298,7 +304,9 @@ async def test_closing_the_stream_cancels_the_running_node_at_once(fallback: boo
     g.add_edge("a", "quick")
     from langgraph.checkpoint.memory import InMemorySaver
 
-    app = g.compile(backend="alto", checkpointer=InMemorySaver() if fallback else None)
+    app = g.compile(
+        backend="alto", executor="inline", checkpointer=InMemorySaver() if fallback else None
+    )
     stream = app.astream({"log": [], "fail": False}, {"configurable": {"thread_id": "t"}})
     async for chunk in stream:
         if "quick" in chunk:  # forever is running now
@@ -313,7 +321,7 @@ def test_with_config_leaves_the_running_graph_untouched(monkeypatch: pytest.Monk
     once took alto's state off the original while building the copy)."""
     from langgraph.graph.state import CompiledStateGraph
 
-    app = nested().compile(backend="alto")
+    app = nested().compile(backend="alto", executor="inline")
     original_init = CompiledStateGraph.__init__
     seen_during_copy: list[bool] = []
 
@@ -350,7 +358,9 @@ def test_lone_send_target_with_timeout_runs_once(style: str) -> None:
     g.add_node("b", b)
     g.add_node("slow", slow, timeout=5)
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
-    out = asyncio.run(g.compile(backend="alto").ainvoke({"log": [], "fail": False}))
+    out = asyncio.run(
+        g.compile(backend="alto", executor="inline").ainvoke({"log": [], "fail": False})
+    )
     assert out["log"] == ["slow1"]
     assert calls == [1]
 
@@ -378,7 +388,7 @@ def test_failed_lone_twin_is_retried_by_langgraph_not_twice(style: str) -> None:
         policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
         g.add_node("w", w, retry_policy=policy)
         g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
-        app = g.compile(backend=backend)
+        app = g.compile(**_backend(backend))
         with pytest.raises(ConnectionError, match="w always fails") as info:
             if style == "sync":
                 app.invoke({"log": [], "fail": False})
@@ -397,10 +407,12 @@ def test_graphs_with_a_store_or_step_timeout_fall_back() -> None:
     g = nested()
     with pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
         out = asyncio.run(
-            g.compile(backend="alto", store=InMemoryStore()).ainvoke({"log": [], "fail": False})
+            g.compile(backend="alto", executor="inline", store=InMemoryStore()).ainvoke(
+                {"log": [], "fail": False}
+            )
         )
     assert out["log"] == ["b0", "b1", "b2", "c0", "c1", "c2"]
-    app = nested().compile(backend="alto")
+    app = nested().compile(backend="alto", executor="inline")
     app.step_timeout = 30
     with pytest.warns(alto_langgraph.AltoFallbackWarning, match="step_timeout"):
         asyncio.run(app.ainvoke({"log": [], "fail": False}))
@@ -427,7 +439,7 @@ def test_a_failed_request_logs_nothing(style: str, caplog: pytest.LogCaptureFixt
     g.add_node("b", b)
     g.add_node("c", c)
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
-    app = g.compile(backend="alto")
+    app = g.compile(backend="alto", executor="inline")
     with caplog.at_level(logging.WARNING):
         with pytest.raises(ValueError, match="b1 failed"):
             if style == "sync":
@@ -467,7 +479,7 @@ def test_twin_waiting_on_a_task_call_is_released_when_the_request_fails() -> Non
     g.add_node("w", w)
     g.add_conditional_edges(START, lambda s: [Send("b", {"i": i}) for i in range(2)])
     with pytest.raises(ValueError, match="b1 failed"):
-        g.compile(backend="alto").invoke({"log": [], "fail": False})
+        g.compile(backend="alto", executor="inline").invoke({"log": [], "fail": False})
     assert finished.wait(5)
 
 
@@ -513,7 +525,7 @@ def test_every_item_carries_its_nested_ancestry(style: str) -> None:
     g.add_node("b", b)
     g.add_node("c", inner.compile())
     g.add_edge(START, "a")
-    app = g.compile(backend="alto")
+    app = g.compile(backend="alto", executor="inline")
     recorder = _RecordingExecutor()
     app._alto.executor = recorder
     for sub in (n.bound for n in app.nodes.values() if hasattr(n.bound, "_alto")):

@@ -20,20 +20,21 @@ import dataclasses
 import functools
 import itertools
 import os
+import queue
 import shutil
 import sys
 import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from . import shipping, wire
-from ._pregel import CONF, CONFIG_KEY_RUNTIME, no_op_stream_writer
+from . import relay, shipping, wire
+from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, no_op_stream_writer
 from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
@@ -95,7 +96,10 @@ def visible_gpus() -> list[str]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -121,18 +125,17 @@ def assign_gpus(specs: Mapping[str, StageSpec], gpus: list[str]) -> dict[tuple[s
     out = {}
     for spec in specs.values():
         for i in range(spec.replicas):
-            out[(spec.name, i)] = ",".join(next(free) for _ in range(spec.gpus)) if gpus and spec.gpus else ""
+            out[(spec.name, i)] = (
+                ",".join(next(free) for _ in range(spec.gpus)) if gpus and spec.gpus else ""
+            )
     return out
 
 
-class _Call:
-    """A call in flight: how to deliver its outcome, and where its stream chunks go."""
+#: receives every message of one call: (kind, envelope, payload)
+Deliver = Callable[[bytes, bytes, Any], None]
 
-    __slots__ = ("deliver", "emit")
-
-    def __init__(self, deliver: Callable[[bytes, Any], None], emit: Callable[[Any], None] | None):
-        self.deliver = deliver
-        self.emit = emit
+#: the messages that end a call
+TERMINAL = frozenset((wire.RESULT, wire.ERROR, wire.LOST))
 
 
 class Cluster:
@@ -156,7 +159,8 @@ class Cluster:
         self._server: ForkServer | None = None
         self._client: Endpoint | None = None
         self._dir: str | None = None
-        self._calls: dict[bytes, _Call] = {}
+        #: call id -> deliver(kind, envelope, payload), for every message of the call
+        self._calls: dict[bytes, Deliver] = {}
         self._ids = itertools.count()
         self._client_id = os.urandom(6).hex().encode()
         #: pid of the router and of every instance (``(stage, index)``), for tests and stats
@@ -192,7 +196,11 @@ class Cluster:
             self._server = fork_server()
             front, back = self._addresses = self._make_addresses()
             table = [
-                (name, [wire.instance_id(name, i) for i in range(s.replicas)], make_policy(s.policy, stateful=s.stateful))
+                (
+                    name,
+                    [wire.instance_id(name, i) for i in range(s.replicas)],
+                    make_policy(s.policy, stateful=s.stateful),
+                )
                 for name, s in self.specs.items()
             ]
             self._shipped = shipped
@@ -204,7 +212,11 @@ class Cluster:
                     self._router_exited,
                 )
                 self._client = Endpoint(
-                    zmq.DEALER, front, self._on_message, identity=self._client_id, name="alto-client"
+                    zmq.DEALER,
+                    front,
+                    self._on_message,
+                    identity=self._client_id,
+                    name="alto-client",
                 )
                 for name, spec in self.specs.items():
                     for i in range(spec.replicas):
@@ -258,8 +270,8 @@ class Cluster:
         if self._finalizer is not None:
             self._finalizer()  # kills the processes, waits for them, removes the socket dir
         calls, self._calls = self._calls, {}
-        for call in calls.values():
-            call.deliver(wire.LOST, b"the app was closed")
+        for deliver in calls.values():
+            deliver(wire.LOST, b"", b"alto: the app was closed while this call was running")
 
     # -- supervision (on the fork server's reader thread) ----------------------------
     def _router_exited(self, code: int) -> None:
@@ -268,8 +280,12 @@ class Cluster:
         # everything in flight is lost (start() may be waiting for a reply, holding
         # the lock); the processes go, and the next run starts a new deployment
         calls, self._calls = self._calls, {}
-        for call in calls.values():
-            call.deliver(wire.LOST, f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}".encode())
+        for deliver in calls.values():
+            deliver(
+                wire.LOST,
+                b"",
+                f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}".encode(),
+            )
 
         def teardown() -> None:
             with self._lock:
@@ -286,7 +302,9 @@ class Cluster:
             f"alto: stage instance {inst.decode()} (pid {pid}) died with exit code {code} "
             f"while running node {name!r}"
         )
-        self._client.send([wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()])
+        self._client.send(
+            [wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()]
+        )
         now = _monotonic()
         recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
         if len(recent) >= MAX_RESTARTS:
@@ -304,7 +322,13 @@ class Cluster:
             except Exception:
                 return
             self._client.send(
-                [wire.envelope(wire.CONTROL, b"", wire.CTL_RESTARTED, wire.instance_id(name, index)), b"", b""]
+                [
+                    wire.envelope(
+                        wire.CONTROL, b"", wire.CTL_RESTARTED, wire.instance_id(name, index)
+                    ),
+                    b"",
+                    b"",
+                ]
             )
 
     # -- calls -----------------------------------------------------------------------
@@ -314,17 +338,17 @@ class Cluster:
         header: bytes,
         payload: bytes,
         key: bytes,
-        deliver: Callable[[bytes, Any], None],
-        emit: Callable[[Any], None] | None = None,
+        deliver: Deliver,
     ) -> bytes:
-        """Send one task to an instance of ``stage``; ``deliver(kind, payload)`` is called
-        once with its outcome (on the I/O thread). Returns the call id."""
+        """Send one task to an instance of ``stage``; ``deliver(kind, env, payload)`` gets each
+        message of the call (on the I/O thread), a ``TERMINAL`` one last. Returns the
+        call id."""
         if not self._started:
             self.start()
         client = self._client
         assert client is not None
         call_id = str(next(self._ids)).encode()
-        self._calls[call_id] = _Call(deliver, emit)
+        self._calls[call_id] = deliver
         client.send([wire.envelope(wire.TASK, call_id, stage.encode(), key), header, payload])
         return call_id
 
@@ -345,22 +369,31 @@ class Cluster:
     def _control(self, command: bytes) -> concurrent.futures.Future[tuple[bytes, bytes]]:
         fut: concurrent.futures.Future[tuple[bytes, bytes]] = concurrent.futures.Future()
         call_id = b"c" + str(next(self._ids)).encode()
-        self._calls[call_id] = _Call(lambda kind, payload: fut.set_result((kind, bytes(payload))), None)
+        self._calls[call_id] = lambda kind, env, payload: fut.set_result((kind, bytes(payload)))
         assert self._client is not None
         self._client.send([wire.envelope(wire.CONTROL, call_id, command), b"", b""])
         return fut
 
+    def reply_call(self, instance: bytes, call_id: bytes, sub: bytes, ok: bool, value: Any) -> None:
+        """The outcome of a @task call made by a node on ``instance`` (``relay.py``)."""
+        if self._client is None:
+            return
+        try:
+            payload = shipping.dumps_value((ok, value), "the result of a @task call")
+        except shipping.ShippingError as exc:
+            payload = shipping.dumps_value((False, exc), "an error")
+        env = wire.envelope(wire.CALL_RESULT, call_id, instance, sub)
+        self._client.send([env, b"", payload])
+
     def _on_message(self, frames: list[Any]) -> None:
         env, payload = frames[0], frames[1]
         kind, call_id = env[:1], env.split(wire.SEP, 2)[1]
-        if kind == wire.EMIT:
-            call = self._calls.get(call_id)
-            if call is not None and call.emit is not None:
-                call.emit(shipping.loads(payload))
-            return
-        call = self._calls.pop(call_id, None)
-        if call is not None:  # else: cancelled, or already failed as lost
-            call.deliver(kind, payload)
+        if kind in TERMINAL or kind == wire.READY or kind == wire.FAILED:
+            deliver = self._calls.pop(call_id, None)
+        else:
+            deliver = self._calls.get(call_id)
+        if deliver is not None:  # else: cancelled, or already failed as lost
+            deliver(kind, env, payload)
 
 
 def _monotonic() -> float:
@@ -401,7 +434,9 @@ def _free_ports(host: str, n: int) -> list[int]:
             s.close()
 
 
-def _shutdown(server: ForkServer, pids: dict[Any, int], client: Endpoint | None, socket_dir: str | None) -> None:
+def _shutdown(
+    server: ForkServer, pids: dict[Any, int], client: Endpoint | None, socket_dir: str | None
+) -> None:
     """Kill a deployment's processes and wait until the fork server has reaped them."""
     if client is not None:
         client.close()
@@ -433,7 +468,9 @@ class RemoteNode(Runnable[Any, Any]):
     """A node's runnable, run on an instance of its stage in a worker process.
 
     It takes the node runnable's place inside the task's proc, so only the node's own
-    code moves: LangGraph's writers, retries, timeouts and callbacks stay here.
+    code moves: LangGraph's writers, retries, timeouts and callbacks stay here. While
+    the call runs, its stream-writer chunks, callback events and @task calls come back
+    (``relay.py``) and are handled here, on the calling thread or event loop, in order.
     """
 
     def __init__(self, stage: str, node: Runnable[Any, Any], cluster: Cluster) -> None:
@@ -447,55 +484,128 @@ class RemoteNode(Runnable[Any, Any]):
         # shipped inside node code (an alto graph invoked in a node): the node itself
         return (_identity, (self.node,))
 
-    def _send(self, input: Any, config: RunnableConfig | None, deliver: Callable[[bytes, Any], None]) -> bytes:
-        config = config or {}
+    def _send(self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool) -> bytes:
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
         request_id = conf.get(CONFIG_KEY_REQUEST, "")
-        payload = shipping.ship_call(self.stage, input, config)  # type: ignore[arg-type]
-        runtime = conf.get(CONFIG_KEY_RUNTIME)
-        writer = runtime.stream_writer if runtime is not None else no_op_stream_writer
+        payload = shipping.ship_call(self.stage, input, config, streamed)  # type: ignore[arg-type]
         header = repr((request_id, ancestry)).encode()
         key = routing_key(self.spec, request_id, ancestry)
-        emit = None if writer is no_op_stream_writer else writer
-        return self.cluster.call(self.stage, header, payload, key, deliver, emit)
+        return self.cluster.call(self.stage, header, payload, key, deliver)
 
-    def _outcome(self, kind: bytes, payload: Any) -> Any:
-        if kind == wire.RESULT:
-            return shipping.loads(payload)
-        if kind == wire.ERROR:
-            raise shipping.loads(payload)
-        raise StageInstanceLost(bytes(payload).decode(errors="replace"))
+    def _writer(self, config: RunnableConfig) -> Callable[[Any], None]:
+        runtime = (config.get(CONF) or {}).get(CONFIG_KEY_RUNTIME)
+        return runtime.stream_writer if runtime is not None else no_op_stream_writer
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        fut: concurrent.futures.Future[tuple[bytes, Any]] = concurrent.futures.Future()
-        call_id = self._send(input, config, lambda kind, payload: fut.set_result((kind, payload)))
+    def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
+        """A @task call made by the node: through this task's own call machinery."""
+        _, call_id, instance, sub = wire.decode(env)
+        func, input, kwargs = shipping.loads(payload)
+
+        def done(fut: Any) -> None:
+            exc = fut.exception()
+            ok = exc is None
+            self.cluster.reply_call(instance, call_id, sub, ok, fut.result() if ok else exc)
+
         try:
-            kind, payload = fut.result()
+            impl = config[CONF][CONFIG_KEY_CALL]
+            fut = impl(func, input, callbacks=config.get("callbacks"), **kwargs)
+        except Exception as exc:
+            self.cluster.reply_call(instance, call_id, sub, False, exc)
+            return
+        fut.add_done_callback(done)
+
+    def _run(self, input: Any, config: RunnableConfig | None, streamed: bool) -> Iterator[Any]:
+        """The node's output chunks (streamed) or its output (one item), handling the
+        call's other messages on the way, on this thread."""
+        config = config or {}
+        inbox: queue.SimpleQueue[tuple[bytes, bytes, Any]] = queue.SimpleQueue()
+        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed)
+        callbacks = relay.Replayer(config.get("callbacks"))
+        try:
+            while True:
+                kind, env, payload = inbox.get()
+                if kind == wire.CHUNK:
+                    yield shipping.loads(payload)
+                elif kind in TERMINAL:
+                    output = _outcome(kind, payload)
+                    if not streamed:
+                        yield output
+                    return
+                elif kind == wire.EMIT:
+                    self._writer(config)(shipping.loads(payload))
+                elif kind == wire.CALLBACK:
+                    callbacks.replay(shipping.loads(payload))
+                elif kind == wire.CALL:
+                    self._call(config, env, payload)
         except BaseException:
             self.cluster.cancel(call_id)
             raise
-        return self._outcome(kind, payload)
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    async def _arun(
+        self, input: Any, config: RunnableConfig | None, streamed: bool
+    ) -> AsyncIterator[Any]:
+        """``_run`` on the caller's event loop."""
+        config = config or {}
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[bytes, Any]] = loop.create_future()
-
-        def deliver(kind: bytes, payload: Any) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, (kind, payload))
-
-        call_id = self._send(input, config, deliver)
+        inbox: asyncio.Queue[tuple[bytes, bytes, Any]] = asyncio.Queue()
+        call_id = self._send(
+            input, config, lambda *msg: loop.call_soon_threadsafe(inbox.put_nowait, msg), streamed
+        )
+        callbacks = relay.Replayer(config.get("callbacks"))
         try:
-            kind, payload = await fut
-        except asyncio.CancelledError:
+            while True:
+                kind, env, payload = await inbox.get()
+                if kind == wire.CHUNK:
+                    yield shipping.loads(payload)
+                elif kind in TERMINAL:
+                    output = _outcome(kind, payload)
+                    if not streamed:
+                        yield output
+                    return
+                elif kind == wire.EMIT:
+                    self._writer(config)(shipping.loads(payload))
+                elif kind == wire.CALLBACK:
+                    await callbacks.areplay(shipping.loads(payload))
+                elif kind == wire.CALL:
+                    self._call(config, env, payload)
+        except BaseException:
             self.cluster.cancel(call_id)
             raise
-        return self._outcome(kind, payload)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        run = self._run(input, config, streamed=False)
+        try:
+            return next(run)
+        finally:
+            run.close()
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        run = self._arun(input, config, streamed=False)
+        try:
+            return await anext(run)
+        finally:
+            await run.aclose()
+
+    # LangGraph streams a task's proc when an astream_events/astream_log handler listens
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        yield from self._run(input, config, streamed=True)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for chunk in self._arun(input, config, streamed=True):
+            yield chunk
 
 
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
+def _outcome(kind: bytes, payload: Any) -> Any:
+    if kind == wire.RESULT:
+        return shipping.loads(payload)
+    if kind == wire.ERROR:
+        raise shipping.loads(payload)
+    raise StageInstanceLost(bytes(payload).decode(errors="replace"))
 
 
 def _identity(x: Any) -> Any:

@@ -80,7 +80,14 @@ class ForkServer:
         # find alto_langgraph (and the app's modules) as the app does, installed or not
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alto_langgraph.runtime._fork_main", str(ctl_r), str(rep_w), str(life_r)],
+            [
+                sys.executable,
+                "-m",
+                "alto_langgraph.runtime._fork_main",
+                str(ctl_r),
+                str(rep_w),
+                str(life_r),
+            ],
             pass_fds=(ctl_r, rep_w, life_r),
             stdin=subprocess.DEVNULL,
             env=env,
@@ -92,13 +99,21 @@ class ForkServer:
         self._tokens = itertools.count()
         self._spawning: dict[int, tuple[concurrent.futures.Future[int], Callable[[int], None]]] = {}
         self._on_exit: dict[int, Callable[[int], None]] = {}
-        self._reader = threading.Thread(target=self._read, args=(rep_r,), name="alto-forkserver", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, args=(rep_r,), name="alto-forkserver", daemon=True
+        )
         self._reader.start()
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.pid == os.getpid()
 
-    def spawn(self, target: str, kwargs: dict[str, Any], env: dict[str, str], on_exit: Callable[[int], None]) -> int:
+    def spawn(
+        self,
+        target: str,
+        kwargs: dict[str, Any],
+        env: dict[str, str],
+        on_exit: Callable[[int], None],
+    ) -> int:
         """Fork a process running ``TARGETS[target](**kwargs)``; returns its pid.
         ``on_exit(exit_code)`` is called (on the reader thread) when it ends."""
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
@@ -261,4 +276,3 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
                             os.kill(pid, sig)
                         except ProcessLookupError:
                             pass
-

@@ -20,6 +20,10 @@ from . import wire
 from .routing import RoutingPolicy
 
 
+#: messages an instance sends to the caller of a call before its result
+_TO_CALLER = frozenset((wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.CALL))
+
+
 @dataclasses.dataclass
 class StageRoute:
     instances: tuple[bytes, ...]  # every instance the stage should have
@@ -37,7 +41,9 @@ class Router:
         self.forwarded = 0
         # (client, call id) -> instance; instance -> {(client, call id): envelope}
         self.inflight: dict[tuple[bytes, bytes], bytes] = {}
-        self.by_instance: dict[bytes, dict[tuple[bytes, bytes], bytes]] = collections.defaultdict(dict)
+        self.by_instance: dict[bytes, dict[tuple[bytes, bytes], bytes]] = collections.defaultdict(
+            dict
+        )
         self.ready_waiters: list[tuple[bytes, bytes]] = []
         self.stage_of = {inst: name for name, st in stages.items() for inst in st.instances}
 
@@ -65,11 +71,15 @@ class Router:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
                 back.send_multipart([inst, client, env, b"", b""])
+        elif kind == wire.CALL_RESULT:  # to the instance that waits for it
+            back.send_multipart([stage, client, env, b"", frames[-1]])
         elif kind == wire.CONTROL:
             self._control(client, call_id, stage, key, frames[-1], front)
         self.forwarded += 1
 
-    def _dispatch(self, inst: bytes, client: bytes, call_id: bytes, frames: list[Any], back: Any) -> None:
+    def _dispatch(
+        self, inst: bytes, client: bytes, call_id: bytes, frames: list[Any], back: Any
+    ) -> None:
         back.send_multipart([inst, *frames])
         self.outstanding[inst] += 1
         self.inflight[(client, call_id)] = inst
@@ -85,7 +95,7 @@ class Router:
                 self.outstanding[inst] -= 1
                 self.by_instance[inst].pop((client, call_id), None)
             front.send_multipart([client, env, frames[3]])
-        elif kind == wire.EMIT:
+        elif kind in _TO_CALLER:
             front.send_multipart([client, env, frames[3]])
         elif kind == wire.READY:
             self._instance_up(inst, back)
@@ -102,7 +112,13 @@ class Router:
         while route.waiting:
             frames = route.waiting.popleft()
             key, call_id = frames[1].split(wire.SEP, 3)[3], frames[1].split(wire.SEP, 3)[1]
-            self._dispatch(route.policy.pick(key, route.live, self.outstanding), frames[0], call_id, frames, back)
+            self._dispatch(
+                route.policy.pick(key, route.live, self.outstanding),
+                frames[0],
+                call_id,
+                frames,
+                back,
+            )
 
     def _instance_failed(self, inst: bytes, reason: str, front: Any) -> None:
         name = self.stage_of.get(inst)
@@ -117,7 +133,9 @@ class Router:
             while route.waiting:  # nobody will ever run these
                 frames = route.waiting.popleft()
                 call_id = frames[1].split(wire.SEP, 3)[1]
-                front.send_multipart([frames[0], wire.envelope(wire.LOST, call_id), reason.encode()])
+                front.send_multipart(
+                    [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
+                )
 
     def _fail_inflight(self, inst: bytes, reason: str, front: Any) -> None:
         for (client, call_id), _env in self.by_instance.pop(inst, {}).items():
@@ -126,7 +144,9 @@ class Router:
         self.outstanding[inst] = 0
 
     # -- control (from the coordinator that owns this deployment) -----------------
-    def _control(self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any, front: Any) -> None:
+    def _control(
+        self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any, front: Any
+    ) -> None:
         if cmd == wire.CTL_WAIT_READY:
             self.ready_waiters.append((client, call_id))
         elif cmd == wire.CTL_DEAD:
@@ -144,7 +164,9 @@ class Router:
             stats = {
                 "forwarded": self.forwarded,
                 "outstanding": {k.decode(): v for k, v in self.outstanding.items()},
-                "live": {k.decode(): [i.decode() for i in st.live] for k, st in self.stages.items()},
+                "live": {
+                    k.decode(): [i.decode() for i in st.live] for k, st in self.stages.items()
+                },
                 "pid": os.getpid(),
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
@@ -164,7 +186,9 @@ class Router:
         self.ready_waiters.clear()
 
 
-def serve(front_address: str, back_address: str, stages: Sequence[tuple[str, Sequence[bytes], Any]]) -> None:
+def serve(
+    front_address: str, back_address: str, stages: Sequence[tuple[str, Sequence[bytes], Any]]
+) -> None:
     """Run a router until the process is killed (its owner's lifeline ends it)."""
     routes = {
         name.encode(): StageRoute(tuple(instances), policy) for name, instances, policy in stages

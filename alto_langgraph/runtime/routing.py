@@ -22,7 +22,9 @@ from typing import Protocol
 
 
 class RoutingPolicy(Protocol):
-    def pick(self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]) -> bytes:
+    def pick(
+        self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]
+    ) -> bytes:
         """The instance (one of ``instances``, never empty) for an item with routing key
         ``key`` (``b""`` when the item belongs to no aggregation group); ``outstanding``
         counts the calls each instance has in flight."""
@@ -32,7 +34,9 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
 
-    def pick(self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]) -> bytes:
+    def pick(
+        self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]
+    ) -> bytes:
         self._next = (self._next + 1) % len(instances)
         return instances[self._next]
 
@@ -41,7 +45,9 @@ class LeastOutstanding:
     def __init__(self) -> None:
         self._start = 0
 
-    def pick(self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]) -> bytes:
+    def pick(
+        self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]
+    ) -> bytes:
         n = len(instances)
         self._start = (self._start + 1) % n  # equal loads: rotate, do not pile on the first
         best, best_load = instances[self._start], outstanding.get(instances[self._start], 0)
@@ -77,7 +83,9 @@ class ConsistentHash:
         )
         self._hashes = [h for h, _ in self._ring]
 
-    def pick(self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]) -> bytes:
+    def pick(
+        self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]
+    ) -> bytes:
         if not key:
             return self._keyless.pick(key, instances, outstanding)
         if tuple(instances) != self._members:
@@ -107,7 +115,5 @@ def make_policy(spec: object, *, stateful: bool) -> RoutingPolicy:
                 "or an object with a pick(key, instances, outstanding) method"
             ) from None
     if not callable(getattr(spec, "pick", None)):
-        raise TypeError(
-            f"routing policy {spec!r} has no pick(key, instances, outstanding) method"
-        )
+        raise TypeError(f"routing policy {spec!r} has no pick(key, instances, outstanding) method")
     return spec  # type: ignore[return-value]

@@ -4,8 +4,8 @@ Node code, inputs and outputs travel pickled with cloudpickle (closures and lamb
 included). A task's config cannot travel whole (callbacks, the loop's channels and
 stream), so ``ship_call`` sends what node code can read: configurable values,
 tags, metadata, the runtime context and execution info, and whether a stream writer
-listens; ``open_call`` rebuilds a config around that in the stage instance, with a
-stream writer that sends chunks back to the caller.
+listens; ``open_call`` rebuilds a config around that in the stage instance, whose
+stream writer, callbacks and ``@task`` calls are relayed to the caller (``relay.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ import importlib
 import io
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any
+import types
+from typing import Any, Protocol
 
 import cloudpickle
 
+from . import relay
 from ._pregel import (
     CONF,
+    CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_TASK_ID,
@@ -38,19 +41,44 @@ def _sentinel(module: str, name: str) -> Any:
 
 _sentinels: dict[int, tuple[str, str]] = {}
 _sentinels_seen = 0
+#: libraries whose module-level singletons (sentinels such as ``MISSING`` or
+#: ``DEFAULT_BOUND``) are compared by identity
+_BY_REFERENCE = ("langgraph", "langchain_core")
+_PLAIN = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    str,
+    bytes,
+    int,
+    float,
+    bool,
+    type(None),
+    tuple,
+    list,
+    dict,
+    set,
+    frozenset,
+)
 
 
 def _sentinel_ref(obj: object) -> tuple[str, str] | None:
-    """``(module, name)`` of a module-level ``object()`` sentinel. Sentinels are compared
-    by identity (LangGraph's own ``MISSING`` among them), so they must arrive as the
-    receiving process's object, not as a fresh copy."""
+    """``(module, name)`` of a module-level singleton: an ``object()`` sentinel of any
+    module, or any object held by a LangGraph/LangChain module. Such objects are
+    compared by identity, so they must arrive as the receiving process's own object,
+    not as a fresh copy (a copied ``DEFAULT_BOUND`` makes LangGraph run a subgraph's
+    input as a task)."""
     global _sentinels_seen
     ref = _sentinels.get(id(obj))
     if ref is None and len(sys.modules) != _sentinels_seen:
         _sentinels_seen = len(sys.modules)
         for mod_name, mod in list(sys.modules.items()):
+            library = mod_name.split(".", 1)[0] in _BY_REFERENCE
             for attr, value in list(getattr(mod, "__dict__", {}).items()):
-                if type(value) is object:
+                if type(value) is object or (
+                    library and not attr.startswith("__") and not isinstance(value, _PLAIN)
+                ):
                     _sentinels.setdefault(id(value), (mod_name, attr))
         ref = _sentinels.get(id(obj))
     return ref
@@ -58,7 +86,7 @@ def _sentinel_ref(obj: object) -> tuple[str, str] | None:
 
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is object and (ref := _sentinel_ref(obj)) is not None:
+        if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:
             return (_sentinel, ref)
         return super().reducer_override(obj)
 
@@ -115,7 +143,7 @@ def loads(payload: Any) -> Any:
     return cloudpickle.loads(payload)
 
 
-def ship_call(stage: str, value: Any, config: dict[str, Any]) -> bytes:
+def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = False) -> bytes:
     conf = config.get(CONF) or {}
     runtime = conf.get(CONFIG_KEY_RUNTIME)
     pad = conf.get(CONFIG_KEY_SCRATCHPAD)
@@ -132,6 +160,10 @@ def ship_call(stage: str, value: Any, config: dict[str, Any]) -> bytes:
         "stop": pad.stop if pad is not None else 0,
         "runtime": None,
         "writer": False,
+        "callbacks": relay.callbacks_to_ship(config.get("callbacks")),
+        "call": CONFIG_KEY_CALL in conf,
+        "node_error": conf.get(CONFIG_KEY_NODE_ERROR),
+        "streamed": streamed,
     }
     if runtime is not None:
         shipped["runtime"] = {
@@ -151,7 +183,17 @@ def ship_call(stage: str, value: Any, config: dict[str, Any]) -> bytes:
         raise
 
 
-def open_call(payload: bytes, emit: Callable[[Any], None]) -> tuple[Any, dict[str, Any]]:
+class Link(Protocol):
+    """How a call in a stage instance reaches its caller (see ``relay.py``)."""
+
+    def emit(self, chunk: Any) -> None: ...
+    def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
+    def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
+
+
+def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
+    """The input and config of a call, in the stage instance, and whether the caller
+    streams the node's output."""
     value, shipped = cloudpickle.loads(payload)
     conf = dict(shipped["configurable"])
     task_id, ns = shipped["task_id"], shipped["ns"]
@@ -161,12 +203,19 @@ def open_call(payload: bytes, emit: Callable[[Any], None]) -> tuple[Any, dict[st
     conf[CONFIG_KEY_SCRATCHPAD] = new_scratchpad(task_id, ns, shipped["step"], shipped["stop"])
     rt = shipped["runtime"]
     if rt is not None:
-        writer = emit if shipped["writer"] else no_op_stream_writer
+        writer = link.emit if shipped["writer"] else no_op_stream_writer
         conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, **rt)
-    config = {
+    if shipped["call"]:
+        conf[CONFIG_KEY_CALL] = link.call
+    if shipped["node_error"] is not None:
+        conf[CONFIG_KEY_NODE_ERROR] = shipped["node_error"]
+    config: dict[str, Any] = {
         "tags": shipped["tags"],
         "metadata": shipped["metadata"],
         "recursion_limit": shipped["recursion_limit"],
         "configurable": conf,
+        "callbacks": None,
     }
-    return value, config
+    if shipped["callbacks"] is not None:
+        config["callbacks"] = relay.instance_callbacks(shipped["callbacks"], link.callback)
+    return value, config, shipped["streamed"]

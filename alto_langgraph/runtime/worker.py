@@ -10,14 +10,16 @@ messages ahead of its ``RESULT``/``ERROR``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import traceback
 from typing import Any
 
 import cloudpickle
 import zmq
+from langchain_core.runnables.config import var_child_runnable_config
 
-from . import shipping, wire
+from . import relay, shipping, wire
 from .transport import Endpoint
 
 #: True inside a stage instance: alto graphs unpickled here (a graph invoked inside a
@@ -63,6 +65,8 @@ class StageInstance:
         self.node: Any = None
         self.endpoint: Endpoint | None = None
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
+        #: @task calls waiting for the caller: (client, call id, sub-id) -> future
+        self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
 
     def on_message(self, frames: list[Any]) -> None:
         client, env = bytes(frames[0]), bytes(frames[1])
@@ -75,21 +79,74 @@ class StageInstance:
             task = self.running.get((client, call_id))
             if task is not None:
                 task.cancel()
+        elif kind == wire.CALL_RESULT:
+            fut = self.waiting.pop((client, call_id, _key), None)
+            if fut is not None:
+                ok, value = shipping.loads(frames[3])
+                relay.settle(fut, ok, value)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         assert self.endpoint is not None
         send = self.endpoint.send
-
-        def emit(chunk: Any) -> None:  # the node's stream writer (any thread)
-            send([client, wire.envelope(wire.EMIT, call_id), shipping.dumps_value(chunk, "a stream-writer chunk")])
-
+        link = _Link(self, client, call_id)
         try:
-            value, config = shipping.open_call(bytes(payload), emit)
-            output = await self.node.ainvoke(value, config)
-            reply = [client, wire.envelope(wire.RESULT, call_id), shipping.dumps_value(output, "the output")]
+            value, config, streamed = shipping.open_call(bytes(payload), link)
+            var_child_runnable_config.set(config)  # get_config() in node code
+            if streamed:  # the caller streams the node's output: chunk by chunk
+                async for chunk in self.node.astream(value, config):
+                    what = f"an output chunk of node {self.stage!r}"
+                    send(
+                        [
+                            client,
+                            wire.envelope(wire.CHUNK, call_id),
+                            shipping.dumps_value(chunk, what),
+                        ]
+                    )
+                output = None
+            else:
+                output = await self.node.ainvoke(value, config)
+            what = f"the output of node {self.stage!r}"
+            reply = [
+                client,
+                wire.envelope(wire.RESULT, call_id),
+                shipping.dumps_value(output, what),
+            ]
         except BaseException as exc:  # the caller re-raises it; this instance goes on
             reply = [client, wire.envelope(wire.ERROR, call_id), shipping.dumps_error(exc)]
             if not isinstance(exc, Exception):  # CancelledError: the caller gave up
                 send(reply)
                 raise
         send(reply)
+
+
+class _Link:
+    """One call's way back to its caller (any thread of the instance may use it)."""
+
+    def __init__(self, instance: StageInstance, client: bytes, call_id: bytes) -> None:
+        self.instance = instance
+        self.client = client
+        self.call_id = call_id
+        self.send = instance.endpoint.send  # type: ignore[union-attr]
+        self.calls = itertools.count()
+
+    def emit(self, chunk: Any) -> None:
+        payload = shipping.dumps_value(chunk, "a stream-writer chunk")
+        self.send([self.client, wire.envelope(wire.EMIT, self.call_id), payload])
+
+    def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            payload = shipping.dumps_value((name, args, kwargs), f"callback {name}")
+        except shipping.ShippingError:  # an event a handler cannot get: not the node's fault
+            return
+        self.send([self.client, wire.envelope(wire.CALLBACK, self.call_id), payload])
+
+    def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
+        """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""
+        kwargs.pop("callbacks", None)  # the caller's task has its own
+        sub = str(next(self.calls)).encode()
+        fut = relay.new_future(self.instance.loop)
+        self.instance.waiting[(self.client, self.call_id, sub)] = fut
+        payload = shipping.dumps_value((func, input, kwargs), "a @task call")
+        env = wire.envelope(wire.CALL, self.call_id, self.instance.identity, sub)
+        self.send([self.client, env, payload])
+        return fut

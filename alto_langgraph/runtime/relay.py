@@ -1,0 +1,248 @@
+"""Relaying what node code does in a stage instance back to the task that called it.
+
+Three things a node may do reach beyond its own process; each travels back to the
+calling task (in the app process) as a message of its call, ahead of the result:
+
+* stream-writer chunks (``stream_mode="custom"``): ``EMIT``;
+* LangChain callback events of runs inside the node (a chat model, a graph invoked in
+  the node): ``CALLBACK``, replayed to the task's callback handlers, so
+  ``stream_mode="messages"`` and ``astream_events`` see them as on stock LangGraph;
+* functional-API ``@task`` calls: ``CALL``, made through the calling task's own call
+  machinery (they are tasks of the request's loop), whose outcome goes back to the
+  waiting instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+from langchain_core.callbacks.manager import ahandle_event, handle_event
+
+# LangChain's marker for handlers that want runs to stream (a chat model inside the
+# node streams tokens only if one listens) and that tap streamed outputs
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
+
+#: callback event -> the handler attribute that opts out of it (as LangChain's managers)
+EVENTS: dict[str, str | None] = {
+    "on_llm_start": "ignore_llm",
+    "on_chat_model_start": "ignore_chat_model",
+    "on_llm_new_token": "ignore_llm",
+    "on_llm_end": "ignore_llm",
+    "on_llm_error": "ignore_llm",
+    "on_stream_event": "ignore_llm",
+    "on_chain_start": "ignore_chain",
+    "on_chain_end": "ignore_chain",
+    "on_chain_error": "ignore_chain",
+    "on_tool_start": "ignore_agent",
+    "on_tool_end": "ignore_agent",
+    "on_tool_error": "ignore_agent",
+    "on_agent_action": "ignore_agent",
+    "on_agent_finish": "ignore_agent",
+    "on_retriever_start": "ignore_retriever",
+    "on_retriever_end": "ignore_retriever",
+    "on_retriever_error": "ignore_retriever",
+    "on_retry": "ignore_retry",
+    "on_text": None,
+    "on_custom_event": "ignore_custom_event",
+}
+
+
+# -- the caller's side ------------------------------------------------------------------
+
+
+def _handlers(callbacks: Any) -> list[BaseCallbackHandler]:
+    if not callbacks:
+        return []
+    return callbacks if isinstance(callbacks, list) else callbacks.handlers
+
+
+def callbacks_to_ship(callbacks: Any) -> dict[str, Any] | None:
+    """What a stage instance needs to build an equivalent callback manager (its runs'
+    tags and metadata, whether a handler wants streaming), or None when none listens."""
+    handlers = _handlers(callbacks)
+    if not handlers:
+        return None
+    manager = callbacks if not isinstance(callbacks, list) else None
+    # tags/metadata apply to the runs the node starts; the inheritable ones to all below
+    return {
+        "tags": list(manager.tags) if manager else [],
+        "inheritable_tags": list(manager.inheritable_tags) if manager else [],
+        "metadata": dict(manager.metadata) if manager else {},
+        "inheritable_metadata": dict(manager.inheritable_metadata) if manager else {},
+        "streaming": any(isinstance(h, _StreamingCallbackHandler) for h in handlers),
+    }
+
+
+class _Feed:
+    """An iterator fed one item at a time: a streamed output of the instance, as the
+    caller's tapping handlers read it."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self.item: Any = self._END
+
+    def push(self, item: Any) -> None:
+        self.item = item
+
+    def _take(self) -> Any:
+        item, self.item = self.item, self._END
+        return item
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> Any:
+        if (item := self._take()) is self._END:
+            raise StopIteration
+        return item
+
+    def __aiter__(self) -> _Feed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if (item := self._take()) is self._END:
+            raise StopAsyncIteration
+        return item
+
+
+Event = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class Replayer:
+    """Replays one call's callback events to the caller's handlers, in order.
+
+    Top-level runs of the instance become children of the caller's run. A streamed
+    run's output is tapped by the caller's streaming handlers (``astream_events``
+    emits ``on_*_stream`` from the tap): each gets one tapped iterator per run, which
+    is advanced one chunk per relayed chunk.
+    """
+
+    def __init__(self, callbacks: Any) -> None:
+        self.handlers = _handlers(callbacks)
+        self.parent_run_id = getattr(callbacks, "parent_run_id", None)
+        self._taps: dict[Any, tuple[_Feed, list[Any]]] = {}
+
+    def _adopt(self, event: Event) -> Event:
+        name, args, kwargs = event
+        if "run_id" in kwargs and kwargs.get("parent_run_id") is None:
+            kwargs["parent_run_id"] = self.parent_run_id
+        return name, args, kwargs
+
+    def replay(self, event: Event) -> None:
+        name, args, kwargs = self._adopt(event)
+        if name == "tap":
+            run_id, chunk, end = args
+            feed, taps = self._tapped(run_id, asynchronous=False)
+            for tap in taps:
+                if not end:
+                    feed.push(chunk)
+                next(tap, None)
+            if end:
+                del self._taps[run_id]
+            return
+        handle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
+
+    async def areplay(self, event: Event) -> None:
+        name, args, kwargs = self._adopt(event)
+        if name == "tap":
+            run_id, chunk, end = args
+            feed, taps = self._tapped(run_id, asynchronous=True)
+            for tap in taps:
+                if not end:
+                    feed.push(chunk)
+                await anext(tap, None)
+            if end:
+                del self._taps[run_id]
+            return
+        await ahandle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
+
+    def _tapped(self, run_id: Any, asynchronous: bool) -> tuple[_Feed, list[Any]]:
+        if run_id in self._taps:
+            return self._taps[run_id]
+        feed = _Feed()
+        streaming = [h for h in self.handlers if isinstance(h, _StreamingCallbackHandler)]
+        taps = [
+            h.tap_output_aiter(run_id, feed) if asynchronous else h.tap_output_iter(run_id, feed)
+            for h in streaming
+        ]
+        return self._taps.setdefault(run_id, (feed, taps))
+
+
+# -- the stage instance's side ----------------------------------------------------------
+
+
+class ForwardingHandler(BaseCallbackHandler):
+    """Sends every callback event to the calling task, in order (``run_inline``)."""
+
+    run_inline = True
+
+    def __init__(self, send: Callable[[str, tuple[Any, ...], dict[str, Any]], None]) -> None:
+        self._send = send
+
+
+class StreamingForwardingHandler(ForwardingHandler, _StreamingCallbackHandler):
+    """The same, when a handler of the caller wants streaming: runs inside the node
+    stream (a chat model yields tokens) and their output chunks are relayed as taps."""
+
+    def tap_output_iter(self, run_id: Any, output: Any) -> Any:
+        try:
+            for chunk in output:
+                self._send("tap", (run_id, chunk, False), {})
+                yield chunk
+        finally:
+            self._send("tap", (run_id, None, True), {})
+
+    async def tap_output_aiter(self, run_id: Any, output: Any) -> Any:
+        try:
+            async for chunk in output:
+                self._send("tap", (run_id, chunk, False), {})
+                yield chunk
+        finally:
+            self._send("tap", (run_id, None, True), {})
+
+
+def _forwarder(name: str) -> Callable[..., None]:
+    def forward(self: ForwardingHandler, *args: Any, **kwargs: Any) -> None:
+        self._send(name, args, kwargs)
+
+    forward.__name__ = name
+    return forward
+
+
+for _name in EVENTS:
+    setattr(ForwardingHandler, _name, _forwarder(_name))
+
+
+def instance_callbacks(shipped: dict[str, Any], send: Callable[..., None]) -> CallbackManager:
+    shipped = dict(shipped)
+    cls = StreamingForwardingHandler if shipped.pop("streaming") else ForwardingHandler
+    handler = cls(send)
+    return CallbackManager(
+        handlers=[handler], inheritable_handlers=[handler], parent_run_id=None, **shipped
+    )
+
+
+def new_future(loop: asyncio.AbstractEventLoop) -> Any:
+    """A future of the kind the caller of a ``@task`` awaits: an asyncio one on the
+    instance's event loop (an async node), a concurrent one on a thread (a sync node)."""
+    try:
+        if asyncio.get_running_loop() is loop:
+            return loop.create_future()
+    except RuntimeError:
+        pass
+    return concurrent.futures.Future()
+
+
+def settle(fut: Any, ok: bool, value: Any) -> None:
+    """Resolve a future made by ``new_future`` (called on the instance's loop thread)."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)

@@ -20,8 +20,8 @@ from langgraph.graph.state import CompiledStateGraph
 
 from .compiler import Plan, lower
 from .options import AltoOptions
-from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
 from .runtime import worker
+from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
 from .runtime.cluster import CONFIG_KEY_REQUEST, Cluster, RemoteNode
 from .runtime.coordinator import (
     AsyncRequestRun,

@@ -39,6 +39,7 @@ from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
 from .transport import Endpoint
+from .worker import EXIT_LOAD_FAILED
 
 #: the request id every task of a request carries in its config (set by the graph)
 CONFIG_KEY_REQUEST = "__alto_request"
@@ -279,13 +280,10 @@ class Cluster:
             return
         # everything in flight is lost (start() may be waiting for a reply, holding
         # the lock); the processes go, and the next run starts a new deployment
+        reason = f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}"
         calls, self._calls = self._calls, {}
         for deliver in calls.values():
-            deliver(
-                wire.LOST,
-                b"",
-                f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}".encode(),
-            )
+            deliver(wire.LOST, b"", reason.encode())
 
         def teardown() -> None:
             with self._lock:
@@ -305,6 +303,8 @@ class Cluster:
         self._client.send(
             [wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()]
         )
+        if code == EXIT_LOAD_FAILED:
+            return  # it said why (FAILED), and would fail again
         now = _monotonic()
         recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
         if len(recent) >= MAX_RESTARTS:

@@ -201,6 +201,8 @@ def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int
     code = 0
     try:
         getattr(sys.modules[module], func)(**kwargs)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         traceback.print_exc()
         code = 1

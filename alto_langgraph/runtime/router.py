@@ -19,7 +19,6 @@ import zmq
 from . import wire
 from .routing import RoutingPolicy
 
-
 #: messages an instance sends to the caller of a call before its result
 _TO_CALLER = frozenset((wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.CALL))
 

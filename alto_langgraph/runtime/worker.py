@@ -22,6 +22,9 @@ from langchain_core.runnables.config import var_child_runnable_config
 from . import relay, shipping, wire
 from .transport import Endpoint
 
+#: exit code of an instance whose node code did not load (restarting it would not help)
+EXIT_LOAD_FAILED = 3
+
 #: True inside a stage instance: alto graphs unpickled here (a graph invoked inside a
 #: node) run inline, in this process, instead of starting a deployment of their own.
 IN_STAGE_INSTANCE = False
@@ -36,13 +39,14 @@ def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     instance = StageInstance(stage, identity, loop)
+    context = zmq.Context()
     endpoint = Endpoint(
         zmq.DEALER,
         back_address,
         lambda frames: loop.call_soon_threadsafe(instance.on_message, frames),
         identity=identity,
         name=f"alto-stage-{stage}",
-        context=zmq.Context(),
+        context=context,
     )
     instance.endpoint = endpoint
     try:
@@ -52,7 +56,8 @@ def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path:
         reason = f"stage {stage!r}: its node code could not be loaded in a worker process: {detail}"
         endpoint.send([b"", wire.envelope(wire.FAILED), reason.encode()])
         endpoint.close()
-        return
+        context.term()  # waits (up to the linger time) until FAILED is out
+        raise SystemExit(EXIT_LOAD_FAILED) from None
     endpoint.send([b"", wire.envelope(wire.READY, b"", stage.encode())])
     loop.run_forever()
 

@@ -1,0 +1,542 @@
+"""The process executor: stage instances in worker processes behind a router.
+
+What these tests watch lives in other processes, so they observe it through what
+nodes return (their pid, their CUDA_VISIBLE_DEVICES) and through /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Annotated, Any
+
+import pytest
+import zmq
+from langgraph.graph import START, StateGraph
+from langgraph.types import RetryPolicy, Send
+from typing_extensions import TypedDict
+
+import alto_langgraph
+from alto_langgraph.runtime import wire
+from alto_langgraph.runtime.cluster import (
+    DeploymentError,
+    StageInstanceLost,
+    StageSpec,
+    _pid_alive,
+    assign_gpus,
+)
+from alto_langgraph.runtime.forkserver import fork_server
+from alto_langgraph.runtime.routing import ConsistentHash, LeastOutstanding, make_policy
+from alto_langgraph.runtime.shipping import ShippingError
+
+
+class Log(TypedDict):
+    log: Annotated[list, operator.add]
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _pid_alive(p)]
+        time.sleep(0.02)
+    return alive
+
+
+def _fan_out(n: int, target: str) -> Any:
+    return lambda s: [Send(target, {"i": i}) for i in range(n)]
+
+
+# -- routing ----------------------------------------------------------------------------
+
+
+def test_items_of_one_group_reach_one_instance_of_a_stateful_stage() -> None:
+    """Every item of one aggregation group (the Sends of one sender) lands on the same
+    instance of a stateful stage; the groups themselves spread over the instances."""
+    groups, per_group = 12, 4
+
+    def split(p: dict) -> Any:
+        from langgraph.types import Command
+
+        return Command(goto=[Send("agg", {"g": p["i"], "k": k}) for k in range(per_group)])
+
+    def agg(p: dict) -> dict:
+        return {"log": [(p["g"], os.getpid())]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("split", split)
+    g.add_node("agg", agg)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(groups, "split"))
+    with g.compile(backend="alto", replicas={"agg": 3}, stages={"agg": {"stateful": True}}) as app:
+        out = app.invoke({"log": []})
+        assert app.deployment is not None
+        instances = {app.deployment.pids[("agg", i)] for i in range(3)}
+    by_group: dict[int, set[int]] = {}
+    for group, pid in out["log"]:
+        by_group.setdefault(group, set()).add(pid)
+    assert len(out["log"]) == groups * per_group
+    assert all(len(pids) == 1 for pids in by_group.values()), by_group
+    used = set().union(*by_group.values())
+    assert used <= instances
+    assert len(used) > 1  # 12 groups on one of 3 instances: p = 3 * 3**-12
+
+
+def test_stateless_items_spread_over_all_instances() -> None:
+    def work(p: dict) -> dict:
+        time.sleep(0.05)
+        return {"log": [os.getpid()]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("work", work)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(8, "work"))
+    with g.compile(backend="alto", replicas={"work": 2}) as app:
+        out = asyncio.run(app.ainvoke({"log": []}))
+        instances = {app.deployment.pids[("work", i)] for i in range(2)}
+    assert len(out["log"]) == 8
+    assert set(out["log"]) == instances
+    # least outstanding work: 8 equal items, 2 instances, 4 each
+    assert sorted(out["log"].count(p) for p in instances) == [4, 4]
+
+
+def test_consistent_hash_moves_few_groups_when_an_instance_is_added() -> None:
+    ring = ConsistentHash()
+    keys = [f"group-{i}".encode() for i in range(2000)]
+    four = [b"s#0", b"s#1", b"s#2", b"s#3"]
+    before = {k: ring.pick(k, four, {}) for k in keys}
+    after = {k: ring.pick(k, [*four, b"s#4"], {}) for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(after[k] == b"s#4" for k in moved)  # only to the new instance
+    assert 0.1 < len(moved) / len(keys) < 0.35  # about 1/5 of the groups
+    assert len(set(before.values())) == 4
+
+
+def test_least_outstanding_picks_the_idle_instance() -> None:
+    policy = LeastOutstanding()
+    insts = [b"s#0", b"s#1", b"s#2"]
+    load = {b"s#0": 3, b"s#1": 0, b"s#2": 2}
+    assert {policy.pick(b"", insts, load) for _ in range(5)} == {b"s#1"}
+
+
+def test_routing_policy_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="unknown routing policy 'random'"):
+        make_policy("random", stateful=False)
+    with pytest.raises(TypeError, match="no pick"):
+        make_policy(object(), stateful=False)
+
+
+def test_a_custom_routing_policy_runs_in_the_router() -> None:
+    class Last:
+        def pick(self, key: bytes, instances: Any, outstanding: Any) -> bytes:
+            return instances[-1]
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("work", lambda p: {"log": [os.getpid()]})
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(6, "work"))
+    with g.compile(
+        backend="alto", replicas={"work": 3}, stages={"work": {"policy": Last()}}
+    ) as app:
+        out = app.invoke({"log": []})
+        assert set(out["log"]) == {app.deployment.pids[("work", 2)]}
+
+
+# -- the router never opens a payload -----------------------------------------------------
+
+
+class _Boom:
+    def __reduce__(self) -> Any:
+        return (_explode, ())
+
+
+def _explode() -> None:
+    raise RuntimeError("this payload must never be unpickled")
+
+
+def test_router_forwards_payloads_it_cannot_unpickle_untouched(tmp_path: Any) -> None:
+    """A payload whose unpickling raises (and one that is no pickle at all) passes
+    through the router byte for byte, and the router goes on forwarding."""
+    front, back = f"ipc://{tmp_path}/front", f"ipc://{tmp_path}/back"
+    inst = wire.instance_id("s", 0)
+    server = fork_server()
+    exited = threading.Event()
+    table = [("s", [inst], LeastOutstanding())]
+    from alto_langgraph.runtime.cluster import _cloudpickled
+
+    pid = server.spawn(
+        "router",
+        {"front_address": front, "back_address": back, "stages": _cloudpickled(table)},
+        {},
+        lambda code: exited.set(),
+    )
+    ctx = zmq.Context()
+    try:
+        instance = ctx.socket(zmq.DEALER)
+        instance.setsockopt(zmq.IDENTITY, inst)
+        instance.connect(back)
+        client = ctx.socket(zmq.DEALER)
+        client.setsockopt(zmq.IDENTITY, b"client-1")
+        client.connect(front)
+        instance.send_multipart([b"", wire.envelope(wire.READY, b"", b"s"), b""])
+        poisoned = pickle.dumps(_Boom())
+        with pytest.raises(RuntimeError):
+            pickle.loads(poisoned)
+        for call_id, payload in ((b"1", poisoned), (b"2", b"\x00not a pickle\xff")):
+            client.send_multipart([wire.envelope(wire.TASK, call_id, b"s"), b"header", payload])
+            assert instance.poll(5000)
+            got = instance.recv_multipart()
+            assert got[0] == b"client-1"
+            assert wire.decode(got[1]) == (wire.TASK, call_id, b"s", b"")
+            assert got[2:] == [b"header", payload]
+            # and back: a result payload is as opaque as a task payload
+            instance.send_multipart([got[0], wire.envelope(wire.RESULT, call_id), payload])
+            assert client.poll(5000)
+            assert client.recv_multipart() == [wire.envelope(wire.RESULT, call_id), payload]
+        assert not exited.is_set()
+    finally:
+        ctx.destroy(linger=0)
+        server.kill(pid)
+        assert exited.wait(5)
+
+
+# -- shipping -----------------------------------------------------------------------------
+
+
+def test_closures_and_lambdas_run_in_workers() -> None:
+    offset = 100  # captured by value: the worker gets its own copy
+
+    def make(k: int) -> Any:
+        return lambda p: {"log": [p["i"] * k + offset]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("mul", make(3))
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(3, "mul"))
+    with g.compile(backend="alto") as app:
+        assert sorted(app.invoke({"log": []})["log"]) == [100, 103, 106]
+
+
+def _locked_graph() -> StateGraph:
+    lock = threading.Lock()
+
+    def guarded(s: dict) -> dict:
+        with lock:
+            return {"log": ["x"]}
+
+    g = StateGraph(Log)
+    g.add_node("guarded", guarded)
+    g.add_edge(START, "guarded")
+    return g
+
+
+def test_a_node_that_cannot_be_shipped_fails_at_compile_naming_it() -> None:
+    with pytest.raises(ShippingError, match=r"node 'guarded' \(RunnableCallable\).*lock"):
+        _locked_graph().compile(backend="alto", start="compile")
+
+
+def test_a_node_that_cannot_be_shipped_fails_the_first_run_naming_it() -> None:
+    app = _locked_graph().compile(backend="alto")
+    with pytest.raises(ShippingError, match="node 'guarded'"):
+        app.invoke({"log": []})
+    # and inline it runs: the lock never leaves the process
+    assert _locked_graph().compile(backend="alto", executor="inline").invoke({"log": []}) == {
+        "log": ["x"]
+    }
+
+
+def test_an_input_that_cannot_be_shipped_fails_its_request_naming_node_and_type() -> None:
+    class St(TypedDict):
+        handle: Any
+        log: Annotated[list, operator.add]
+
+    g = StateGraph(St)
+    g.add_node("use", lambda s: {"log": ["used"]})
+    g.add_edge(START, "use")
+    with g.compile(backend="alto") as app:
+        with pytest.raises(
+            ShippingError, match=r"input of node 'use'.*field 'handle' holds a lock"
+        ):
+            app.invoke({"handle": threading.Lock(), "log": []})
+        assert app.invoke({"handle": 1, "log": []})["log"] == ["used"]  # still serving
+
+
+def test_a_node_that_raises_fails_its_request_with_that_exception() -> None:
+    def maybe(p: dict) -> dict:
+        if p["i"] == 1:
+            raise KeyError("no such claim")
+        return {"log": [p["i"]]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("maybe", maybe)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("maybe", {"i": i}) for i in s["log"] or [0, 1]])
+    with g.compile(backend="alto") as app:
+        with pytest.raises(KeyError, match="no such claim"):
+            app.invoke({"log": []})
+        assert app.invoke({"log": [0, 2]})["log"] == [0, 2, 0, 2]
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+def _sleeper(seconds: float) -> StateGraph:
+    def slow(s: dict) -> dict:
+        time.sleep(seconds)
+        return {"log": [os.getpid()]}
+
+    g = StateGraph(Log)
+    g.add_node("slow", slow)
+    g.add_edge(START, "slow")
+    return g
+
+
+def test_processes_start_on_first_run_and_stop_on_close() -> None:
+    app = _sleeper(0).compile(backend="alto")
+    assert app.deployment is not None and not app.deployment.started
+    out = app.invoke({"log": []})
+    pids = list(app.deployment.pids.values())
+    assert out["log"] == [app.deployment.pids[("slow", 0)]]
+    assert len(pids) == 2 and all(_pid_alive(p) for p in pids)
+    app.close()
+    assert _wait_gone(pids) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        app.invoke({"log": []})
+
+
+def test_start_at_compile_and_async_with() -> None:
+    async def go() -> list[int]:
+        async with _sleeper(0).compile(backend="alto", start="compile") as app:
+            assert app.deployment.started
+            pids = list(app.deployment.pids.values())
+            await app.ainvoke({"log": []})
+        return pids
+
+    assert _wait_gone(asyncio.run(go())) == []
+
+
+def test_closing_fails_calls_in_flight_instead_of_hanging() -> None:
+    app = _sleeper(30).compile(backend="alto", start="compile")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            app.invoke({"log": []})
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    app.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], StageInstanceLost)
+
+
+def test_a_killed_worker_fails_its_request_and_is_restarted() -> None:
+    with _sleeper(30).compile(backend="alto", start="compile") as app:
+        victim = app.deployment.pids[("slow", 0)]
+        timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+        timer.start()
+        with pytest.raises(StageInstanceLost, match=r"slow#0 \(pid \d+\) died"):
+            app.invoke({"log": []})
+        # the instance comes back and serves the next request
+        deadline = time.monotonic() + 10
+        while app.deployment.pids[("slow", 0)] == victim and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert app.deployment.pids[("slow", 0)] != victim
+        assert not _pid_alive(victim)
+
+
+def test_a_retry_policy_retries_a_call_lost_with_its_worker() -> None:
+    marker = "/tmp/alto-test-retry-" + str(os.getpid())
+
+    def once_slow(s: dict) -> dict:
+        if not os.path.exists(marker):  # first attempt: hang until killed
+            open(marker, "w").close()
+            time.sleep(30)
+        return {"log": [os.getpid()]}
+
+    g = StateGraph(Log)
+    g.add_node("once_slow", once_slow, retry_policy=RetryPolicy(initial_interval=0.05))
+    g.add_edge(START, "once_slow")
+    try:
+        with g.compile(backend="alto", start="compile") as app:
+            victim = app.deployment.pids[("once_slow", 0)]
+            threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+            out = app.invoke({"log": []})
+            assert out["log"] and out["log"][0] != victim
+    finally:
+        if os.path.exists(marker):
+            os.remove(marker)
+
+
+def test_workers_exit_when_the_app_is_killed() -> None:
+    """SIGKILL leaves the app no chance to clean up: the lifeline pipe does it."""
+    script = textwrap.dedent(
+        """
+        import operator, sys, time
+        from typing import Annotated, TypedDict
+        from langgraph.graph import START, StateGraph
+        import alto_langgraph
+
+        class Log(TypedDict):
+            log: Annotated[list, operator.add]
+
+        g = StateGraph(Log)
+        g.add_node("a", lambda s: {"log": ["a"]})
+        g.add_edge(START, "a")
+        app = g.compile(backend="alto", replicas={"a": 2})
+        app.invoke({"log": []})
+        from alto_langgraph.runtime.forkserver import fork_server
+        pids = [*app.deployment.pids.values(), fork_server().proc.pid]
+        print(" ".join(map(str, pids)), flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 4 and all(_pid_alive(p) for p in pids)
+        proc.kill()
+        proc.wait(10)
+        assert _wait_gone(pids) == []
+    finally:
+        proc.kill()
+
+
+def test_a_stage_whose_code_does_not_load_fails_the_deployment_clearly() -> None:
+    g = StateGraph(Log)
+    g.add_node("a", _Unloadable())
+    g.add_edge(START, "a")
+    with pytest.raises(DeploymentError, match="stage 'a'.*could not be loaded.*no luck"):
+        g.compile(backend="alto", start="compile")
+
+
+class _Unloadable:
+    """Pickles fine, fails to unpickle (as a module missing in the worker would)."""
+
+    def __call__(self, s: dict) -> dict:
+        return {"log": ["a"]}
+
+    def __reduce__(self) -> Any:
+        return (_explode_load, ())
+
+
+def _explode_load() -> Any:
+    from alto_langgraph.runtime import worker
+
+    if worker.IN_STAGE_INSTANCE:
+        raise ImportError("no luck")
+    return _Unloadable.__new__(_Unloadable)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_unknown_stage_names_and_bad_counts_are_clear_errors() -> None:
+    g = _sleeper(0)
+    with pytest.raises(ValueError, match="no stage named 'serch'.*'slow'"):
+        g.compile(backend="alto", replicas={"serch": 2})
+    with pytest.raises(ValueError, match="stage 'slow' needs at least 1 instance"):
+        g.compile(backend="alto", replicas={"slow": 0})
+    with pytest.raises(ValueError, match="unknown setting.*statefull"):
+        g.compile(backend="alto", stages={"slow": {"statefull": True}})
+    with pytest.raises(ValueError, match="need executor='process'"):
+        g.compile(backend="alto", executor="inline", replicas={"slow": 2})
+
+
+def test_config_file_mirrors_the_papers_two_files(tmp_path: Any) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            [stages.agg]          # what each stage needs
+            stateful = true
+            group_depth = 1
+
+            [instances]           # how many of each
+            agg = 3
+            a = 1
+            """
+        )
+    )
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("agg", lambda p: {"log": [p]})
+    g.add_edge(START, "a")
+    app = alto_langgraph.compile(g, config=path, replicas={"agg": 2})  # keywords win
+    assert app.plan.stage("agg").replicas == 2
+    assert app.plan.stage("agg").routing.startswith("ancestry")
+    assert app.deployment.specs["agg"] == StageSpec("agg", replicas=2, stateful=True)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[deploy]\nx = 1\n")
+    with pytest.raises(ValueError, match="unknown table.*deploy"):
+        alto_langgraph.compile(g, config=bad)
+
+
+def test_subgraph_nodes_are_stages_named_by_their_path() -> None:
+    inner = StateGraph(Log)
+    inner.add_node("leaf", lambda s: {"log": [os.getpid()]})
+    inner.add_edge(START, "leaf")
+    g = StateGraph(Log)
+    g.add_node("sub", inner.compile())
+    g.add_edge(START, "sub")
+    with g.compile(backend="alto", replicas={"sub/leaf": 2}) as app:
+        assert set(app.deployment.specs) == {"sub/leaf"}
+        out = app.invoke({"log": []})
+        assert out["log"][0] in {app.deployment.pids[("sub/leaf", i)] for i in range(2)}
+
+
+def test_gpu_stages_get_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = {"lm": StageSpec("lm", replicas=2, gpus=1), "cpu": StageSpec("cpu", replicas=1)}
+    assert assign_gpus(specs, ["0", "1"]) == {("lm", 0): "0", ("lm", 1): "1", ("cpu", 0): ""}
+    with pytest.raises(ValueError, match="ask for 2 GPUs.*only 1"):
+        assign_gpus(specs, ["0"])
+    with pytest.warns(RuntimeWarning, match="none are visible"):
+        assert assign_gpus(specs, [])[("lm", 0)] == ""
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("lm", lambda p: {"log": [os.environ["CUDA_VISIBLE_DEVICES"]]})
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(4, "lm"))
+    with g.compile(backend="alto", replicas={"lm": 2}, stages={"lm": {"gpus": 1}}) as app:
+        assert set(app.invoke({"log": []})["log"]) == {"3", "5"}
+
+
+def test_tcp_transport_binds_loopback() -> None:
+    with _sleeper(0).compile(backend="alto", transport="tcp") as app:
+        assert app.invoke({"log": []})["log"]
+        assert all(a.startswith("tcp://127.0.0.1:") for a in app.deployment._addresses)
+
+
+def test_an_alto_graph_invoked_inside_a_node_runs_inline_in_the_worker() -> None:
+    inner = StateGraph(Log)
+    inner.add_node("leaf", lambda s: {"log": [os.getpid()]})
+    inner.add_edge(START, "leaf")
+    inner_app = inner.compile(backend="alto")  # process executor, but shipped by value
+
+    g = StateGraph(Log)
+    g.add_node("outer", lambda s: {"log": [os.getpid(), *inner_app.invoke({"log": []})["log"]]})
+    g.add_edge(START, "outer")
+    with g.compile(backend="alto") as app:
+        outer_pid, inner_pid = app.invoke({"log": []})["log"]
+    assert outer_pid == inner_pid == app.deployment.pids[("outer", 0)]
+    assert not inner_app.deployment.started  # the app's copy never started a deployment

@@ -4,8 +4,10 @@
 
 Two shapes (DESIGN.md section 8): a fan-out of N Sends aggregated by one node, and a
 chain of N steps, async no-op nodes. Reports the time per task (fan-out) and per step
-(chain) for each backend, best and median of the runs, and alto's ratio to LangGraph
-(below 1.0 is cheaper than LangGraph).
+(chain) for LangGraph and for alto with each executor (``inline``: node code in this
+process; ``process``: every node call goes to a stage instance in a worker process and
+back), best and median of the runs, and alto's ratio to LangGraph (below 1.0 is
+cheaper than LangGraph).
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ async def run(sends: int, steps: int, repeat: int) -> dict[str, Any]:
     collection before each run keeps one run's garbage out of the next one's time."""
     rows: dict[str, Any] = {}
     for shape, build, units in (("fan-out", fanout, sends), ("chain", chain, steps)):
-        apps = {b: build(units).compile(backend=b) for b in ("pregel", "alto")}
+        apps = {
+            "pregel": build(units).compile(),
+            "alto": build(units).compile(backend="alto", executor="inline"),
+            "alto-process": build(units).compile(backend="alto", executor="process"),
+        }
         times: dict[str, list[float]] = {b: [] for b in apps}
         for app in apps.values():
             await app.ainvoke({"n": 0}, {"recursion_limit": 100_000})  # warm-up
@@ -82,6 +88,7 @@ async def run(sends: int, steps: int, repeat: int) -> dict[str, Any]:
                 "median_ms_per_unit": statistics.median(ts) / units * 1e3,
             }
         print(f"  {shape}: {repeat} runs per backend done", flush=True)
+        apps["alto-process"].close()
     return rows
 
 
@@ -93,14 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = asyncio.run(run(args.sends, args.chain, args.repeat))
     print()
-    print(f"{'shape':<9} {'unit':<13} {'langgraph ms':>12} {'alto ms':>9} {'alto/langgraph':>15}")
+    print(
+        f"{'shape':<9} {'unit':<13} {'langgraph ms':>12} {'inline ms':>10} {'ratio':>6}"
+        f" {'process ms':>11} {'ratio':>6}"
+    )
     for shape, unit in (("fan-out", "task"), ("chain", "step")):
         for stat in ("min", "median"):
             lg = rows[f"{shape}/pregel"][f"{stat}_ms_per_unit"]
             al = rows[f"{shape}/alto"][f"{stat}_ms_per_unit"]
+            pr = rows[f"{shape}/alto-process"][f"{stat}_ms_per_unit"]
             rows[f"{shape}/{stat}_ratio"] = al / lg
+            rows[f"{shape}/{stat}_ratio_process"] = pr / lg
             label = f"{unit} ({stat})"
-            print(f"{shape:<9} {label:<13} {lg:>12.3f} {al:>9.3f} {al / lg:>15.2f}")
+            print(
+                f"{shape:<9} {label:<13} {lg:>12.3f} {al:>10.3f} {al / lg:>6.2f}"
+                f" {pr:>11.3f} {pr / lg:>6.2f}"
+            )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "overhead.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0

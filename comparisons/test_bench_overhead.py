@@ -28,14 +28,24 @@ def _runner(app: Any) -> Any:
 SHAPES = {"fan-out of 500 Sends": (fanout, 500, 502), "chain of 50 steps": (chain, 50, 50)}
 
 
-@pytest.mark.parametrize("backend", ["pregel", "alto"])
+BACKENDS = {
+    "langgraph": {},
+    "alto-inline": {"backend": "alto", "executor": "inline"},
+    "alto-process": {"backend": "alto", "executor": "process"},
+}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_overhead(benchmark: Any, shape: str, backend: str) -> None:
     build, size, expected = SHAPES[shape]
     benchmark.group = shape
-    once, loop = _runner(build(size).compile(backend=backend))
+    app = build(size).compile(**BACKENDS[backend])
+    once, loop = _runner(app)
     try:
         result = benchmark.pedantic(once, rounds=5, warmup_rounds=1)
     finally:
         loop.close()
+        if backend == "alto-process":
+            app.close()
     assert result == {"n": expected}

@@ -1,0 +1,91 @@
+"""pytest-benchmark: the router's forwarding, and one node call through the process executor.
+
+    python -m pytest comparisons --benchmark-only -k router
+
+``round trip via router`` is two router hops (client -> router -> echo instance ->
+router -> client); ``direct`` is the same echo without the router, so the difference
+is what forwarding costs. comparisons/router.py reports the same as per-hop
+percentiles and messages per second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import router as bench
+import zmq
+from langgraph.graph import START, StateGraph
+
+import alto_langgraph  # noqa: F401
+from alto_langgraph.runtime import wire
+from alto_langgraph.runtime.cluster import _cloudpickled
+from alto_langgraph.runtime.forkserver import fork_server
+from alto_langgraph.runtime.routing import LeastOutstanding
+
+
+@pytest.fixture(scope="module")
+def sockets() -> Iterator[dict[str, Any]]:
+    tmp = tempfile.mkdtemp(prefix="alto-bench-")
+    front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))
+    server = fork_server()
+    table = _cloudpickled([("echo", [b"echo#0"], LeastOutstanding())])
+    router = server.spawn(
+        "router",
+        {"front_address": front, "back_address": back, "stages": table},
+        {},
+        lambda code: None,
+    )
+    me = [sys.executable, bench.__file__, "--echo"]
+    echoes = [
+        subprocess.Popen([*me, back, "echo#0", "connect"]),
+        subprocess.Popen([*me, direct, "direct", "bind"]),
+    ]
+    ctx = zmq.Context()
+    client = ctx.socket(zmq.DEALER)
+    client.connect(front)
+    peer = ctx.socket(zmq.ROUTER)
+    peer.connect(direct)
+    time.sleep(0.5)
+    try:
+        yield {"via": client, "direct": peer}
+    finally:
+        ctx.destroy(linger=0)
+        for p in echoes:
+            p.kill()
+        server.kill(router)
+
+
+@pytest.mark.parametrize("path", ["via", "direct"])
+def test_round_trip(benchmark: Any, sockets: dict[str, Any], path: str) -> None:
+    benchmark.group = "router round trip (two hops via the router)"
+    sock = sockets[path]
+    env = wire.envelope(wire.TASK, b"1", b"echo")
+    frames = [env, bench.HEADER, bench.PAYLOAD]
+    if path == "direct":
+        frames = [b"direct", b"client", *frames]
+
+    def once() -> list[bytes]:
+        sock.send_multipart(frames)
+        return sock.recv_multipart()
+
+    reply = benchmark.pedantic(once, rounds=2000, warmup_rounds=200)
+    assert reply[-1] == bench.PAYLOAD
+
+
+def test_remote_node_call(benchmark: Any) -> None:
+    benchmark.group = "one no-op node call through the process executor"
+    g = StateGraph(bench.Counter)
+    g.add_node("noop", lambda s: {"n": 1})
+    g.add_edge(START, "noop")
+    with g.compile(backend="alto", start="compile") as app:
+        node = app.nodes["noop"].bound
+        result = benchmark.pedantic(
+            lambda: node.invoke({"n": 0}, {}), rounds=1000, warmup_rounds=100
+        )
+    assert result == {"n": 1}

@@ -28,14 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from typing_extensions import TypedDict
-
 import zmq
+from typing_extensions import TypedDict
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -111,7 +109,6 @@ def _throughput(sock: Any, count: int, window: int) -> float:
 
 
 def measure(count: int, window: int) -> dict[str, Any]:
-    from alto_langgraph.runtime import wire
     from alto_langgraph.runtime.cluster import _cloudpickled
     from alto_langgraph.runtime.forkserver import fork_server
     from alto_langgraph.runtime.routing import LeastOutstanding
@@ -219,23 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     r = measure(args.count, args.window)
     t = r["throughput"]
+
+    def pct(name: str, key: str, note: str = "") -> None:
+        v = r[key]
+        print(f"{name:<22} p50 {v['p50']:7.1f} us   p99 {v.get('p99', float('nan')):7.1f} us{note}")
+
+    pct("round trip via router", "round_trip_us")
+    pct("per hop", "per_hop_us", "   (target p50 <= 100)")
+    pct("direct round trip", "direct_round_trip_us")
+    pct("router adds per hop", "router_adds_per_hop_us")
     print(
-        f"round trip via router  p50 {r['round_trip_us']['p50']:7.1f} us   p99 {r['round_trip_us']['p99']:7.1f} us"
-    )
-    print(
-        f"per hop                p50 {r['per_hop_us']['p50']:7.1f} us   p99 {r['per_hop_us']['p99']:7.1f} us   (target p50 <= 100)"
-    )
-    print(
-        f"direct round trip      p50 {r['direct_round_trip_us']['p50']:7.1f} us   p99 {r['direct_round_trip_us']['p99']:7.1f} us"
-    )
-    print(f"router adds per hop    p50 {r['router_adds_per_hop_us']['p50']:7.1f} us")
-    print(
-        f"throughput             {t['messages_per_s_wall']:9.0f} msg/s wall, "
+        f"{'throughput':<22} {t['messages_per_s_wall']:9.0f} msg/s wall, "
         f"{t['messages_per_router_cpu_s']:9.0f} msg/s per router CPU second (target >= 50000)"
     )
-    print(
-        f"remote node call       p50 {r['remote_node_call_us']['p50']:7.1f} us   p99 {r['remote_node_call_us']['p99']:7.1f} us"
-    )
+    pct("remote node call", "remote_node_call_us")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "router.json").write_text(json.dumps(r, indent=2) + "\n")
     return 0

@@ -385,36 +385,50 @@ def test_a_retry_policy_retries_a_call_lost_with_its_worker() -> None:
             os.remove(marker)
 
 
-def test_workers_exit_when_the_app_is_killed() -> None:
-    """SIGKILL leaves the app no chance to clean up: the lifeline pipe does it."""
-    script = textwrap.dedent(
-        """
-        import operator, sys, time
-        from typing import Annotated, TypedDict
-        from langgraph.graph import START, StateGraph
-        import alto_langgraph
+_APP_SCRIPT = textwrap.dedent(
+    """
+    import functools, operator, os, sys, time
+    from typing import Annotated, TypedDict
+    from langgraph.graph import START, StateGraph
+    import alto_langgraph
 
-        class Log(TypedDict):
-            log: Annotated[list, operator.add]
+    class Log(TypedDict):
+        log: Annotated[list, operator.add]
 
-        g = StateGraph(Log)
-        g.add_node("a", lambda s: {"log": ["a"]})
-        g.add_edge(START, "a")
-        app = g.compile(backend="alto", replicas={"a": 2})
-        app.invoke({"log": []})
-        from alto_langgraph.runtime.forkserver import fork_server
-        pids = [*app.deployment.pids.values(), fork_server().proc.pid]
-        print(" ".join(map(str, pids)), flush=True)
+    @functools.cache  # a script's own cached function: shipped by value
+    def table():
+        return {"a": os.getpid()}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": [table()["a"]]})
+    g.add_edge(START, "a")
+    app = g.compile(backend="alto", replicas={"a": 2})
+    worker = app.invoke({"log": []})["log"][0]
+    from alto_langgraph.runtime.forkserver import fork_server
+    pids = [*app.deployment.pids.values(), fork_server().proc.pid]
+    assert worker in pids and worker != os.getpid()
+    print(" ".join(map(str, pids)), flush=True)
+    if sys.argv[1] == "kill":
         time.sleep(60)
-        """
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["kill", "exit"])
+def test_workers_exit_with_the_app(how: str) -> None:
+    """At interpreter exit without close(), and at SIGKILL, which leaves the app no
+    chance to clean up (the lifeline pipe does it), no process of alto's remains."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _APP_SCRIPT, how], stdout=subprocess.PIPE, text=True
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         pids = [int(p) for p in line.split()]
-        assert len(pids) == 4 and all(_pid_alive(p) for p in pids)
-        proc.kill()
-        proc.wait(10)
+        assert len(pids) == 4
+        if how == "kill":
+            assert all(_pid_alive(p) for p in pids)
+            proc.kill()
+        assert proc.wait(20) == (-signal.SIGKILL if how == "kill" else 0)
         assert _wait_gone(pids) == []
     finally:
         proc.kill()

@@ -10,6 +10,7 @@ stream writer, callbacks and ``@task`` calls are relayed to the caller (``relay.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import sys
@@ -84,11 +85,23 @@ def _sentinel_ref(obj: object) -> tuple[str, str] | None:
     return ref
 
 
+def _cached(func: Any, maxsize: int | None, typed: bool) -> Any:
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(func)
+
+
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:
             return (_sentinel, ref)
+        if isinstance(obj, _LRU_WRAPPER) and obj.__module__ == "__main__":
+            # pickle ships an @cache/@lru_cache function by reference, which a worker
+            # cannot resolve for a script's own; send the function, cache it there
+            params = obj.cache_parameters()
+            return (_cached, (obj.__wrapped__, params["maxsize"], params["typed"]))
         return super().reducer_override(obj)
+
+
+_LRU_WRAPPER = type(functools.lru_cache(lambda: None))
 
 
 def _pickle(value: Any) -> bytes:

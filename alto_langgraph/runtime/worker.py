@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import threading
 import traceback
 from typing import Any
 
 import cloudpickle
 import zmq
+import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from . import relay, shipping, wire
-from .transport import Endpoint
 
 #: exit code of an instance whose node code did not load (restarting it would not help)
 EXIT_LOAD_FAILED = 3
@@ -38,40 +39,53 @@ def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path:
             sys.path.insert(0, p)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    instance = StageInstance(stage, identity, loop)
-    context = zmq.Context()
-    endpoint = Endpoint(
-        zmq.DEALER,
-        back_address,
-        lambda frames: loop.call_soon_threadsafe(instance.on_message, frames),
-        identity=identity,
-        name=f"alto-stage-{stage}",
-        context=context,
-    )
-    instance.endpoint = endpoint
-    try:
-        instance.node = cloudpickle.loads(code)
-    except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        reason = f"stage {stage!r}: its node code could not be loaded in a worker process: {detail}"
-        endpoint.send([b"", wire.envelope(wire.FAILED), reason.encode()])
-        endpoint.close()
-        context.term()  # waits (up to the linger time) until FAILED is out
-        raise SystemExit(EXIT_LOAD_FAILED) from None
-    endpoint.send([b"", wire.envelope(wire.READY, b"", stage.encode())])
-    loop.run_forever()
+    loop.run_until_complete(StageInstance(stage, identity, loop).serve(back_address, code))
 
 
 class StageInstance:
+    """The socket lives on the event loop (no I/O thread: one thread hand-off less per
+    message each way); node code on other threads sends through the loop."""
+
     def __init__(self, stage: str, identity: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.stage = stage
         self.identity = identity
         self.loop = loop
         self.node: Any = None
-        self.endpoint: Endpoint | None = None
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
+        self.context = zmq.asyncio.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, identity)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        for opt in (zmq.SNDHWM, zmq.RCVHWM):
+            self.sock.setsockopt(opt, 0)
+        self._loop_thread = threading.get_ident()
+
+    def send(self, frames: list[Any]) -> None:
+        """Send one message (from any thread; in order per thread)."""
+        if threading.get_ident() == self._loop_thread:
+            self.sock.send_multipart(frames, copy=False)
+        else:
+            self.loop.call_soon_threadsafe(self.sock.send_multipart, frames)
+
+    async def serve(self, back_address: str, code: bytes) -> None:
+        self.sock.connect(back_address)
+        try:
+            self.node = cloudpickle.loads(code)
+        except BaseException as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            reason = (
+                f"stage {self.stage!r}: its node code could not be loaded in a worker "
+                f"process: {detail}"
+            )
+            await self.sock.send_multipart([b"", wire.envelope(wire.FAILED), reason.encode()])
+            self.sock.close()  # LINGER: FAILED still goes out
+            self.context.term()
+            raise SystemExit(EXIT_LOAD_FAILED) from None
+        await self.sock.send_multipart([b"", wire.envelope(wire.READY, b"", self.stage.encode())])
+        while True:
+            self.on_message(await self.sock.recv_multipart())
 
     def on_message(self, frames: list[Any]) -> None:
         client, env = bytes(frames[0]), bytes(frames[1])
@@ -91,8 +105,7 @@ class StageInstance:
                 relay.settle(fut, ok, value)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
-        assert self.endpoint is not None
-        send = self.endpoint.send
+        send = self.send
         link = _Link(self, client, call_id)
         try:
             value, config, streamed = shipping.open_call(bytes(payload), link)
@@ -131,7 +144,7 @@ class _Link:
         self.instance = instance
         self.client = client
         self.call_id = call_id
-        self.send = instance.endpoint.send  # type: ignore[union-attr]
+        self.send = instance.send
         self.calls = itertools.count()
 
     def emit(self, chunk: Any) -> None:

@@ -34,6 +34,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m pytest comparisons --benchmark-only
 	$(BIN)/python comparisons/barrier.py
 	$(BIN)/python comparisons/overhead.py
+	$(BIN)/python comparisons/router.py
+	$(BIN)/python comparisons/replicas.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -2,7 +2,8 @@
 
 Load it with ``-p alto_swap_plugin`` (this folder on PYTHONPATH). At import time,
 i.e. before any test module is collected, it replaces ``StateGraph.compile`` by a
-wrapper that defaults to ``backend="alto"``; nothing in the tests changes.
+wrapper that defaults to ``backend="alto"`` (executor ``inline``, or
+``$ALTO_EXECUTOR``); nothing in the tests changes.
 
 It also counts, per test:
 
@@ -51,6 +52,10 @@ def _bump(key: str, reason: str | None = None, n: int = 1) -> None:
 def _swapped_compile(self: StateGraph, *args: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("backend", "alto")
     if kwargs["backend"] == "alto":
+        # LangGraph's tests watch nodes through in-process side effects (mocks, shared
+        # lists), which worker processes would not share: the scheduler is measured
+        # inline unless ALTO_EXECUTOR says otherwise
+        kwargs.setdefault("executor", os.environ.get("ALTO_EXECUTOR", "inline"))
         _bump("compiles")
     return _plug._compile_with_backend(self, *args, **kwargs)
 

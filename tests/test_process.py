@@ -554,3 +554,15 @@ def test_an_alto_graph_invoked_inside_a_node_runs_inline_in_the_worker() -> None
         outer_pid, inner_pid = app.invoke({"log": []})["log"]
     assert outer_pid == inner_pid == app.deployment.pids[("outer", 0)]
     assert not inner_app.deployment.started  # the app's copy never started a deployment
+
+
+def test_an_app_dropped_without_close_stops_its_processes() -> None:
+    import gc
+
+    app = _sleeper(0).compile(backend="alto", start="compile")
+    app.invoke({"log": []})
+    pids = list(app.deployment.pids.values())
+    assert all(_pid_alive(p) for p in pids)
+    del app
+    gc.collect()
+    assert _wait_gone(pids) == []

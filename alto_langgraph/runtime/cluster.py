@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import functools
 import itertools
 import os
 import queue
@@ -210,12 +209,12 @@ class Cluster:
                     "router",
                     {"front_address": front, "back_address": back, "stages": _cloudpickled(table)},
                     {},
-                    self._router_exited,
+                    _weakly(self._router_exited),
                 )
                 self._client = Endpoint(
                     zmq.DEALER,
                     front,
-                    self._on_message,
+                    _weakly(self._on_message),
                     identity=self._client_id,
                     name="alto-client",
                 )
@@ -255,7 +254,7 @@ class Cluster:
                 "sys_path": list(sys.path),
             },
             env,
-            functools.partial(self._instance_exited, name, index),
+            _weakly(self._instance_exited, name, index),
         )
 
     def close(self) -> None:
@@ -394,6 +393,21 @@ class Cluster:
             deliver = self._calls.get(call_id)
         if deliver is not None:  # else: cancelled, or already failed as lost
             deliver(kind, env, payload)
+
+
+def _weakly(method: Any, *args: Any) -> Callable[..., None]:
+    """``method`` (bound, with ``args`` first) called through a weak reference: the I/O
+    thread and the fork server must not keep a deployment alive, or one its app
+    dropped without ``close()`` would never be finalized (and its processes would run
+    until the interpreter exits)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*more: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args, *more)
+
+    return call
 
 
 def _monotonic() -> float:

@@ -566,3 +566,46 @@ def test_an_app_dropped_without_close_stops_its_processes() -> None:
     del app
     gc.collect()
     assert _wait_gone(pids) == []
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None:
+    """A checkpointer sends the run to LangGraph's own scheduling (with a warning), but
+    node code still runs on stage instances: interrupt() there must see the resume
+    value, and record it in the caller's task, exactly as on stock LangGraph."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    def build() -> StateGraph:
+        def ask(s: dict) -> dict:
+            first = interrupt("first?")
+            second = interrupt("second?")
+            return {"log": [first, second]}
+
+        g = StateGraph(Log)
+        g.add_node("ask", ask)
+        g.add_edge(START, "ask")
+        return g
+
+    def drive(app: Any) -> list[Any]:
+        cfg = {"configurable": {"thread_id": "t1"}}
+        seen = []
+        if style == "sync":
+            seen.append(app.invoke({"log": []}, cfg)["__interrupt__"][0].value)
+            seen.append(app.invoke(Command(resume="a"), cfg)["__interrupt__"][0].value)
+            seen.append(app.invoke(Command(resume="b"), cfg)["log"])
+        else:
+
+            async def go() -> None:
+                seen.append((await app.ainvoke({"log": []}, cfg))["__interrupt__"][0].value)
+                seen.append((await app.ainvoke(Command(resume="a"), cfg))["__interrupt__"][0].value)
+                seen.append((await app.ainvoke(Command(resume="b"), cfg))["log"])
+
+            asyncio.run(go())
+        return seen
+
+    stock = drive(build().compile(checkpointer=InMemorySaver()))
+    assert stock == ["first?", "second?", ["a", "b"]]
+    with build().compile(backend="alto", checkpointer=InMemorySaver()) as app:
+        with pytest.warns(alto_langgraph.AltoFallbackWarning, match="checkpointer"):
+            assert drive(app) == stock

@@ -33,7 +33,14 @@ import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import relay, shipping, wire
-from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, no_op_stream_writer
+from ._pregel import (
+    CONF,
+    CONFIG_KEY_CALL,
+    CONFIG_KEY_RUNTIME,
+    CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_SEND,
+    no_op_stream_writer,
+)
 from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
@@ -550,6 +557,8 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     callbacks.replay(shipping.loads(payload))
+                elif kind == wire.WRITES:
+                    _task_writes(config, *shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -581,6 +590,8 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     await callbacks.areplay(shipping.loads(payload))
+                elif kind == wire.WRITES:
+                    _task_writes(config, *shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -612,6 +623,16 @@ class RemoteNode(Runnable[Any, Any]):
     ) -> AsyncIterator[Any]:
         async for chunk in self._arun(input, config, streamed=True):
             yield chunk
+
+
+def _task_writes(config: RunnableConfig, op: str, writes: Any) -> None:
+    """What the node did to its task from the instance: writes (``interrupt()`` records
+    resume values), or consuming the run's null resume value."""
+    conf = config[CONF]
+    if op == "send":
+        conf[CONFIG_KEY_SEND](writes)
+    elif op == "consume_null_resume":
+        conf[CONFIG_KEY_SCRATCHPAD].get_null_resume(True)
 
 
 def _outcome(kind: bytes, payload: Any) -> Any:

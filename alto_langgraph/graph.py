@@ -22,7 +22,7 @@ from .compiler import Plan, lower
 from .options import AltoOptions
 from .runtime import worker
 from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
-from .runtime.cluster import CONFIG_KEY_REQUEST, Cluster, RemoteNode
+from .runtime.cluster import CONFIG_KEY_IN_PROCESS, CONFIG_KEY_REQUEST, Cluster, RemoteNode
 from .runtime.coordinator import (
     AsyncRequestRun,
     RequestRun,
@@ -202,7 +202,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            async with aclosing(super().astream(input, config, **kwargs)) as stream:
+            stock = super().astream(input, _in_process(config), **kwargs)
+            async with aclosing(stock) as stream:
                 async for chunk in stream:
                     yield chunk
             return
@@ -230,7 +231,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            yield from super().stream(input, config, **kwargs)
+            yield from super().stream(input, _in_process(config), **kwargs)
             return
         if self._alto.cluster is not None:
             self._alto.cluster.start()  # the first run starts the processes
@@ -251,6 +252,14 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "retry_policy": self.retry_policy,
             "executor": self._alto.executor,
         }
+
+
+def _in_process(config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` for a run on stock LangGraph: node code runs in this process too (a
+    checkpointer, store or cache is the app's, and LangGraph hands it to the node)."""
+    config = dict(config or {})
+    config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_IN_PROCESS: True}
+    return config  # type: ignore[return-value]
 
 
 def _with_hook(config: RunnableConfig | None, run: RequestRun) -> RunnableConfig:

@@ -570,9 +570,8 @@ def test_an_app_dropped_without_close_stops_its_processes() -> None:
 
 @pytest.mark.parametrize("style", ["sync", "async"])
 def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None:
-    """A checkpointer sends the run to LangGraph's own scheduling (with a warning), but
-    node code still runs on stage instances: interrupt() there must see the resume
-    value, and record it in the caller's task, exactly as on stock LangGraph."""
+    """A checkpointer sends the run to stock LangGraph (with a warning), node code
+    included: it runs in the app process, where interrupt() finds its resume values."""
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command, interrupt
 
@@ -580,7 +579,7 @@ def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None
         def ask(s: dict) -> dict:
             first = interrupt("first?")
             second = interrupt("second?")
-            return {"log": [first, second]}
+            return {"log": [first, second, os.getpid()]}
 
         g = StateGraph(Log)
         g.add_node("ask", ask)
@@ -605,7 +604,26 @@ def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None
         return seen
 
     stock = drive(build().compile(checkpointer=InMemorySaver()))
-    assert stock == ["first?", "second?", ["a", "b"]]
+    assert stock == ["first?", "second?", ["a", "b", os.getpid()]]
     with build().compile(backend="alto", checkpointer=InMemorySaver()) as app:
         with pytest.warns(alto_langgraph.AltoFallbackWarning, match="checkpointer"):
             assert drive(app) == stock
+
+
+def test_a_graph_with_a_store_runs_its_nodes_in_process_with_the_store() -> None:
+    from langgraph.runtime import Runtime
+    from langgraph.store.memory import InMemoryStore
+
+    def remember(s: dict, runtime: Runtime) -> dict:
+        runtime.store.put(("users",), "u1", {"name": "Ann"})
+        return {"log": [runtime.store.get(("users",), "u1").value["name"], os.getpid()]}
+
+    g = StateGraph(Log)
+    g.add_node("remember", remember)
+    g.add_edge(START, "remember")
+    store = InMemoryStore()
+    with g.compile(backend="alto", store=store) as app:
+        with pytest.warns(alto_langgraph.AltoFallbackWarning, match="store"):
+            assert app.invoke({"log": []}) == {"log": ["Ann", os.getpid()]}
+        assert not app.deployment.started  # nothing needed a worker
+    assert store.get(("users",), "u1") is not None

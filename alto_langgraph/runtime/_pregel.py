@@ -9,8 +9,6 @@ against, and ``tests/test_pregel_internals.py`` fails loudly if one of them move
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph._internal._config import ensure_config
 from langgraph._internal._constants import (
     CONF,
@@ -32,7 +30,7 @@ from langgraph._internal._constants import (
 )
 from langgraph._internal._future import chain_future
 from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.pregel._algo import PUSH_TRIGGER, LazyAtomicCounter, _scratchpad
+from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
 from langgraph.runtime import Runtime
@@ -67,7 +65,6 @@ __all__ = [
     "Send",
     "TASKS",
     "no_op_stream_writer",
-    "copied_scratchpad",
     "new_scratchpad",
 ]
 
@@ -75,19 +72,3 @@ __all__ = [
 def new_scratchpad(task_id: str, checkpoint_ns: str, step: int, stop: int) -> PregelScratchpad:
     """A fresh scratchpad for a task that has no resume values (alto never resumes)."""
     return _scratchpad(None, [], task_id, checkpoint_ns, None, step, stop)
-
-
-def copied_scratchpad(
-    step: int, stop: int, resume: list[Any], get_null_resume: Any
-) -> PregelScratchpad:
-    """A task's scratchpad rebuilt in another process: its resume values (a copy), and
-    how to get the run's null resume value (``interrupt()`` reads both)."""
-    return PregelScratchpad(
-        step=step,
-        stop=stop,
-        call_counter=LazyAtomicCounter(),
-        interrupt_counter=LazyAtomicCounter(),
-        resume=resume,
-        get_null_resume=get_null_resume,
-        subgraph_counter=LazyAtomicCounter(),
-    )

@@ -33,14 +33,7 @@ import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import relay, shipping, wire
-from ._pregel import (
-    CONF,
-    CONFIG_KEY_CALL,
-    CONFIG_KEY_RUNTIME,
-    CONFIG_KEY_SCRATCHPAD,
-    CONFIG_KEY_SEND,
-    no_op_stream_writer,
-)
+from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, no_op_stream_writer
 from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
@@ -49,6 +42,8 @@ from .worker import EXIT_LOAD_FAILED
 
 #: the request id every task of a request carries in its config (set by the graph)
 CONFIG_KEY_REQUEST = "__alto_request"
+#: set on runs that fall back to stock LangGraph: node code runs in the app process
+CONFIG_KEY_IN_PROCESS = "__alto_in_process"
 
 #: how often one instance may die and be restarted within ``RESTART_WINDOW`` seconds
 MAX_RESTARTS = 5
@@ -557,8 +552,6 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     callbacks.replay(shipping.loads(payload))
-                elif kind == wire.WRITES:
-                    _task_writes(config, *shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -590,8 +583,6 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     await callbacks.areplay(shipping.loads(payload))
-                elif kind == wire.WRITES:
-                    _task_writes(config, *shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -599,6 +590,8 @@ class RemoteNode(Runnable[Any, Any]):
             raise
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if _in_process(config):
+            return self.node.invoke(input, config, **kwargs)
         run = self._run(input, config, streamed=False)
         try:
             return next(run)
@@ -606,6 +599,8 @@ class RemoteNode(Runnable[Any, Any]):
             run.close()
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if _in_process(config):
+            return await self.node.ainvoke(input, config, **kwargs)
         run = self._arun(input, config, streamed=False)
         try:
             return await anext(run)
@@ -616,23 +611,25 @@ class RemoteNode(Runnable[Any, Any]):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        yield from self._run(input, config, streamed=True)
+        if _in_process(config):
+            yield from self.node.stream(input, config, **kwargs)
+        else:
+            yield from self._run(input, config, streamed=True)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async for chunk in self._arun(input, config, streamed=True):
+        chunks = (
+            self.node.astream(input, config, **kwargs)
+            if _in_process(config)
+            else self._arun(input, config, streamed=True)
+        )
+        async for chunk in chunks:
             yield chunk
 
 
-def _task_writes(config: RunnableConfig, op: str, writes: Any) -> None:
-    """What the node did to its task from the instance: writes (``interrupt()`` records
-    resume values), or consuming the run's null resume value."""
-    conf = config[CONF]
-    if op == "send":
-        conf[CONFIG_KEY_SEND](writes)
-    elif op == "consume_null_resume":
-        conf[CONFIG_KEY_SCRATCHPAD].get_null_resume(True)
+def _in_process(config: RunnableConfig | None) -> bool:
+    return bool(config and (config.get(CONF) or {}).get(CONFIG_KEY_IN_PROCESS))
 
 
 def _outcome(kind: bytes, payload: Any) -> Any:

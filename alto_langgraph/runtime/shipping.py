@@ -28,10 +28,9 @@ from ._pregel import (
     CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
-    CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
     Runtime,
-    copied_scratchpad,
+    new_scratchpad,
     no_op_stream_writer,
 )
 from .messages import CONFIG_KEY_ANCESTRY
@@ -172,9 +171,6 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "ancestry": conf.get(CONFIG_KEY_ANCESTRY, ()),
         "step": pad.step if pad is not None else 0,
         "stop": pad.stop if pad is not None else 0,
-        # what interrupt() reads: the task's resume values and the run's null resume
-        "resume": list(pad.resume) if pad is not None else [],
-        "null_resume": pad.get_null_resume(False) if pad is not None else None,
         "runtime": None,
         "writer": False,
         "callbacks": relay.callbacks_to_ship(config.get("callbacks")),
@@ -206,7 +202,6 @@ class Link(Protocol):
     def emit(self, chunk: Any) -> None: ...
     def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
-    def task_writes(self, op: str, writes: Any) -> None: ...
 
 
 def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
@@ -218,20 +213,7 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     conf[CONFIG_KEY_TASK_ID] = task_id
     conf[CONFIG_KEY_CHECKPOINT_NS] = ns
     conf[CONFIG_KEY_ANCESTRY] = shipped["ancestry"]
-    null_resume = shipped["null_resume"]
-
-    def get_null_resume(consume: bool = False) -> Any:
-        nonlocal null_resume
-        value = null_resume
-        if consume and value is not None:
-            null_resume = None
-            link.task_writes("consume_null_resume", None)
-        return value
-
-    conf[CONFIG_KEY_SCRATCHPAD] = copied_scratchpad(
-        shipped["step"], shipped["stop"], list(shipped["resume"]), get_null_resume
-    )
-    conf[CONFIG_KEY_SEND] = functools.partial(link.task_writes, "send")
+    conf[CONFIG_KEY_SCRATCHPAD] = new_scratchpad(task_id, ns, shipped["step"], shipped["stop"])
     rt = shipped["runtime"]
     if rt is not None:
         writer = link.emit if shipped["writer"] else no_op_stream_writer

@@ -158,12 +158,6 @@ class _Link:
             return
         self.send([self.client, wire.envelope(wire.CALLBACK, self.call_id), payload])
 
-    def task_writes(self, op: str, writes: Any) -> None:
-        """``CONFIG_KEY_SEND`` (``op="send"``) and scratchpad side effects, for the
-        caller's task: ``interrupt()`` records resume values through them."""
-        payload = shipping.dumps_value((op, writes), "task writes")
-        self.send([self.client, wire.envelope(wire.WRITES, self.call_id), payload])
-
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
         """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""
         kwargs.pop("callbacks", None)  # the caller's task has its own

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .runtime.cluster import StageSpec
+from .runtime.routing import make_policy
 
 EXECUTORS = ("process", "inline")
 STARTS = ("first_run", "compile")
@@ -136,6 +137,11 @@ def _merge(
                 raise ValueError(f"alto {where}: stage {name!r}: {key} must be an integer >= 0")
         if "stateful" in fields and not isinstance(fields["stateful"], bool):
             raise ValueError(f"alto {where}: stage {name!r}: stateful must be true or false")
+        if fields.get("policy") is not None:
+            try:
+                make_policy(fields["policy"], stateful=bool(fields.get("stateful")))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"alto {where}: stage {name!r}: {exc}") from None
         into.setdefault(name, {}).update(fields)
     for name, n in instances.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

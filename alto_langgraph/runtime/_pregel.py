@@ -33,12 +33,14 @@ from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
-from langgraph.runtime import Runtime
+from langgraph.runtime import DEFAULT_RUNTIME, Runtime
+from langgraph.runtime import _no_op_heartbeat as no_op_heartbeat
 from langgraph.runtime import _no_op_stream_writer as no_op_stream_writer
 from langgraph.types import PregelExecutableTask, Send
 
 __all__ = [
     "CONF",
+    "DEFAULT_RUNTIME",
     "CONFIG_KEY_CALL",
     "CONFIG_KEY_CHECKPOINT_NS",
     "CONFIG_KEY_CHECKPOINTER",
@@ -64,6 +66,7 @@ __all__ = [
     "Runtime",
     "Send",
     "TASKS",
+    "no_op_heartbeat",
     "no_op_stream_writer",
     "new_scratchpad",
 ]

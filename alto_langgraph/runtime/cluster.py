@@ -21,9 +21,11 @@ import itertools
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -33,7 +35,7 @@ import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import relay, shipping, wire
-from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, no_op_stream_writer
+from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, DEFAULT_RUNTIME
 from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
@@ -48,6 +50,8 @@ CONFIG_KEY_IN_PROCESS = "__alto_in_process"
 #: how often one instance may die and be restarted within ``RESTART_WINDOW`` seconds
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+#: how long ``start`` waits for every instance to be ready
+START_TIMEOUT = 120.0
 
 
 class StageInstanceLost(ConnectionError):
@@ -155,7 +159,9 @@ class Cluster:
         self._code = dict(code)
         self.transport = transport
         self.host = host
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # start and close
+        self._spawn_lock = threading.Lock()  # spawning against tearing down
+        self._running = False  # the processes exist (from the router's start to teardown)
         self._started = False
         self._closed = False
         self._server: ForkServer | None = None
@@ -182,6 +188,7 @@ class Cluster:
     # -- lifecycle -------------------------------------------------------------------
     @property
     def started(self) -> bool:
+        """Whether the deployment is up (every instance has been ready)."""
         return self._started
 
     def start(self) -> None:
@@ -194,51 +201,65 @@ class Cluster:
             if self._closed:
                 raise RuntimeError("alto: this app was closed; compile it again to run it")
             shipped = {name: shipping.ship_code(name, node) for name, node in self._code.items()}
-            self._gpus = assign_gpus(self.specs, visible_gpus())
-            self._server = fork_server()
-            front, back = self._addresses = self._make_addresses()
-            table = [
-                (
-                    name,
-                    [wire.instance_id(name, i) for i in range(s.replicas)],
-                    make_policy(s.policy, stateful=s.stateful),
-                )
-                for name, s in self.specs.items()
-            ]
-            self._shipped = shipped
+            gpus = assign_gpus(self.specs, visible_gpus())
+            table = _cloudpickled(
+                [
+                    (
+                        name,
+                        [wire.instance_id(name, i) for i in range(s.replicas)],
+                        make_policy(s.policy, stateful=s.stateful),
+                    )
+                    for name, s in self.specs.items()
+                ]
+            )
+            self._shipped, self._gpus = shipped, gpus
+            self._server = server = fork_server()
             try:
-                self.pids["router"] = self._server.spawn(
-                    "router",
-                    {"front_address": front, "back_address": back, "stages": _cloudpickled(table)},
-                    {},
-                    _weakly(self._router_exited),
-                )
-                self._client = Endpoint(
-                    zmq.DEALER,
-                    front,
-                    _weakly(self._on_message),
-                    identity=self._client_id,
-                    name="alto-client",
-                )
-                for name, spec in self.specs.items():
-                    for i in range(spec.replicas):
-                        self._spawn_instance(name, i)
-                self._started = True
-                self._finalizer = weakref.finalize(
-                    self, _shutdown, self._server, self.pids, self._client, self._dir
-                )
-                reply = self._control(wire.CTL_WAIT_READY).result(timeout=120)
+                front, back = self._addresses = self._make_addresses()
+                with self._spawn_lock:
+                    self._running = True
+                    self._finalizer = weakref.finalize(
+                        self, _shutdown, server, self.pids, [], self._dir
+                    )
+                    self.pids["router"] = server.spawn(
+                        "router",
+                        {"front_address": front, "back_address": back, "stages": table},
+                        {},
+                        _weakly(self._router_exited),
+                    )
+                    self._client = Endpoint(
+                        zmq.DEALER,
+                        front,
+                        _weakly(self._on_message),
+                        identity=self._client_id,
+                        name="alto-client",
+                    )
+                    self._finalizer.detach()
+                    self._finalizer = weakref.finalize(
+                        self, _shutdown, server, self.pids, [self._client], self._dir
+                    )
+                    for name, spec in self.specs.items():
+                        for i in range(spec.replicas):
+                            self._spawn_instance(name, i)
+                kind, detail = self._control(wire.CTL_WAIT_READY).result(timeout=START_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                self._teardown()
+                raise DeploymentError(
+                    f"alto: the deployment did not become ready within {START_TIMEOUT:.0f} s"
+                ) from None
             except BaseException:
-                self._started = True
                 self._teardown()
                 raise
-            if reply[0] != wire.READY:
+            if kind != wire.READY:
                 self._teardown()
-                raise DeploymentError(f"alto: the deployment did not start: {reply[1].decode()}")
+                raise DeploymentError(f"alto: the deployment did not start: {detail.decode()}")
+            self._started = True
 
     def _make_addresses(self) -> tuple[str, str]:
         if self.transport == "ipc":
             self._dir = tempfile.mkdtemp(prefix="alto-")  # mode 0700: this user only
+            assert self._server is not None
+            self._server.remove_at_exit(self._dir)  # even if this app is SIGKILLed
             return f"ipc://{self._dir}/front", f"ipc://{self._dir}/back"
         ports = _free_ports(self.host, 2)
         return f"tcp://{self.host}:{ports[0]}", f"tcp://{self.host}:{ports[1]}"
@@ -265,72 +286,74 @@ class Cluster:
             self._closed = True
             self._teardown()
 
-    def _teardown(self) -> None:
-        if not self._started:
-            return
-        self._started = False
+    def _teardown(
+        self, reason: str = "alto: the app was closed while this call was running"
+    ) -> None:
+        with self._spawn_lock:  # no restart can spawn into a deployment being torn down
+            if not self._running:
+                return
+            self._running = False
+            self._started = False
         if self._finalizer is not None:
             self._finalizer()  # kills the processes, waits for them, removes the socket dir
+        self._fail_calls(reason)
+
+    def _fail_calls(self, reason: str) -> None:
         calls, self._calls = self._calls, {}
         for deliver in calls.values():
-            deliver(wire.LOST, b"", b"alto: the app was closed while this call was running")
+            _deliver(deliver, wire.LOST, b"", reason.encode())
 
     # -- supervision (on the fork server's reader thread) ----------------------------
-    def _router_exited(self, code: int) -> None:
-        if not self._started:
+    def _router_exited(self, code: int | None) -> None:
+        if not self._running:
             return
         # everything in flight is lost (start() may be waiting for a reply, holding
         # the lock); the processes go, and the next run starts a new deployment
-        reason = f"alto: the router (pid {self.pids.get('router')}) died with exit code {code}"
-        calls, self._calls = self._calls, {}
-        for deliver in calls.values():
-            deliver(wire.LOST, b"", reason.encode())
+        reason = f"alto: the router (pid {self.pids.get('router')}) {_exit_text(code)}"
+        self._fail_calls(reason)
+        threading.Thread(target=self._teardown, args=(reason,), daemon=True).start()
 
-        def teardown() -> None:
-            with self._lock:
-                self._teardown()
-
-        threading.Thread(target=teardown, daemon=True).start()
-
-    def _instance_exited(self, name: str, index: int, code: int) -> None:
-        if not self._started or self._client is None:
+    def _instance_exited(self, name: str, index: int, code: int | None) -> None:
+        client = self._client
+        if not self._running or client is None:
             return
         inst = wire.instance_id(name, index)
-        pid = self.pids.get((name, index))
+        when = "while running node" if self._started else "before it was ready, for node"
         reason = (
-            f"alto: stage instance {inst.decode()} (pid {pid}) died with exit code {code} "
-            f"while running node {name!r}"
+            f"alto: stage instance {inst.decode()} (pid {self.pids.get((name, index))}) "
+            f"{_exit_text(code)} {when} {name!r}"
         )
-        self._client.send(
-            [wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()]
-        )
+        client.send([wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()])
         if code == EXIT_LOAD_FAILED:
             return  # it said why (FAILED), and would fail again
         now = _monotonic()
         recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
-        if len(recent) >= MAX_RESTARTS:
-            return  # keeps dying: calls for it fail (as LOST) rather than loop forever
+        if code is None or len(recent) >= MAX_RESTARTS:
+            # keeps dying (or nothing can restart it): fail its stage's waiting calls
+            why = f"{reason}; not restarted ({len(recent)} restarts in {RESTART_WINDOW:.0f} s)"
+            client.send(
+                [wire.envelope(wire.CONTROL, b"", wire.CTL_FAILED, inst), b"", why.encode()]
+            )
+            return
         self._restarts[(name, index)] = [*recent, now]
         # not on this thread: spawning waits for this thread to read the reply
-        threading.Thread(target=self._restart, args=(name, index), daemon=True).start()
+        threading.Thread(target=self._restart, args=(name, index, reason), daemon=True).start()
 
-    def _restart(self, name: str, index: int) -> None:
-        with self._lock:
-            if not self._started or self._client is None:
+    def _restart(self, name: str, index: int, reason: str) -> None:
+        inst = wire.instance_id(name, index)
+        with self._spawn_lock:
+            client = self._client
+            if not self._running or client is None:
                 return
             try:
                 self._spawn_instance(name, index)
-            except Exception:
+            except Exception as exc:
+                why = f"{reason}; restarting it failed: {exc}"
+                client.send(
+                    [wire.envelope(wire.CONTROL, b"", wire.CTL_FAILED, inst), b"", why.encode()]
+                )
                 return
-            self._client.send(
-                [
-                    wire.envelope(
-                        wire.CONTROL, b"", wire.CTL_RESTARTED, wire.instance_id(name, index)
-                    ),
-                    b"",
-                    b"",
-                ]
-            )
+            client.send([wire.envelope(wire.CONTROL, b"", wire.CTL_RESTARTED, inst), b"", b""])
 
     # -- calls -----------------------------------------------------------------------
     def call(
@@ -350,6 +373,9 @@ class Cluster:
         assert client is not None
         call_id = str(next(self._ids)).encode()
         self._calls[call_id] = deliver
+        if not self._running or self._client is not client:  # closed meanwhile
+            self._calls.pop(call_id, None)
+            raise StageInstanceLost("alto: the app was closed before this call was sent")
         client.send([wire.envelope(wire.TASK, call_id, stage.encode(), key), header, payload])
         return call_id
 
@@ -393,8 +419,26 @@ class Cluster:
             deliver = self._calls.pop(call_id, None)
         else:
             deliver = self._calls.get(call_id)
-        if deliver is not None:  # else: cancelled, or already failed as lost
-            deliver(kind, env, payload)
+        if deliver is not None and not _deliver(deliver, kind, env, payload):
+            self.cancel(call_id)  # its caller is gone (e.g. its event loop was closed)
+
+
+def _deliver(deliver: Deliver, kind: bytes, env: bytes, payload: Any) -> bool:
+    """Hand a message to its caller; False if the caller cannot take it any more. Runs
+    on the I/O thread, which must survive any one caller."""
+    try:
+        deliver(kind, env, payload)
+        return True
+    except Exception:
+        return False
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "is no longer supervised (the fork server exited)"
+    if code < 0:
+        return f"was killed by signal {-code}"
+    return f"died with exit code {code}"
 
 
 def _weakly(method: Any, *args: Any) -> Callable[..., None]:
@@ -413,8 +457,6 @@ def _weakly(method: Any, *args: Any) -> Callable[..., None]:
 
 
 def _monotonic() -> float:
-    import time
-
     return time.monotonic()
 
 
@@ -443,7 +485,11 @@ def _free_ports(host: str, n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
-            s.bind((host, 0))
+            try:
+                s.bind((host, 0))
+            except OSError as exc:
+                msg = f"alto option transport='tcp': cannot bind host={host!r}: {exc}"
+                raise ValueError(msg) from exc
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
@@ -451,24 +497,35 @@ def _free_ports(host: str, n: int) -> list[int]:
 
 
 def _shutdown(
-    server: ForkServer, pids: dict[Any, int], client: Endpoint | None, socket_dir: str | None
+    server: ForkServer, pids: dict[Any, int], clients: list[Endpoint], socket_dir: str | None
 ) -> None:
-    """Kill a deployment's processes and wait until the fork server has reaped them."""
-    if client is not None:
+    """Stop a deployment's processes: SIGTERM (they flush their output), SIGKILL after a
+    grace period; wait until they are gone, remove the socket directory."""
+    for client in clients:
         client.close()
-    if server.alive():
-        done = threading.Event()
-        remaining = set(pids.values())
-        # the processes are the fork server's children: it reports each exit
+    remaining = set(pids.values())
+    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
         for pid in remaining:
-            server.kill(pid)
-        deadline = _monotonic() + 5
+            _kill(server, pid, sig)
+        deadline = _monotonic() + grace
         while remaining and _monotonic() < deadline:
             remaining = {p for p in remaining if _pid_alive(p)}
             if remaining:
-                done.wait(0.005)
+                time.sleep(0.005)
+        if not remaining:
+            break
     if socket_dir is not None:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _kill(server: ForkServer, pid: int, sig: int) -> None:
+    if server.alive():  # it knows which pids are still its children: never a stranger
+        server.kill(pid, sig)
+        return
+    try:  # no fork server: the processes are orphans now, ours to stop
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -510,8 +567,7 @@ class RemoteNode(Runnable[Any, Any]):
         return self.cluster.call(self.stage, header, payload, key, deliver)
 
     def _writer(self, config: RunnableConfig) -> Callable[[Any], None]:
-        runtime = (config.get(CONF) or {}).get(CONFIG_KEY_RUNTIME)
-        return runtime.stream_writer if runtime is not None else no_op_stream_writer
+        return _runtime(config).stream_writer
 
     def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
         """A @task call made by the node: through this task's own call machinery."""
@@ -552,6 +608,8 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     callbacks.replay(shipping.loads(payload))
+                elif kind == wire.HEARTBEAT:
+                    _runtime(config).heartbeat()
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -583,6 +641,8 @@ class RemoteNode(Runnable[Any, Any]):
                     self._writer(config)(shipping.loads(payload))
                 elif kind == wire.CALLBACK:
                     await callbacks.areplay(shipping.loads(payload))
+                elif kind == wire.HEARTBEAT:
+                    _runtime(config).heartbeat()
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -628,6 +688,10 @@ class RemoteNode(Runnable[Any, Any]):
             yield chunk
 
 
+def _runtime(config: RunnableConfig) -> Any:
+    return (config.get(CONF) or {}).get(CONFIG_KEY_RUNTIME) or DEFAULT_RUNTIME
+
+
 def _in_process(config: RunnableConfig | None) -> bool:
     return bool(config and (config.get(CONF) or {}).get(CONFIG_KEY_IN_PROCESS))
 
@@ -636,7 +700,7 @@ def _outcome(kind: bytes, payload: Any) -> Any:
     if kind == wire.RESULT:
         return shipping.loads(payload)
     if kind == wire.ERROR:
-        raise shipping.loads(payload)
+        raise shipping.loads(payload)  # checked to unpickle in the instance
     raise StageInstanceLost(bytes(payload).decode(errors="replace"))
 
 

@@ -20,6 +20,7 @@ import itertools
 import os
 import pickle
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -124,8 +125,18 @@ class ForkServer:
         return fut.result(timeout=60)
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
+        self._command(("kill", pid, sig))
+
+    def remove_at_exit(self, path: str) -> None:
+        """Remove directory ``path`` when the lifeline ends (the app exits or dies)."""
+        self._command(("remove_at_exit", path))
+
+    def _command(self, msg: tuple[Any, ...]) -> None:
         with self._lock:
-            _write_msg(self._ctl, ("kill", pid, sig))
+            try:
+                _write_msg(self._ctl, msg)
+            except OSError:  # the server is gone: nothing left to kill or clean
+                pass
 
     def _read(self, fd: int) -> None:
         reader = _Reader(fd)
@@ -146,6 +157,10 @@ class ForkServer:
             os.close(fd)
             for fut, _ in self._spawning.values():
                 fut.set_exception(RuntimeError("alto: the fork server exited"))
+            # nobody reports exits any more: every process it started is unsupervised
+            handlers, self._on_exit = self._on_exit, {}
+            for handler in handlers.values():
+                handler(None)
 
     def close(self) -> None:
         """End the lifeline: the server and everything it forked exit now."""
@@ -187,14 +202,28 @@ def _lifeline_watch(fd: int) -> None:
                 continue
             except OSError:
                 break
-        os._exit(0)
+        _exit_now(0)
 
     threading.Thread(target=watch, name="alto-lifeline", daemon=True).start()
+
+
+def _exit_now(code: int = 0) -> None:
+    """Leave at once, but with what the process printed written out."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, lambda *_: _exit_now(0))  # how a deployment is stopped
+    # node code's print() reaches a log or pipe line by line, as the app's own would
+    if not sys.stdout.isatty():
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.environ.update(env)
     _lifeline_watch(life_r)
     module, func = TARGETS[target].split(":")
@@ -207,9 +236,7 @@ def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int
         traceback.print_exc()
         code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit_now(code)
 
 
 def main(ctl_r: int, rep_w: int, life_r: int) -> None:
@@ -222,6 +249,7 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
     signal.set_wakeup_fd(sig_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
+    remove_at_exit: set[str] = set()
     reader = _Reader(ctl_r)
 
     def reap(block: bool) -> None:
@@ -236,6 +264,8 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
             _write_msg(rep_w, ("exited", pid, os.waitstatus_to_exitcode(status)))
 
     def shutdown() -> None:
+        for path in remove_at_exit:
+            shutil.rmtree(path, ignore_errors=True)
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -271,6 +301,8 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
                         _child(target, kwargs, env, life_r)
                     children.add(pid)
                     _write_msg(rep_w, ("spawned", token, pid))
+                elif msg[0] == "remove_at_exit":
+                    remove_at_exit.add(msg[1])
                 elif msg[0] == "kill":
                     _, pid, sig = msg
                     if pid in children:

@@ -20,7 +20,7 @@ from . import wire
 from .routing import RoutingPolicy
 
 #: messages an instance sends to the caller of a call before its result
-_TO_CALLER = frozenset((wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.CALL))
+_TO_CALLER = frozenset((wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.HEARTBEAT, wire.CALL))
 
 
 @dataclasses.dataclass
@@ -155,6 +155,8 @@ class Router:
                 if arg in route.live:
                     route.live.remove(arg)
                 self._fail_inflight(arg, bytes(detail).decode(errors="replace"), front)
+        elif cmd == wire.CTL_FAILED:
+            self._instance_failed(arg, bytes(detail).decode(errors="replace"), front)
         elif cmd == wire.CTL_RESTARTED:
             name = self.stage_of.get(arg)
             if name is not None:

@@ -31,6 +31,7 @@ from ._pregel import (
     CONFIG_KEY_TASK_ID,
     Runtime,
     new_scratchpad,
+    no_op_heartbeat,
     no_op_stream_writer,
 )
 from .messages import CONFIG_KEY_ANCESTRY
@@ -66,10 +67,11 @@ _PLAIN = (
 
 def _sentinel_ref(obj: object) -> tuple[str, str] | None:
     """``(module, name)`` of a module-level singleton: an ``object()`` sentinel of any
-    module, or any object held by a LangGraph/LangChain module. Such objects are
-    compared by identity, so they must arrive as the receiving process's own object,
-    not as a fresh copy (a copied ``DEFAULT_BOUND`` makes LangGraph run a subgraph's
-    input as a task)."""
+    module, or an UPPER_CASE constant of a LangGraph/LangChain module (``MISSING``,
+    ``DEFAULT_BOUND``). Such objects are compared by identity, so they must arrive as
+    the receiving process's own object, not as a copy (a copied ``DEFAULT_BOUND``
+    makes LangGraph run a subgraph's input as a task). Module *state* (lower case,
+    e.g. a global cache) travels by value like anything else."""
     global _sentinels_seen
     ref = _sentinels.get(id(obj))
     if ref is None and len(sys.modules) != _sentinels_seen:
@@ -78,10 +80,14 @@ def _sentinel_ref(obj: object) -> tuple[str, str] | None:
             library = mod_name.split(".", 1)[0] in _BY_REFERENCE
             for attr, value in list(getattr(mod, "__dict__", {}).items()):
                 if type(value) is object or (
-                    library and not attr.startswith("__") and not isinstance(value, _PLAIN)
+                    library and attr.isupper() and not isinstance(value, _PLAIN)
                 ):
                     _sentinels.setdefault(id(value), (mod_name, attr))
         ref = _sentinels.get(id(obj))
+    # the table is keyed by id: make sure the name still holds this very object
+    if ref is not None and getattr(sys.modules.get(ref[0]), ref[1], None) is not obj:
+        del _sentinels[id(obj)]
+        return None
     return ref
 
 
@@ -120,8 +126,9 @@ def _dumps(value: Any, what: str) -> bytes:
         return _pickle(value)
     except Exception as exc:
         raise ShippingError(
-            f"alto: {what} ({type(value).__name__}) cannot be sent to a worker process: "
-            f"{exc}{_culprit(value)}. Make it picklable, or compile with executor='inline'"
+            f"alto: {what} ({type(value).__name__}) cannot be pickled to pass between the "
+            f"app and its worker processes: {exc}{_culprit(value)}. Make it picklable, or "
+            "compile with executor='inline'"
         ) from exc
 
 
@@ -144,12 +151,36 @@ def dumps_value(value: Any, what: str) -> bytes:
     return _dumps(value, what)
 
 
+class StageError(Exception):
+    """An exception a node raised in a stage instance that could not travel back as
+    itself (it does not pickle, or does not unpickle): its type name, message and the
+    instance's traceback."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> Any:
+        return (StageError, (self.type_name, self.message, self.remote_traceback))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.type_name}: {self.message} (raised in a stage instance; its traceback "
+            "is in .remote_traceback)"
+        )
+
+
 def dumps_error(exc: BaseException) -> bytes:
+    """``exc`` pickled, if it also unpickles; else a ``StageError`` standing for it."""
     try:
-        return _pickle(exc)
+        data = _pickle(exc)
+        cloudpickle.loads(data)  # exceptions with extra __init__ arguments fail here
+        return data
     except Exception:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return _pickle(RuntimeError(f"{type(exc).__name__}: {exc}\n{text}"))
+        return _pickle(StageError(type(exc).__qualname__, str(exc), text))
 
 
 def loads(payload: Any) -> Any:
@@ -173,6 +204,7 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "stop": pad.stop if pad is not None else 0,
         "runtime": None,
         "writer": False,
+        "heartbeat": False,
         "callbacks": relay.callbacks_to_ship(config.get("callbacks")),
         "call": CONFIG_KEY_CALL in conf,
         "node_error": conf.get(CONFIG_KEY_NODE_ERROR),
@@ -186,6 +218,7 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
             "server_info": runtime.server_info,
         }
         shipped["writer"] = runtime.stream_writer is not no_op_stream_writer
+        shipped["heartbeat"] = runtime.heartbeat is not no_op_heartbeat
     try:
         return _pickle((value, shipped))
     except Exception:
@@ -202,6 +235,7 @@ class Link(Protocol):
     def emit(self, chunk: Any) -> None: ...
     def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
+    def heartbeat(self) -> None: ...
 
 
 def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
@@ -217,7 +251,8 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     rt = shipped["runtime"]
     if rt is not None:
         writer = link.emit if shipped["writer"] else no_op_stream_writer
-        conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, **rt)
+        beat = link.heartbeat if shipped["heartbeat"] else no_op_heartbeat
+        conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, heartbeat=beat, **rt)
     if shipped["call"]:
         conf[CONFIG_KEY_CALL] = link.call
     if shipped["node_error"] is not None:

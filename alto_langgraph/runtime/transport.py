@@ -9,12 +9,15 @@ callback on that thread (which must not block: it resolves futures or schedules 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import zmq
+
+logger = logging.getLogger("alto_langgraph")
 
 
 class Endpoint:
@@ -100,4 +103,7 @@ class Endpoint:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._on_message(frames)
+            try:
+                self._on_message(frames)
+            except Exception:  # one bad message must not end the endpoint
+                logger.exception("alto: dropped a message that could not be handled")

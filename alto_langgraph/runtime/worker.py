@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -22,6 +23,9 @@ import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from . import relay, shipping, wire
+
+#: the least time between two heartbeat messages of one call
+HEARTBEAT_EVERY = 0.05
 
 #: exit code of an instance whose node code did not load (restarting it would not help)
 EXIT_LOAD_FAILED = 3
@@ -146,6 +150,7 @@ class _Link:
         self.call_id = call_id
         self.send = instance.send
         self.calls = itertools.count()
+        self._last_beat = -HEARTBEAT_EVERY
 
     def emit(self, chunk: Any) -> None:
         payload = shipping.dumps_value(chunk, "a stream-writer chunk")
@@ -157,6 +162,14 @@ class _Link:
         except shipping.ShippingError:  # an event a handler cannot get: not the node's fault
             return
         self.send([self.client, wire.envelope(wire.CALLBACK, self.call_id), payload])
+
+    def heartbeat(self) -> None:
+        """``runtime.heartbeat()``: the caller's idle timeout is refreshed (at most one
+        message per ``HEARTBEAT_EVERY`` seconds)."""
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            self.send([self.client, wire.envelope(wire.HEARTBEAT, self.call_id), b""])
 
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
         """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""

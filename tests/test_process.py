@@ -352,7 +352,10 @@ def test_a_killed_worker_fails_its_request_and_is_restarted() -> None:
         victim = app.deployment.pids[("slow", 0)]
         timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
         timer.start()
-        with pytest.raises(StageInstanceLost, match=r"slow#0 \(pid \d+\) was killed by signal 9 while running node .slow."):
+        with pytest.raises(
+            StageInstanceLost,
+            match=r"slow#0 \(pid \d+\) was killed by signal 9 while running node .slow.",
+        ):
             app.invoke({"log": []})
         # the instance comes back and serves the next request
         deadline = time.monotonic() + 10
@@ -627,3 +630,173 @@ def test_a_graph_with_a_store_runs_its_nodes_in_process_with_the_store() -> None
             assert app.invoke({"log": []}) == {"log": ["Ann", os.getpid()]}
         assert not app.deployment.started  # nothing needed a worker
     assert store.get(("users",), "u1") is not None
+
+
+# -- found by review: failures that must not hang, values that must arrive intact --------
+
+
+def test_a_stage_that_keeps_crashing_fails_fast_instead_of_hanging() -> None:
+    g = StateGraph(Log)
+    g.add_node("die", lambda s: os._exit(1))
+    g.add_edge(START, "die")
+    with g.compile(backend="alto", start="compile") as app:
+        messages = []
+        for _ in range(8):
+            with pytest.raises(StageInstanceLost) as info:
+                app.invoke({"log": []})
+            messages.append(str(info.value))
+    assert "died with exit code 1 while running node 'die'" in messages[0]
+    assert "not restarted" in messages[-1]
+
+
+def test_an_instance_dying_while_it_loads_fails_the_start_clearly() -> None:
+    g = StateGraph(Log)
+    g.add_node("a", _DiesWhileLoading())
+    g.add_edge(START, "a")
+    t0 = time.monotonic()
+    with pytest.raises(DeploymentError, match="before it was ready.*not restarted"):
+        g.compile(backend="alto", start="compile")
+    assert time.monotonic() - t0 < 30  # restarts, then gives up: not the start timeout
+
+
+class _DiesWhileLoading:
+    def __call__(self, s: dict) -> dict:
+        return {"log": ["a"]}
+
+    def __reduce__(self) -> Any:
+        return (_die_in_worker, ())
+
+
+def _die_in_worker() -> Any:
+    from alto_langgraph.runtime import worker
+
+    if worker.IN_STAGE_INSTANCE:
+        os._exit(7)  # no FAILED message: as a crash in a C extension would
+    return _DiesWhileLoading.__new__(_DiesWhileLoading)
+
+
+def _delay_graph() -> StateGraph:
+    async def wait(s: dict) -> dict:
+        await asyncio.sleep(s["log"][0] if s["log"] else 0)
+        return {"log": ["done"]}
+
+    g = StateGraph(Log)
+    g.add_node("wait", wait)
+    g.add_edge(START, "wait")
+    return g
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_an_abandoned_event_loop_does_not_break_the_app() -> None:
+    with _delay_graph().compile(backend="alto", start="compile") as app:
+        loop = asyncio.new_event_loop()
+        loop.create_task(app.ainvoke({"log": [0.3]}))
+        loop.run_until_complete(asyncio.sleep(0.1))  # the call is in flight
+        loop.close()  # its caller is gone before the result comes back
+        time.sleep(0.4)
+        assert app.invoke({"log": []}) == {"log": ["done"]}
+        del loop
+        import gc
+
+        gc.collect()  # the abandoned task's complaints belong to this test
+
+
+class _CodedError(Exception):
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+def test_an_exception_with_its_own_init_arrives_as_itself() -> None:
+    def fail(s: dict) -> dict:
+        raise _CodedError(404, "not found")
+
+    g = StateGraph(Log)
+    g.add_node("fail", fail)
+    g.add_edge(START, "fail")
+    with g.compile(backend="alto") as app:
+        with pytest.raises(_CodedError, match="404: not found") as info:
+            app.invoke({"log": []})
+    assert info.value.code == 404
+
+
+def test_module_constants_keep_identity_and_module_state_travels_by_value() -> None:
+    from langgraph.pregel._read import DEFAULT_BOUND
+
+    from alto_langgraph.runtime import shipping
+
+    assert shipping.loads(shipping.dumps_value(DEFAULT_BOUND, "x")) is DEFAULT_BOUND
+    import langchain_core.globals as lc_globals
+
+    state = {"cache": [1, 2]}
+    lc_globals._alto_test_state = state  # lower case: module state, not a constant
+    try:
+        copy = shipping.loads(shipping.dumps_value(state, "x"))
+        assert copy == state and copy is not state
+    finally:
+        del lc_globals._alto_test_state
+
+
+def test_heartbeats_refresh_the_idle_timeout_across_processes() -> None:
+    from langgraph.runtime import Runtime
+    from langgraph.types import TimeoutPolicy
+
+    async def beating(s: dict, runtime: Runtime) -> dict:
+        for _ in range(8):  # 0.8 s in all, never 0.3 s without a heartbeat
+            await asyncio.sleep(0.1)
+            runtime.heartbeat()
+        return {"log": ["finished"]}
+
+    g = StateGraph(Log)
+    policy = TimeoutPolicy(idle_timeout=0.3, refresh_on="heartbeat")
+    g.add_node("beating", beating, timeout=policy)
+    g.add_edge(START, "beating")
+    stock = asyncio.run(g.compile().ainvoke({"log": []}))
+    with g.compile(backend="alto") as app:
+        assert asyncio.run(app.ainvoke({"log": []})) == stock == {"log": ["finished"]}
+
+
+def test_node_output_reaches_a_piped_stdout() -> None:
+    script = textwrap.dedent(
+        """
+        import operator
+        from typing import Annotated, TypedDict
+        from langgraph.graph import START, StateGraph
+        import alto_langgraph
+
+        class Log(TypedDict):
+            log: Annotated[list, operator.add]
+
+        def shout(s):
+            print("hello from the node")
+            return {"log": ["a"]}
+
+        g = StateGraph(Log)
+        g.add_node("shout", shout)
+        g.add_edge(START, "shout")
+        app = g.compile(backend="alto")
+        app.invoke({"log": []})
+        app.close()
+        print("app done")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["hello from the node", "app done"]
+
+
+def test_losing_the_fork_server_fails_calls_and_close_still_stops_everything() -> None:
+    with _delay_graph().compile(backend="alto", start="compile") as app:
+        pids = list(app.deployment.pids.values())
+        server = fork_server()
+        threading.Timer(0.3, server.proc.kill).start()
+        with pytest.raises(StageInstanceLost, match="no longer supervised"):
+            app.invoke({"log": [5]})
+    assert _wait_gone(pids) == []
+    # the next deployment gets a new fork server
+    with _sleeper(0).compile(backend="alto") as app:
+        assert app.invoke({"log": []})["log"]

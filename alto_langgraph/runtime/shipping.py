@@ -172,15 +172,37 @@ class StageError(Exception):
         )
 
 
+class _ExceptionState:
+    """Pickles an exception without calling its ``__init__`` again: its class, ``args``
+    and attributes (``MyError(code, detail)`` that passes one message up does not
+    unpickle the default way)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> Any:
+        exc = self.exc
+        return (_rebuild_exception, (type(exc), exc.args, dict(vars(exc))))
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
+    exc = cls.__new__(cls)
+    exc.args = args
+    vars(exc).update(state)
+    return exc
+
+
 def dumps_error(exc: BaseException) -> bytes:
-    """``exc`` pickled, if it also unpickles; else a ``StageError`` standing for it."""
-    try:
-        data = _pickle(exc)
-        cloudpickle.loads(data)  # exceptions with extra __init__ arguments fail here
-        return data
-    except Exception:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return _pickle(StageError(type(exc).__qualname__, str(exc), text))
+    """``exc`` pickled so that it unpickles as itself, or else a ``StageError`` for it."""
+    for form in (exc, _ExceptionState(exc)):
+        try:
+            data = _pickle(form)
+            cloudpickle.loads(data)  # exceptions with their own __init__ fail here
+            return data
+        except Exception:
+            continue
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return _pickle(StageError(type(exc).__qualname__, str(exc), text))
 
 
 def loads(payload: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import pytest
 import zmq
-from langgraph.graph import START, StateGraph
+from langgraph.graph import START, StateGraph, add_messages
 from langgraph.types import RetryPolicy, Send
 from typing_extensions import TypedDict
 
@@ -40,6 +40,10 @@ from alto_langgraph.runtime.shipping import ShippingError
 
 class Log(TypedDict):
     log: Annotated[list, operator.add]
+
+
+class Msgs(TypedDict):
+    messages: Annotated[list, add_messages]
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
@@ -800,3 +804,36 @@ def test_losing_the_fork_server_fails_calls_and_close_still_stops_everything() -
     # the next deployment gets a new fork server
     with _sleeper(0).compile(backend="alto") as app:
         assert app.invoke({"log": []})["log"]
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_push_message_streams_and_writes_the_message_once(executor: str) -> None:
+    """push_message() emits through the caller's messages handler and writes to the
+    caller's task; the node's output holding the same message is not emitted again."""
+    from langchain_core.messages import AIMessage
+    from langgraph.graph.message import push_message
+
+    def talk(s: dict) -> dict:
+        push_message(AIMessage("pushed", id="p1"))
+        return {"messages": [AIMessage("returned", id="r1")]}
+
+    def run(app: Any) -> tuple[list[Any], Any]:
+        chunks, final = [], None
+        for mode, data in app.stream({"messages": []}, stream_mode=["messages", "values"]):
+            if mode == "messages":
+                chunks.append((data[0].content, data[1]["langgraph_node"]))
+            else:
+                final = data
+        return chunks, final
+
+    def build() -> StateGraph:
+        g = StateGraph(Msgs)
+        g.add_node("talk", talk)
+        g.add_edge(START, "talk")
+        return g
+
+    stock = run(build().compile())
+    with build().compile(backend="alto", executor=executor) as app:
+        assert run(app) == stock
+    assert stock[0] == [("pushed", "talk"), ("returned", "talk")]
+    assert [m.content for m in stock[1]["messages"]] == ["pushed", "returned"]

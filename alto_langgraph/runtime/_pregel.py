@@ -31,6 +31,7 @@ from langgraph._internal._constants import (
 from langgraph._internal._future import chain_future
 from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
+from langgraph.pregel._messages import StreamMessagesHandler
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
 from langgraph.runtime import DEFAULT_RUNTIME, Runtime
@@ -65,6 +66,7 @@ __all__ = [
     "PregelScratchpad",
     "Runtime",
     "Send",
+    "StreamMessagesHandler",
     "TASKS",
     "no_op_heartbeat",
     "no_op_stream_writer",

@@ -35,7 +35,7 @@ import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import relay, shipping, wire
-from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, DEFAULT_RUNTIME
+from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, CONFIG_KEY_SEND, DEFAULT_RUNTIME
 from .forkserver import ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
@@ -610,6 +610,8 @@ class RemoteNode(Runnable[Any, Any]):
                     callbacks.replay(shipping.loads(payload))
                 elif kind == wire.HEARTBEAT:
                     _runtime(config).heartbeat()
+                elif kind == wire.WRITES:
+                    config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:
@@ -643,6 +645,8 @@ class RemoteNode(Runnable[Any, Any]):
                     await callbacks.areplay(shipping.loads(payload))
                 elif kind == wire.HEARTBEAT:
                     _runtime(config).heartbeat()
+                elif kind == wire.WRITES:
+                    config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
                 elif kind == wire.CALL:
                     self._call(config, env, payload)
         except BaseException:

@@ -26,6 +26,8 @@ from langchain_core.callbacks.manager import ahandle_event, handle_event
 # node streams tokens only if one listens) and that tap streamed outputs
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
+from ._pregel import StreamMessagesHandler
+
 #: callback event -> the handler attribute that opts out of it (as LangChain's managers)
 EVENTS: dict[str, str | None] = {
     "on_llm_start": "ignore_llm",
@@ -74,6 +76,10 @@ def callbacks_to_ship(callbacks: Any) -> dict[str, Any] | None:
         "metadata": dict(manager.metadata) if manager else {},
         "inheritable_metadata": dict(manager.inheritable_metadata) if manager else {},
         "streaming": any(isinstance(h, _StreamingCallbackHandler) for h in handlers),
+        # push_message() inside the node emits through these directly
+        "messages": [
+            (h.subgraphs, h.parent_ns) for h in handlers if isinstance(h, StreamMessagesHandler)
+        ],
     }
 
 
@@ -133,8 +139,16 @@ class Replayer:
             kwargs["parent_run_id"] = self.parent_run_id
         return name, args, kwargs
 
+    def _emit_message(self, index: int, meta: Any, message: Any) -> None:
+        """push_message() in the node: emitted by the caller's ``index``-th messages
+        handler, which also remembers the message (no duplicate from the node output)."""
+        mine = [h for h in self.handlers if isinstance(h, StreamMessagesHandler)]
+        mine[index]._emit(meta, message, dedupe=False)
+
     def replay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
+        if name == "emit_message":
+            return self._emit_message(*args)
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=False)
@@ -149,6 +163,8 @@ class Replayer:
 
     async def areplay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
+        if name == "emit_message":
+            return self._emit_message(*args)
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=True)
@@ -218,12 +234,33 @@ for _name in EVENTS:
     setattr(ForwardingHandler, _name, _forwarder(_name))
 
 
+class RelayedMessagesHandler(StreamMessagesHandler):
+    """Stands in for one of the caller's ``stream_mode="messages"`` handlers, for
+    ``push_message()``, which emits through the handler itself; every other event
+    reaches the caller's handler through the ``ForwardingHandler``."""
+
+    def __init__(self, index: int, subgraphs: bool, parent_ns: Any, send: Callable[..., None]):
+        super().__init__(lambda chunk: None, subgraphs, parent_ns=parent_ns)
+        self._index = index
+        self._send = send
+
+    def _emit(self, meta: Any, message: Any, *, dedupe: bool = False) -> None:
+        self._send("emit_message", (self._index, meta, message), {})
+
+    ignore_llm = ignore_chat_model = ignore_chain = ignore_agent = True  # type: ignore[assignment]
+    ignore_retriever = ignore_retry = ignore_custom_event = True  # type: ignore[assignment]
+
+
 def instance_callbacks(shipped: dict[str, Any], send: Callable[..., None]) -> CallbackManager:
     shipped = dict(shipped)
     cls = StreamingForwardingHandler if shipped.pop("streaming") else ForwardingHandler
-    handler = cls(send)
+    handlers: list[BaseCallbackHandler] = [cls(send)]
+    handlers += [
+        RelayedMessagesHandler(i, subgraphs, parent_ns, send)
+        for i, (subgraphs, parent_ns) in enumerate(shipped.pop("messages"))
+    ]
     return CallbackManager(
-        handlers=[handler], inheritable_handlers=[handler], parent_run_id=None, **shipped
+        handlers=handlers, inheritable_handlers=handlers, parent_run_id=None, **shipped
     )
 
 

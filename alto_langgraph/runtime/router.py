@@ -20,7 +20,9 @@ from . import wire
 from .routing import RoutingPolicy
 
 #: messages an instance sends to the caller of a call before its result
-_TO_CALLER = frozenset((wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.HEARTBEAT, wire.CALL))
+_TO_CALLER = frozenset(
+    (wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.WRITES, wire.HEARTBEAT, wire.CALL)
+)
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ from ._pregel import (
     CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
     Runtime,
     new_scratchpad,
@@ -258,6 +259,7 @@ class Link(Protocol):
     def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
     def heartbeat(self) -> None: ...
+    def task_writes(self, writes: Any) -> None: ...
 
 
 def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
@@ -275,6 +277,7 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
         writer = link.emit if shipped["writer"] else no_op_stream_writer
         beat = link.heartbeat if shipped["heartbeat"] else no_op_heartbeat
         conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, heartbeat=beat, **rt)
+    conf[CONFIG_KEY_SEND] = link.task_writes
     if shipped["call"]:
         conf[CONFIG_KEY_CALL] = link.call
     if shipped["node_error"] is not None:

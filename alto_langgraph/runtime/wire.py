@@ -16,9 +16,9 @@ Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets)
     instance -> router         client id, envelope, payload      (result, error, emit)
     router -> coordinator      envelope, payload
 
-A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``HEARTBEAT`` and ``CALL`` messages travel
-the same path as its result and ahead of it, so the coordinator sees them in the order
-the node made them.
+A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT`` and ``CALL``
+messages travel the same path as its result and ahead of it, so the coordinator sees
+them in the order the node made them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ ERROR = b"E"  # the node raised (payload: the pickled exception)
 CHUNK = b"P"  # a chunk of the node's output, when the caller streams it (then RESULT: None)
 EMIT = b"S"  # a chunk the node wrote to its stream writer, before its result
 CALLBACK = b"B"  # a LangChain callback event of a run inside the node (payload: name, args)
+WRITES = b"W"  # writes the node made to its task directly (push_message's state write)
 HEARTBEAT = b"H"  # the node called runtime.heartbeat() (its idle timeout is the caller's)
 CALL = b"K"  # a functional-API @task call made inside the node, for the caller's loop
 #   (stage field: the instance that waits; routing key field: the call's sub-id)

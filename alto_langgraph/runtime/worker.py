@@ -163,6 +163,11 @@ class _Link:
             return
         self.send([self.client, wire.envelope(wire.CALLBACK, self.call_id), payload])
 
+    def task_writes(self, writes: Any) -> None:
+        """``CONFIG_KEY_SEND``: writes to the caller's task (``push_message`` makes one)."""
+        payload = shipping.dumps_value(writes, "task writes")
+        self.send([self.client, wire.envelope(wire.WRITES, self.call_id), payload])
+
     def heartbeat(self) -> None:
         """``runtime.heartbeat()``: the caller's idle timeout is refreshed (at most one
         message per ``HEARTBEAT_EVERY`` seconds)."""

@@ -202,12 +202,12 @@ def _lifeline_watch(fd: int) -> None:
                 continue
             except OSError:
                 break
-        _exit_now(0)
+        exit_now(0)
 
     threading.Thread(target=watch, name="alto-lifeline", daemon=True).start()
 
 
-def _exit_now(code: int = 0) -> None:
+def exit_now(code: int = 0) -> None:
     """Leave at once, but with what the process printed written out."""
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -220,7 +220,9 @@ def _exit_now(code: int = 0) -> None:
 def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGTERM, lambda *_: _exit_now(0))  # how a deployment is stopped
+    # SIGTERM stops a deployment's process; its default action does it at once (a
+    # stage instance installs its own, to flush what node code printed first)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # node code's print() reaches a log or pipe line by line, as the app's own would
     if not sys.stdout.isatty():
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -236,7 +238,7 @@ def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int
         traceback.print_exc()
         code = 1
     finally:
-        _exit_now(code)
+        exit_now(code)
 
 
 def main(ctl_r: int, rep_w: int, life_r: int) -> None:

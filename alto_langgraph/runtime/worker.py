@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from . import relay, shipping, wire
+from .forkserver import exit_now
 
 #: the least time between two heartbeat messages of one call
 HEARTBEAT_EVERY = 0.05
@@ -43,6 +45,8 @@ def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path:
             sys.path.insert(0, p)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # through the loop, which wakes the main thread whichever thread the signal hits
+    loop.add_signal_handler(signal.SIGTERM, exit_now)
     loop.run_until_complete(StageInstance(stage, identity, loop).serve(back_address, code))
 
 

@@ -837,3 +837,33 @@ def test_push_message_streams_and_writes_the_message_once(executor: str) -> None
         assert run(app) == stock
     assert stock[0] == [("pushed", "talk"), ("returned", "talk")]
     assert [m.content for m in stock[1]["messages"]] == ["pushed", "returned"]
+
+
+def test_an_exception_in_a_node_input_arrives_as_itself() -> None:
+    class Holder(TypedDict):
+        err: Any
+        log: Annotated[list, operator.add]
+
+    g = StateGraph(Holder)
+    g.add_node("read", lambda s: {"log": [type(s["err"]).__name__, s["err"].code, str(s["err"])]})
+    g.add_edge(START, "read")
+    with g.compile(backend="alto") as app:
+        out = app.invoke({"err": _CodedError(500, "boom"), "log": []})
+    assert out["log"] == ["_CodedError", 500, "500: boom"]
+
+
+def test_fallback_runs_stream_checkpoint_configs_without_alto_keys() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    def configs(app: Any) -> list[list[str]]:
+        cfg = {"configurable": {"thread_id": "t"}}
+        return [
+            sorted(chunk["config"]["configurable"])
+            for chunk in app.stream({"log": []}, cfg, stream_mode="checkpoints")
+        ]
+
+    stock = configs(_sleeper(0).compile(checkpointer=InMemorySaver()))
+    with _sleeper(0).compile(backend="alto", checkpointer=InMemorySaver()) as app:
+        with pytest.warns(alto_langgraph.AltoFallbackWarning):
+            assert configs(app) == stock
+    assert stock and all(keys == ["checkpoint_id", "checkpoint_ns", "thread_id"] for keys in stock)

@@ -42,10 +42,12 @@ from .routing import make_policy
 from .transport import Endpoint
 from .worker import EXIT_LOAD_FAILED
 
+# Config keys alto sets on runs. "__pregel_" keys are internal to LangGraph, which
+# strips them from every config it hands out (checkpoint configs in debug streams).
 #: the request id every task of a request carries in its config (set by the graph)
-CONFIG_KEY_REQUEST = "__alto_request"
+CONFIG_KEY_REQUEST = "__pregel_alto_request"
 #: set on runs that fall back to stock LangGraph: node code runs in the app process
-CONFIG_KEY_IN_PROCESS = "__alto_in_process"
+CONFIG_KEY_IN_PROCESS = "__pregel_alto_in_process"
 
 #: how often one instance may die and be restarted within ``RESTART_WINDOW`` seconds
 MAX_RESTARTS = 5

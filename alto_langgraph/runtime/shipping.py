@@ -100,6 +100,10 @@ class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:
             return (_sentinel, ref)
+        if isinstance(obj, BaseException) and type(obj).__reduce__ is BaseException.__reduce__:
+            # the default reduce calls cls(*args) on arrival, which fails for exceptions
+            # with an __init__ of their own (LangGraph's NodeTimeoutError among them)
+            return (_rebuild_exception, (type(obj), obj.args, dict(vars(obj))))
         if isinstance(obj, _LRU_WRAPPER) and obj.__module__ == "__main__":
             # pickle ships an @cache/@lru_cache function by reference, which a worker
             # cannot resolve for a script's own; send the function, cache it there
@@ -173,19 +177,6 @@ class StageError(Exception):
         )
 
 
-class _ExceptionState:
-    """Pickles an exception without calling its ``__init__`` again: its class, ``args``
-    and attributes (``MyError(code, detail)`` that passes one message up does not
-    unpickle the default way)."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-    def __reduce__(self) -> Any:
-        exc = self.exc
-        return (_rebuild_exception, (type(exc), exc.args, dict(vars(exc))))
-
-
 def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
     exc = cls.__new__(cls)
     exc.args = args
@@ -195,13 +186,12 @@ def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> Ba
 
 def dumps_error(exc: BaseException) -> bytes:
     """``exc`` pickled so that it unpickles as itself, or else a ``StageError`` for it."""
-    for form in (exc, _ExceptionState(exc)):
-        try:
-            data = _pickle(form)
-            cloudpickle.loads(data)  # exceptions with their own __init__ fail here
-            return data
-        except Exception:
-            continue
+    try:
+        data = _pickle(exc)
+        cloudpickle.loads(data)  # what it holds may still fail to load
+        return data
+    except Exception:
+        pass
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return _pickle(StageError(type(exc).__qualname__, str(exc), text))
 

@@ -156,6 +156,25 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         self.close()
 
     # -- introspection -----------------------------------------------------------
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Any:
+        # drawn from the nodes' own runnables, not the RemoteNodes standing in for them
+        return CompiledStateGraph.get_graph(self._as_drawn(), config, xray=xray)
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Any:
+        return await CompiledStateGraph.aget_graph(self._as_drawn(), config, xray=xray)
+
+    def _as_drawn(self) -> CompiledStateGraph:
+        nodes = {
+            name: node.copy({"bound": node.bound.node})
+            if isinstance(node.bound, RemoteNode)
+            else node
+            for name, node in self.nodes.items()
+        }
+        attrs = {k: v for k, v in self.__dict__.items() if k not in ("__orig_class__", "_alto")}
+        return CompiledStateGraph(**{**attrs, "nodes": nodes})
+
     @property
     def plan(self) -> Plan:
         """The lowered dataflow plan (see ``explain``)."""

@@ -867,3 +867,19 @@ def test_fallback_runs_stream_checkpoint_configs_without_alto_keys() -> None:
         with pytest.warns(alto_langgraph.AltoFallbackWarning):
             assert configs(app) == stock
     assert stock and all(keys == ["checkpoint_id", "checkpoint_ns", "thread_id"] for keys in stock)
+
+
+def test_the_graph_draws_as_on_stock_langgraph() -> None:
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("work", _sleeper(0).compile())
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", _fan_out(2, "work"), ["work"])
+    stock = g.compile().get_graph(xray=True)
+    with g.compile(backend="alto") as app:
+        drawn = app.get_graph(xray=True)
+        assert drawn.draw_mermaid() == stock.draw_mermaid()
+        assert drawn.to_json()["nodes"][1] == stock.to_json()["nodes"][1]  # node 'a'
+        from alto_langgraph.runtime.cluster import RemoteNode
+
+        assert isinstance(app.nodes["a"].bound, RemoteNode)  # what runs is unchanged

@@ -559,6 +559,17 @@ class RemoteNode(Runnable[Any, Any]):
         # shipped inside node code (an alto graph invoked in a node): the node itself
         return (_identity, (self.node,))
 
+    def __repr__(self) -> str:
+        return f"RemoteNode(stage={self.stage!r}, node={self.node!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # what LangGraph and tools read off a node's runnable (a ToolNode's
+        # tools_by_name, say) is the node's own
+        node = self.__dict__.get("node")
+        if node is None:
+            raise AttributeError(name)
+        return getattr(node, name)
+
     def _send(self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool) -> bytes:
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())

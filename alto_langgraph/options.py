@@ -31,9 +31,9 @@ class AltoOptions:
         ``stateful`` (items of one aggregation group reach one instance),
         ``group_depth`` (ancestry frames a group leaves out, default 1: one fan-out's
         items), ``gpus`` (per instance), ``policy`` (a routing policy name or object).
-    config: a TOML file with the same two parts, as in the ALTO paper: ``[stages.NAME]``
-        tables (what each stage needs) and an ``[instances]`` table (how many of each).
-        Keyword options override the file.
+    config: a TOML file, or a list of them read in order, holding the two parts of the
+        ALTO paper's two files: ``[stages.NAME]`` tables (what each stage needs) and an
+        ``[instances]`` table (how many of each). Keyword options override the files.
     start: ``"first_run"`` (default) starts the processes when the app first runs;
         ``"compile"`` starts them in ``compile``.
     transport: ``"ipc"`` (default: unix sockets in a private 0700 directory) or
@@ -43,7 +43,7 @@ class AltoOptions:
     executor: str = "process"
     replicas: Mapping[str, int] | None = None
     stages: Mapping[str, Mapping[str, Any]] | None = None
-    config: str | os.PathLike[str] | None = None
+    config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
     start: str = "first_run"
     transport: str = "ipc"
     host: str = "127.0.0.1"
@@ -67,9 +67,10 @@ class AltoOptions:
     def _per_stage(self) -> dict[str, dict[str, Any]]:
         """Stage name -> StageSpec fields, from the config file then the keywords."""
         merged: dict[str, dict[str, Any]] = {}
-        if self.config is not None:
-            stages, instances = _read_config(self.config)
-            _merge(merged, stages, instances, f"config file {os.fspath(self.config)!r}")
+        paths = [self.config] if isinstance(self.config, (str, os.PathLike)) else self.config
+        for path in paths or ():
+            stages, instances = _read_config(path)
+            _merge(merged, stages, instances, f"config file {os.fspath(path)!r}")
         _merge(merged, self.stages or {}, self.replicas or {}, "options")
         return merged
 

@@ -505,6 +505,11 @@ def test_config_file_mirrors_the_papers_two_files(tmp_path: Any) -> None:
     assert app.plan.stage("agg").replicas == 2
     assert app.plan.stage("agg").routing.startswith("ancestry")
     assert app.deployment.specs["agg"] == StageSpec("agg", replicas=2, stateful=True)
+    # or as two files, as in the paper: what each stage needs; how many of each
+    (tmp_path / "stages.toml").write_text("[stages.agg]\nstateful = true\n")
+    (tmp_path / "instances.toml").write_text("[instances]\nagg = 3\n")
+    two = alto_langgraph.compile(g, config=[tmp_path / "stages.toml", tmp_path / "instances.toml"])
+    assert two.deployment.specs["agg"] == StageSpec("agg", replicas=3, stateful=True)
     bad = tmp_path / "bad.toml"
     bad.write_text("[deploy]\nx = 1\n")
     with pytest.raises(ValueError, match="unknown table.*deploy"):

@@ -97,7 +97,7 @@ class StageInstance:
 
     def on_message(self, frames: list[Any]) -> None:
         client, env = bytes(frames[0]), bytes(frames[1])
-        kind, call_id, _stage, _key = env.split(wire.SEP, 3)
+        kind, call_id, _stage, sub = env.split(wire.SEP, 3)
         if kind == wire.TASK:
             task = self.loop.create_task(self.run(client, call_id, frames[3]))
             self.running[(client, call_id)] = task
@@ -107,7 +107,7 @@ class StageInstance:
             if task is not None:
                 task.cancel()
         elif kind == wire.CALL_RESULT:
-            fut = self.waiting.pop((client, call_id, _key), None)
+            fut = self.waiting.pop((client, call_id, sub), None)
             if fut is not None:
                 ok, value = shipping.loads(frames[3])
                 relay.settle(fut, ok, value)

@@ -579,9 +579,6 @@ class RemoteNode(Runnable[Any, Any]):
         key = routing_key(self.spec, request_id, ancestry)
         return self.cluster.call(self.stage, header, payload, key, deliver)
 
-    def _writer(self, config: RunnableConfig) -> Callable[[Any], None]:
-        return _runtime(config).stream_writer
-
     def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
         """A @task call made by the node: through this task's own call machinery."""
         _, call_id, instance, sub = wire.decode(env)
@@ -600,6 +597,23 @@ class RemoteNode(Runnable[Any, Any]):
             return
         fut.add_done_callback(done)
 
+    def _ahead_of_result(
+        self, config: RunnableConfig, kind: bytes, env: bytes, payload: Any
+    ) -> Any:
+        """Act on a message the node's call sent ahead of its result (``relay.py``);
+        a callback event is returned, for the caller to replay (sync or async)."""
+        if kind == wire.CALLBACK:
+            return shipping.loads(payload)
+        if kind == wire.EMIT:
+            _runtime(config).stream_writer(shipping.loads(payload))
+        elif kind == wire.HEARTBEAT:
+            _runtime(config).heartbeat()
+        elif kind == wire.WRITES:
+            config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
+        elif kind == wire.CALL:
+            self._call(config, env, payload)
+        return None
+
     def _run(self, input: Any, config: RunnableConfig | None, streamed: bool) -> Iterator[Any]:
         """The node's output chunks (streamed) or its output (one item), handling the
         call's other messages on the way, on this thread."""
@@ -617,16 +631,8 @@ class RemoteNode(Runnable[Any, Any]):
                     if not streamed:
                         yield output
                     return
-                elif kind == wire.EMIT:
-                    self._writer(config)(shipping.loads(payload))
-                elif kind == wire.CALLBACK:
-                    callbacks.replay(shipping.loads(payload))
-                elif kind == wire.HEARTBEAT:
-                    _runtime(config).heartbeat()
-                elif kind == wire.WRITES:
-                    config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
-                elif kind == wire.CALL:
-                    self._call(config, env, payload)
+                elif (event := self._ahead_of_result(config, kind, env, payload)) is not None:
+                    callbacks.replay(event)
         except BaseException:
             self.cluster.cancel(call_id)
             raise
@@ -652,16 +658,8 @@ class RemoteNode(Runnable[Any, Any]):
                     if not streamed:
                         yield output
                     return
-                elif kind == wire.EMIT:
-                    self._writer(config)(shipping.loads(payload))
-                elif kind == wire.CALLBACK:
-                    await callbacks.areplay(shipping.loads(payload))
-                elif kind == wire.HEARTBEAT:
-                    _runtime(config).heartbeat()
-                elif kind == wire.WRITES:
-                    config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
-                elif kind == wire.CALL:
-                    self._call(config, env, payload)
+                elif (event := self._ahead_of_result(config, kind, env, payload)) is not None:
+                    await callbacks.areplay(event)
         except BaseException:
             self.cluster.cancel(call_id)
             raise

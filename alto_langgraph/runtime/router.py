@@ -210,21 +210,20 @@ def serve(
     poller = zmq.Poller()
     poller.register(front, zmq.POLLIN)
     poller.register(back, zmq.POLLIN)
-    from_client, from_instance = router.from_client, router.from_instance
     while True:
         events = dict(poller.poll())
         if back in events:
-            for _ in range(512):
-                try:
-                    frames = back.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                from_instance(frames, front, back)
+            _drain(back, router.from_instance, front, back)
         if front in events:
-            for _ in range(512):
-                try:
-                    frames = front.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                from_client(frames, front, back)
+            _drain(front, router.from_client, front, back)
         router.answer_ready_waiters(front)
+
+
+def _drain(sock: Any, handle: Any, front: Any, back: Any) -> None:
+    """Handle what ``sock`` has queued (up to a batch: the other socket gets its turn)."""
+    for _ in range(512):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        handle(frames, front, back)

@@ -888,3 +888,32 @@ def test_the_graph_draws_as_on_stock_langgraph() -> None:
         from alto_langgraph.runtime.cluster import RemoteNode
 
         assert isinstance(app.nodes["a"].bound, RemoteNode)  # what runs is unchanged
+
+
+def test_killing_the_router_under_load_fails_calls_then_redeploys() -> None:
+    """Every request ends (answered, or StageInstanceLost), and the app redeploys: the
+    old deployment's exits must not tear down or confuse the new one."""
+    with _sleeper(0.002).compile(backend="alto", replicas={"slow": 2}, start="compile") as app:
+        stop = time.monotonic() + 3
+        outcomes: list[str] = []
+
+        def hammer() -> None:
+            while time.monotonic() < stop:
+                try:
+                    app.invoke({"log": []})
+                    outcomes.append("ok")
+                except StageInstanceLost as exc:
+                    assert "router" in str(exc)
+                    outcomes.append("lost")
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(2):
+            time.sleep(1)
+            os.kill(app.deployment.pids["router"], signal.SIGKILL)
+        for t in threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads)
+        assert "lost" in outcomes and outcomes.count("ok") > 10
+        assert app.invoke({"log": []})["log"]  # a fresh deployment serves

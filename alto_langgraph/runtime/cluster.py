@@ -164,6 +164,8 @@ class Cluster:
         self._lock = threading.Lock()  # start and close
         self._spawn_lock = threading.Lock()  # spawning against tearing down
         self._running = False  # the processes exist (from the router's start to teardown)
+        #: counts deployments: exits and teardowns of an earlier one leave the next alone
+        self._generation = 0
         self._started = False
         self._closed = False
         self._server: ForkServer | None = None
@@ -216,6 +218,8 @@ class Cluster:
             )
             self._shipped, self._gpus = shipped, gpus
             self._server = server = fork_server()
+            self._generation += 1
+            gen = self._generation
             try:
                 front, back = self._addresses = self._make_addresses()
                 with self._spawn_lock:
@@ -227,7 +231,7 @@ class Cluster:
                         "router",
                         {"front_address": front, "back_address": back, "stages": table},
                         {},
-                        _weakly(self._router_exited),
+                        _weakly(self._router_exited, gen),
                     )
                     self._client = Endpoint(
                         zmq.DEALER,
@@ -268,6 +272,7 @@ class Cluster:
 
     def _spawn_instance(self, name: str, index: int) -> None:
         assert self._server is not None
+        gen = self._generation
         env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
         self.pids[(name, index)] = self._server.spawn(
             "worker",
@@ -279,7 +284,7 @@ class Cluster:
                 "sys_path": list(sys.path),
             },
             env,
-            _weakly(self._instance_exited, name, index),
+            _weakly(self._instance_exited, gen, name, index),
         )
 
     def close(self) -> None:
@@ -289,10 +294,12 @@ class Cluster:
             self._teardown()
 
     def _teardown(
-        self, reason: str = "alto: the app was closed while this call was running"
+        self,
+        reason: str = "alto: the app was closed while this call was running",
+        generation: int | None = None,
     ) -> None:
         with self._spawn_lock:  # no restart can spawn into a deployment being torn down
-            if not self._running:
+            if not self._running or generation not in (None, self._generation):
                 return
             self._running = False
             self._started = False
@@ -306,19 +313,19 @@ class Cluster:
             _deliver(deliver, wire.LOST, b"", reason.encode())
 
     # -- supervision (on the fork server's reader thread) ----------------------------
-    def _router_exited(self, code: int | None) -> None:
-        if not self._running:
+    def _router_exited(self, generation: int, code: int | None) -> None:
+        if not self._running or generation != self._generation:
             return
         # everything in flight is lost (start() may be waiting for a reply, holding
         # the lock); the processes go, and the next run starts a new deployment
         reason = f"alto: the router (pid {self.pids.get('router')}) {_exit_text(code)}"
         self._fail_calls(reason)
-        threading.Thread(target=self._teardown, args=(reason,), daemon=True).start()
+        threading.Thread(target=self._teardown, args=(reason, generation), daemon=True).start()
 
-    def _instance_exited(self, name: str, index: int, code: int | None) -> None:
+    def _instance_exited(self, generation: int, name: str, index: int, code: int | None) -> None:
         client = self._client
-        if not self._running or client is None:
-            return
+        if not self._running or client is None or generation != self._generation:
+            return  # an instance of an earlier deployment: its router is gone too
         inst = wire.instance_id(name, index)
         when = "while running node" if self._started else "before it was ready, for node"
         reason = (
@@ -339,13 +346,15 @@ class Cluster:
             return
         self._restarts[(name, index)] = [*recent, now]
         # not on this thread: spawning waits for this thread to read the reply
-        threading.Thread(target=self._restart, args=(name, index, reason), daemon=True).start()
+        threading.Thread(
+            target=self._restart, args=(generation, name, index, reason), daemon=True
+        ).start()
 
-    def _restart(self, name: str, index: int, reason: str) -> None:
+    def _restart(self, generation: int, name: str, index: int, reason: str) -> None:
         inst = wire.instance_id(name, index)
         with self._spawn_lock:
             client = self._client
-            if not self._running or client is None:
+            if not self._running or client is None or generation != self._generation:
                 return
             try:
                 self._spawn_instance(name, index)

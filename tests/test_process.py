@@ -917,3 +917,65 @@ def test_killing_the_router_under_load_fails_calls_then_redeploys() -> None:
         assert not any(t.is_alive() for t in threads)
         assert "lost" in outcomes and outcomes.count("ok") > 10
         assert app.invoke({"log": []})["log"]  # a fresh deployment serves
+
+
+def test_builtin_exceptions_keep_their_fields_and_sys_exit_ends_only_its_call() -> None:
+    def fail(s: dict) -> dict:
+        if s["log"] == ["exit"]:
+            raise SystemExit(3)
+        b"caf\xe9".decode("utf-8")
+        return {"log": ["unreachable"]}
+
+    g = StateGraph(Log)
+    g.add_node("fail", fail)
+    g.add_edge(START, "fail")
+    with g.compile(backend="alto") as app:
+        with pytest.raises(UnicodeDecodeError) as info:
+            app.invoke({"log": []})
+        assert info.value.reason == "unexpected end of data" and info.value.object == b"caf\xe9"
+        with pytest.raises(SystemExit) as stop:
+            app.invoke({"log": ["exit"]})
+        assert stop.value.code == 3
+        with pytest.raises(UnicodeDecodeError):  # the instance still serves
+            app.invoke({"log": []})
+
+
+def test_a_forked_child_exiting_leaves_the_parents_deployment_alone() -> None:
+    with _sleeper(0).compile(backend="alto", start="compile") as app:
+        pids = list(app.deployment.pids.values())
+        child = os.fork()
+        if child == 0:  # what the child's exit would run: the deployment's finalizer
+            try:
+                app.deployment._finalizer()
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.2)
+        assert all(_pid_alive(p) for p in pids)
+        assert app.invoke({"log": []})["log"] == [app.deployment.pids[("slow", 0)]]
+
+
+def test_a_scripts_own_sentinel_keeps_its_identity_in_the_worker() -> None:
+    script = textwrap.dedent(
+        """
+        import operator
+        from typing import Annotated, TypedDict
+        from langgraph.graph import START, StateGraph
+        import alto_langgraph
+
+        MISSING = object()
+
+        class S(TypedDict):
+            value: object
+            log: Annotated[list, operator.add]
+
+        g = StateGraph(S)
+        g.add_node("check", lambda s: {"log": [s["value"] is MISSING]})
+        g.add_edge(START, "check")
+        with g.compile(backend="alto") as app:
+            print(app.invoke({"value": MISSING, "log": []})["log"])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True]"

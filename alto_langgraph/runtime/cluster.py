@@ -36,7 +36,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import relay, shipping, wire
 from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, CONFIG_KEY_SEND, DEFAULT_RUNTIME
-from .forkserver import ForkServer, fork_server
+from .forkserver import STOP_SIGNAL, ForkServer, fork_server
 from .messages import CONFIG_KEY_ANCESTRY
 from .routing import make_policy
 from .transport import Endpoint
@@ -218,6 +218,7 @@ class Cluster:
             )
             self._shipped, self._gpus = shipped, gpus
             self._server = server = fork_server()
+            self.pids = {}  # this deployment's (an earlier one's finalizer holds its own)
             self._generation += 1
             gen = self._generation
             try:
@@ -303,14 +304,16 @@ class Cluster:
                 return
             self._running = False
             self._started = False
-        if self._finalizer is not None:
-            self._finalizer()  # kills the processes, waits for them, removes the socket dir
-        self._fail_calls(reason)
+            # this deployment's, taken now: a next one may start as soon as we unlock
+            finalizer, self._finalizer = self._finalizer, None
+            calls, self._calls = self._calls, {}
+        if finalizer is not None:
+            finalizer()  # kills the processes, waits for them, removes the socket dir
+        _fail(calls, reason)
 
     def _fail_calls(self, reason: str) -> None:
         calls, self._calls = self._calls, {}
-        for deliver in calls.values():
-            _deliver(deliver, wire.LOST, b"", reason.encode())
+        _fail(calls, reason)
 
     # -- supervision (on the fork server's reader thread) ----------------------------
     def _router_exited(self, generation: int, code: int | None) -> None:
@@ -333,8 +336,10 @@ class Cluster:
             f"{_exit_text(code)} {when} {name!r}"
         )
         client.send([wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, inst), b"", reason.encode()])
-        if code == EXIT_LOAD_FAILED:
-            return  # it said why (FAILED), and would fail again
+        if code == EXIT_LOAD_FAILED:  # it said why (FAILED), and would fail again
+            failed = [wire.envelope(wire.CONTROL, b"", wire.CTL_FAILED, inst), b"", reason.encode()]
+            client.send(failed)
+            return
         now = _monotonic()
         recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
         if code is None or len(recent) >= MAX_RESTARTS:
@@ -343,6 +348,13 @@ class Cluster:
             client.send(
                 [wire.envelope(wire.CONTROL, b"", wire.CTL_FAILED, inst), b"", why.encode()]
             )
+            if code is not None:  # try again once the window has passed
+                self._restarts[(name, index)] = []
+                retry = threading.Timer(
+                    RESTART_WINDOW, self._restart, args=(generation, name, index, reason)
+                )
+                retry.daemon = True
+                retry.start()
             return
         self._restarts[(name, index)] = [*recent, now]
         # not on this thread: spawning waits for this thread to read the reply
@@ -434,6 +446,11 @@ class Cluster:
             self.cancel(call_id)  # its caller is gone (e.g. its event loop was closed)
 
 
+def _fail(calls: dict[bytes, Deliver], reason: str) -> None:
+    for deliver in calls.values():
+        _deliver(deliver, wire.LOST, b"", reason.encode())
+
+
 def _deliver(deliver: Deliver, kind: bytes, env: bytes, payload: Any) -> bool:
     """Hand a message to its caller; False if the caller cannot take it any more. Runs
     on the I/O thread, which must survive any one caller."""
@@ -510,12 +527,14 @@ def _free_ports(host: str, n: int) -> list[int]:
 def _shutdown(
     server: ForkServer, pids: dict[Any, int], clients: list[Endpoint], socket_dir: str | None
 ) -> None:
-    """Stop a deployment's processes: SIGTERM (they flush their output), SIGKILL after a
-    grace period; wait until they are gone, remove the socket directory."""
+    """Stop a deployment's processes: ``STOP_SIGNAL`` (they flush their output), SIGKILL
+    after a grace period; wait until they are gone, remove the socket directory."""
+    if server.pid != os.getpid():
+        return  # a forked child of the app, exiting: the deployment is the parent's
     for client in clients:
         client.close()
     remaining = set(pids.values())
-    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
+    for sig, grace in ((STOP_SIGNAL, 1.0), (signal.SIGKILL, 5.0)):
         for pid in remaining:
             _kill(server, pid, sig)
         deadline = _monotonic() + grace
@@ -532,11 +551,11 @@ def _shutdown(
 def _kill(server: ForkServer, pid: int, sig: int) -> None:
     if server.alive():  # it knows which pids are still its children: never a stranger
         server.kill(pid, sig)
-        return
-    try:  # no fork server: the processes are orphans now, ours to stop
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+    elif pid in server.orphans:  # it died: what it still ran is ours to stop
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _pid_alive(pid: int) -> bool:

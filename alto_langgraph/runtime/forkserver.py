@@ -31,6 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 _LEN = struct.Struct("!I")
+#: how the app stops one of its processes before resorting to SIGKILL
+STOP_SIGNAL = signal.SIGUSR1
 TARGETS = {
     "router": "alto_langgraph.runtime.router:serve",
     "worker": "alto_langgraph.runtime.worker:serve",
@@ -100,6 +102,8 @@ class ForkServer:
         self._tokens = itertools.count()
         self._spawning: dict[int, tuple[concurrent.futures.Future[int], Callable[[int], None]]] = {}
         self._on_exit: dict[int, Callable[[int], None]] = {}
+        #: once the server is gone: the pids it still ran (not reported as exited)
+        self.orphans: set[int] = set()
         self._reader = threading.Thread(
             target=self._read, args=(rep_r,), name="alto-forkserver", daemon=True
         )
@@ -159,6 +163,7 @@ class ForkServer:
                 fut.set_exception(RuntimeError("alto: the fork server exited"))
             # nobody reports exits any more: every process it started is unsupervised
             handlers, self._on_exit = self._on_exit, {}
+            self.orphans = set(handlers)
             for handler in handlers.values():
                 handler(None)
 
@@ -232,9 +237,11 @@ def _name_process(name: str) -> None:
 def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    # SIGTERM stops a deployment's process; its default action does it at once (a
-    # stage instance installs its own, to flush what node code printed first)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The lifeline decides when alto's processes end: a SIGTERM sent to the app's whole
+    # process group (timeout, systemd) must not end them while the app drains its
+    # requests. STOP_SIGNAL stops one at once (a stage instance flushes output first).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, signal.SIG_DFL)
     # node code's print() reaches a log or pipe line by line, as the app's own would
     if not sys.stdout.isatty():
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -255,7 +262,9 @@ def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int
 
 
 def main(ctl_r: int, rep_w: int, life_r: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the app's to handle
+    # Ctrl-C and a group SIGTERM are the app's to handle; the lifeline ends us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for module in {t.split(":")[0] for t in TARGETS.values()}:
         __import__(module)  # what every child needs, imported once, before any fork
     sig_r, sig_w = os.pipe()

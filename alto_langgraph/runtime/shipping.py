@@ -42,6 +42,17 @@ def _sentinel(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _main_sentinel(name: str) -> Any:
+    """A script's ``object()`` sentinel: the script's own where it runs, else one object
+    per name for the whole process, so identity holds within each process."""
+    main = sys.modules.get("__main__")
+    value = getattr(main, name, None)
+    if type(value) is object:
+        return value
+    return _main_sentinels.setdefault(name, object())
+
+
+_main_sentinels: dict[str, object] = {}
 _sentinels: dict[int, tuple[str, str]] = {}
 _sentinels_seen = 0
 #: libraries whose module-level singletons (sentinels such as ``MISSING`` or
@@ -99,11 +110,14 @@ def _cached(func: Any, maxsize: int | None, typed: bool) -> Any:
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:
+            if ref[0] == "__main__":  # a script's: the worker's __main__ is not the script
+                return (_main_sentinel, (ref[1],))
             return (_sentinel, ref)
         if isinstance(obj, BaseException) and type(obj).__reduce__ is BaseException.__reduce__:
             # the default reduce calls cls(*args) on arrival, which fails for exceptions
             # with an __init__ of their own (LangGraph's NodeTimeoutError among them)
-            return (_rebuild_exception, (type(obj), obj.args, dict(vars(obj))))
+            state = dict(vars(obj)) if hasattr(obj, "__dict__") else {}
+            return (_rebuild_exception, (type(obj), obj.args, state))
         if isinstance(obj, _LRU_WRAPPER) and obj.__module__ == "__main__":
             # pickle ships an @cache/@lru_cache function by reference, which a worker
             # cannot resolve for a script's own; send the function, cache it there
@@ -156,7 +170,7 @@ def dumps_value(value: Any, what: str) -> bytes:
     return _dumps(value, what)
 
 
-class StageError(Exception):
+class StageError(RuntimeError):
     """An exception a node raised in a stage instance that could not travel back as
     itself (it does not pickle, or does not unpickle): its type name, message and the
     instance's traceback."""
@@ -178,9 +192,13 @@ class StageError(Exception):
 
 
 def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
-    exc = cls.__new__(cls)
-    exc.args = args
-    vars(exc).update(state)
+    try:  # as pickle would: built-in exceptions keep their fields in __init__
+        exc = cls(*args)
+    except Exception:  # an __init__ of its own that takes other arguments
+        exc = cls.__new__(cls, *args)
+        exc.args = args
+    if hasattr(exc, "__dict__"):
+        vars(exc).update(state)
     return exc
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import signal
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from . import relay, shipping, wire
-from .forkserver import exit_now
+from .forkserver import STOP_SIGNAL, exit_now
 
 #: the least time between two heartbeat messages of one call
 HEARTBEAT_EVERY = 0.05
@@ -46,7 +45,7 @@ def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # through the loop, which wakes the main thread whichever thread the signal hits
-    loop.add_signal_handler(signal.SIGTERM, exit_now)
+    loop.add_signal_handler(STOP_SIGNAL, exit_now)
     loop.run_until_complete(StageInstance(stage, identity, loop).serve(back_address, code))
 
 
@@ -109,7 +108,10 @@ class StageInstance:
         elif kind == wire.CALL_RESULT:
             fut = self.waiting.pop((client, call_id, sub), None)
             if fut is not None:
-                ok, value = shipping.loads(frames[3])
+                try:
+                    ok, value = shipping.loads(frames[3])
+                except Exception as exc:  # fails that @task call, not the instance
+                    ok, value = False, exc
                 relay.settle(fut, ok, value)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
@@ -138,8 +140,9 @@ class StageInstance:
                 shipping.dumps_value(output, what),
             ]
         except BaseException as exc:  # the caller re-raises it; this instance goes on
+            # (node code's SystemExit or KeyboardInterrupt too: they end its call, not us)
             reply = [client, wire.envelope(wire.ERROR, call_id), shipping.dumps_error(exc)]
-            if not isinstance(exc, Exception):  # CancelledError: the caller gave up
+            if isinstance(exc, asyncio.CancelledError):  # the caller gave up
                 send(reply)
                 raise
         send(reply)

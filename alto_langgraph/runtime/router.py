@@ -102,6 +102,9 @@ class Router:
             self._instance_up(inst, back)
         elif kind == wire.FAILED:
             self._instance_failed(inst, bytes(frames[3]).decode(errors="replace"), front)
+            # the instance waits for this before it exits, so its own reason is on
+            # record before the supervisor's report of the exit can arrive
+            back.send_multipart([inst, wire.envelope(wire.FAILED)])
         self.forwarded += 1
 
     def _instance_up(self, inst: bytes, back: Any) -> None:
@@ -126,7 +129,9 @@ class Router:
         if name is None:
             return
         route = self.stages[name]
-        route.failed[inst] = reason
+        # the instance's own reason (why its code did not load) beats the
+        # supervisor's later "exited with code 3"
+        route.failed.setdefault(inst, reason)
         if inst in route.live:
             route.live.remove(inst)
         self._fail_inflight(inst, reason, front)

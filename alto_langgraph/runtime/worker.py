@@ -10,6 +10,7 @@ messages ahead of its ``RESULT``/``ERROR``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sys
 import threading
@@ -30,6 +31,7 @@ HEARTBEAT_EVERY = 0.05
 
 #: exit code of an instance whose node code did not load (restarting it would not help)
 EXIT_LOAD_FAILED = 3
+LOAD_FAILED_ACK_TIMEOUT = 5.0  # s
 
 #: True inside a stage instance: alto graphs unpickled here (a graph invoked inside a
 #: node) run inline, in this process, instead of starting a deployment of their own.
@@ -87,7 +89,9 @@ class StageInstance:
                 f"process: {detail}"
             )
             await self.sock.send_multipart([b"", wire.envelope(wire.FAILED), reason.encode()])
-            self.sock.close()  # LINGER: FAILED still goes out
+            with contextlib.suppress(TimeoutError):  # the router has it on record
+                await asyncio.wait_for(self.sock.recv_multipart(), LOAD_FAILED_ACK_TIMEOUT)
+            self.sock.close()
             self.context.term()
             raise SystemExit(EXIT_LOAD_FAILED) from None
         await self.sock.send_multipart([b"", wire.envelope(wire.READY, b"", self.stage.encode())])

@@ -32,6 +32,7 @@ from .runtime.coordinator import (
 from .runtime.executor import Executor, make_executor
 from .runtime.messages import CONFIG_KEY_ANCESTRY
 from .runtime.tasks import NodeRunner, new_id, node_runners
+from .streaming import is_fold, is_streaming, node_function
 
 logger = logging.getLogger("alto_langgraph")
 
@@ -59,6 +60,7 @@ class _AltoState:
         self.executor: Executor = make_executor("inline")
         # from the nodes as alto rebuilt them: run-ahead tasks run these procs
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
+        self.streaming, self.folds = _streaming_nodes(self.runners)
         self.plan: Plan = lower(graph, options, cluster.specs if cluster else {}, prefix)
 
     def __reduce__(self) -> Any:
@@ -72,8 +74,22 @@ def _shipped_state(runners: dict[str, NodeRunner], plan: Plan) -> _AltoState:
     state.cluster = None
     state.executor = make_executor("inline")
     state.runners = runners
+    state.streaming, state.folds = _streaming_nodes(runners)
     state.plan = plan
     return state
+
+
+def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], frozenset[str]]:
+    """The graph's ``@streaming`` nodes and its ``@fold`` nodes."""
+    fns = {name: node_function(r.node.bound) for name, r in runners.items()}
+    return (
+        frozenset(n for n, fn in fns.items() if is_streaming(fn)),
+        frozenset(n for n, fn in fns.items() if is_fold(fn)),
+    )
+
+
+def _is_fold(bound: Any) -> bool:
+    return is_fold(node_function(bound))
 
 
 class AltoCompiledStateGraph(CompiledStateGraph):
@@ -107,7 +123,9 @@ class AltoCompiledStateGraph(CompiledStateGraph):
                 if name == START or isinstance(node.bound, CompiledStateGraph):
                     continue  # input mapping stays here; a subgraph's nodes are stages
                 stage = prefix + name
-                cluster.add_stage(options.stage_spec(stage), node.bound)
+                # a fold's stream is one item: each goes whole to one instance
+                implied = {"stateful": True, "group_depth": 0} if _is_fold(node.bound) else {}
+                cluster.add_stage(options.stage_spec(stage, **implied), node.bound)
                 graph.nodes[name] = node.copy({"bound": RemoteNode(stage, node.bound, cluster)})
         graph.__class__ = cls
         graph._alto = _AltoState(graph, options, cluster, prefix)
@@ -270,6 +288,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "runners": self._alto.runners,
             "retry_policy": self.retry_policy,
             "executor": self._alto.executor,
+            "streaming": self._alto.streaming,
+            "folds": self._alto.folds,
         }
 
 

@@ -74,8 +74,10 @@ class AltoOptions:
         _merge(merged, self.stages or {}, self.replicas or {}, "options")
         return merged
 
-    def stage_spec(self, name: str) -> StageSpec:
-        return StageSpec(name=name, **self._specs.get(name, {}))  # type: ignore[attr-defined]
+    def stage_spec(self, name: str, **defaults: Any) -> StageSpec:
+        """What stage ``name`` gets: ``defaults`` (what its node implies), overridden by
+        what the user set."""
+        return StageSpec(name=name, **{**defaults, **self._specs.get(name, {})})  # type: ignore[attr-defined]
 
     def check_stage_names(self, known: Sequence[str]) -> None:
         unknown = sorted(set(self._specs) - set(known))  # type: ignore[attr-defined]

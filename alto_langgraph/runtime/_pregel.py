@@ -9,6 +9,8 @@ against, and ``tests/test_pregel_internals.py`` fails loudly if one of them move
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph._internal._config import ensure_config
 from langgraph._internal._constants import (
     CONF,
@@ -70,8 +72,16 @@ __all__ = [
     "TASKS",
     "no_op_heartbeat",
     "no_op_stream_writer",
+    "loop_of",
     "new_scratchpad",
 ]
+
+
+def loop_of(call: Any) -> Any:
+    """The Pregel loop behind a task's ``CONFIG_KEY_CALL`` (LangGraph binds the loop's
+    ``accept_push`` into it), or None."""
+    schedule = getattr(call, "keywords", {}).get("schedule_task")
+    return getattr(schedule, "__self__", None)
 
 
 def new_scratchpad(task_id: str, checkpoint_ns: str, step: int, stop: int) -> PregelScratchpad:

@@ -34,6 +34,8 @@ from typing import Any
 import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from .. import streaming
+from ..streaming import CONFIG_KEY_YIELD, StreamChannel
 from . import relay, shipping, wire
 from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, CONFIG_KEY_SEND, DEFAULT_RUNTIME
 from .forkserver import STOP_SIGNAL, ForkServer, fork_server
@@ -407,6 +409,12 @@ class Cluster:
         if self._calls.pop(call_id, None) is not None and self._client is not None:
             self._client.send([wire.envelope(wire.CANCEL, call_id), b"", b""])
 
+    def feed(self, call_id: bytes, stage: str, payload: bytes) -> None:
+        """An event of a stream in a call's input, for the instance that has the call."""
+        client = self._client
+        if call_id in self._calls and client is not None:
+            client.send([wire.envelope(wire.FEED, call_id, stage.encode()), b"", payload])
+
     def stats(self) -> dict[str, Any]:
         """The router's counters: messages forwarded, calls in flight per instance, live
         instances per stage."""
@@ -598,14 +606,29 @@ class RemoteNode(Runnable[Any, Any]):
             raise AttributeError(name)
         return getattr(node, name)
 
-    def _send(self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool) -> bytes:
+    def _send(
+        self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool, call: _Call
+    ) -> bytes:
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
         request_id = conf.get(CONFIG_KEY_REQUEST, "")
         payload = shipping.ship_call(self.stage, input, config, streamed)  # type: ignore[arg-type]
         header = repr((request_id, ancestry)).encode()
         key = routing_key(self.spec, request_id, ancestry)
-        return self.cluster.call(self.stage, header, payload, key, deliver)
+        call_id = self.cluster.call(self.stage, header, payload, key, deliver)
+        # streams in the input (a fold's): their chunks follow the task, as they come
+        for ref in streaming.stream_refs(input):
+            call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
+        return call_id
+
+    def _feeder(self, call_id: bytes, sid: str) -> Callable[[str, Any], None]:
+        def feed(event: str, value: Any) -> None:
+            if event == streaming.FAIL:
+                value = shipping.dumps_error(value)
+            what = f"a chunk of the stream into node {self.stage!r}"
+            self.cluster.feed(call_id, self.stage, shipping.dumps_value((sid, event, value), what))
+
+        return feed
 
     def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
         """A @task call made by the node: through this task's own call machinery."""
@@ -626,12 +649,22 @@ class RemoteNode(Runnable[Any, Any]):
         fut.add_done_callback(done)
 
     def _ahead_of_result(
-        self, config: RunnableConfig, kind: bytes, env: bytes, payload: Any
+        self, config: RunnableConfig, call: _Call, kind: bytes, env: bytes, payload: Any
     ) -> Any:
         """Act on a message the node's call sent ahead of its result (``relay.py``);
         a callback event is returned, for the caller to replay (sync or async)."""
         if kind == wire.CALLBACK:
             return shipping.loads(payload)
+        if kind == wire.YIELD:
+            with streaming.receiving(call.streams):
+                item = shipping.loads(payload)
+            config[CONF][CONFIG_KEY_YIELD].apply(item)
+        elif kind == wire.STREAM:
+            sid, event, value = shipping.loads(payload)
+            if event == streaming.FAIL:
+                value = shipping.loads(value)
+            channel = call.streams.get(sid) or call.streams.setdefault(sid, StreamChannel())
+            channel.event(event, value)
         if kind == wire.EMIT:
             _runtime(config).stream_writer(shipping.loads(payload))
         elif kind == wire.HEARTBEAT:
@@ -647,7 +680,8 @@ class RemoteNode(Runnable[Any, Any]):
         call's other messages on the way, on this thread."""
         config = config or {}
         inbox: queue.SimpleQueue[tuple[bytes, bytes, Any]] = queue.SimpleQueue()
-        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed)
+        call = _Call()
+        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed, call)
         callbacks = relay.Replayer(config.get("callbacks"))
         try:
             while True:
@@ -659,11 +693,14 @@ class RemoteNode(Runnable[Any, Any]):
                     if not streamed:
                         yield output
                     return
-                elif (event := self._ahead_of_result(config, kind, env, payload)) is not None:
+                elif (event := self._ahead_of_result(config, call, kind, env, payload)) is not None:
                     callbacks.replay(event)
-        except BaseException:
+        except BaseException as exc:
             self.cluster.cancel(call_id)
+            call.end(exc)
             raise
+        finally:
+            call.end(None)
 
     async def _arun(
         self, input: Any, config: RunnableConfig | None, streamed: bool
@@ -672,8 +709,13 @@ class RemoteNode(Runnable[Any, Any]):
         config = config or {}
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[bytes, bytes, Any]] = asyncio.Queue()
+        call = _Call()
         call_id = self._send(
-            input, config, lambda *msg: loop.call_soon_threadsafe(inbox.put_nowait, msg), streamed
+            input,
+            config,
+            lambda *msg: loop.call_soon_threadsafe(inbox.put_nowait, msg),
+            streamed,
+            call,
         )
         callbacks = relay.Replayer(config.get("callbacks"))
         try:
@@ -686,11 +728,14 @@ class RemoteNode(Runnable[Any, Any]):
                     if not streamed:
                         yield output
                     return
-                elif (event := self._ahead_of_result(config, kind, env, payload)) is not None:
+                elif (event := self._ahead_of_result(config, call, kind, env, payload)) is not None:
                     await callbacks.areplay(event)
-        except BaseException:
+        except BaseException as exc:
             self.cluster.cancel(call_id)
+            call.end(exc)
             raise
+        finally:
+            call.end(None)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if _in_process(config):
@@ -729,6 +774,26 @@ class RemoteNode(Runnable[Any, Any]):
         )
         async for chunk in chunks:
             yield chunk
+
+
+class _Call:
+    """A call's stream plumbing on the caller's side: the streams its node produces
+    (fed by its STREAM messages) and the feeds of the streams in its input."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, StreamChannel] = {}
+        self.unlisten: list[Callable[[], None]] = []
+
+    def end(self, exc: BaseException | None) -> None:
+        """The call is over: stop feeding its input streams; a stream it produced and
+        did not end fails (with the call's exception), so its reader does not wait."""
+        for stop in self.unlisten:
+            stop()
+        self.unlisten.clear()
+        for channel in self.streams.values():
+            channel.event(
+                streaming.FAIL, exc or RuntimeError("alto: the producer's call ended mid-stream")
+            )
 
 
 def _runtime(config: RunnableConfig) -> Any:

@@ -37,6 +37,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.types import Command
 
+from ..streaming import CONFIG_KEY_YIELD
 from ._pregel import (
     CONF,
     CONFIG_KEY_CALL,
@@ -50,9 +51,11 @@ from ._pregel import (
     PregelNode,
     Send,
     chain_future,
+    loop_of,
 )
 from .executor import Executor, gather_cancelled
 from .messages import CONFIG_KEY_ANCESTRY, Frame, Header, Message
+from .partial import StreamedUpdates, TaskSink
 from .tasks import NodeRunner, push_task_for, scratchpad_of
 
 #: set on the config of every task the submit hook saw, to the run that saw it
@@ -138,7 +141,7 @@ class _TaskView:
     id: str
     name: str
     writes: deque[tuple[str, Any]]
-    config: RunnableConfig
+    config: RunnableConfig | None
 
 
 class RequestRun:
@@ -159,6 +162,8 @@ class RequestRun:
         retry_policy: Sequence[Any],
         executor: Executor,
         root: tuple[Frame, ...] = (),
+        streaming: frozenset[str] = frozenset(),
+        folds: frozenset[str] = frozenset(),
     ) -> None:
         self.request_id = request_id
         #: ancestry of this run's scope: () for a request, the calling task's for a
@@ -172,7 +177,14 @@ class RequestRun:
         # loop task id -> the twin the submit hook matched it with
         self._claimed: dict[str, RunAhead] = {}
         self._adopted: set[str] = set()  # loop task ids that looked for their twin
-        self._sends_started: dict[str, int] = {}  # task id -> its Sends already started
+        # task id -> its Sends that have a twin (by id; the Send is kept, so its id is)
+        self._sends_started: dict[str, dict[int, Send]] = {}
+        #: nodes whose tasks apply what they yield at once (``partial.py``), and the
+        #: loop's stream their partial updates go to
+        self.streaming = streaming
+        self.folds = folds
+        self._updates: StreamedUpdates | None = None
+        self._output_keys: Any = ()
         # (step, node, id(Send.arg)) -> ancestries of Sends that have no twin (their
         # sender ran inline, where twins would not gain a step)
         self._send_ancestry: dict[tuple[int, Any, int], deque[tuple[Frame, ...]]] = defaultdict(
@@ -220,6 +232,10 @@ class RequestRun:
         conf[_SUBMITTED_BY] = self  # not inline (nested runs' tasks inherit another run)
         # graphs run inside the node (subgraphs) start their scope from here
         conf[CONFIG_KEY_ANCESTRY] = ancestry
+        if self.streaming:
+            self._find_loop(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
+            if task.name in self.streaming:
+                conf[CONFIG_KEY_YIELD] = self._sink(task, ancestry)
         msg = Message(self._header(task, ancestry), (fn, (task, *args), kwargs))
         return self._execute(msg, task, ahead, kwargs)
 
@@ -247,6 +263,21 @@ class RequestRun:
         if path and path[0] == PUSH and self._send_ancestry:
             ancestry = self._pop_ancestry((pad.step, name, id(input)))
         send, counter = conf[CONFIG_KEY_SEND], iter(range(1 << 62))
+        if self.streaming:
+            self._find_loop(conf.get(CONFIG_KEY_CALL))
+            if name in self.streaming:
+                # its Sends get twins as they are yielded: the node is still running
+                view = _TaskView(conf[CONFIG_KEY_TASK_ID], name, deque(), None)
+
+                def record_streamed(values: Sequence[tuple[str, Any]]) -> None:
+                    view.writes.extend(values)
+                    send(values)
+
+                view_conf = {**conf, CONFIG_KEY_SEND: record_streamed}
+                view_conf[CONFIG_KEY_ANCESTRY] = ancestry
+                view.config = {**config, CONF: view_conf}
+                view_conf[CONFIG_KEY_YIELD] = self._sink(view, ancestry)
+                return view.config
 
         def record(values: Sequence[tuple[str, Any]]) -> None:
             for chan, value in values:
@@ -259,6 +290,38 @@ class RequestRun:
             **config,
             CONF: {**conf, CONFIG_KEY_SEND: record, CONFIG_KEY_ANCESTRY: ancestry},
         }
+
+    # -- streaming nodes -----------------------------------------------------------
+    def _find_loop(self, call: Any) -> None:
+        """Note the loop of this run (from a task's call hook), once: its stream gets the
+        partial updates of streaming nodes instead of their whole-task updates."""
+        if self._updates is not None:
+            return
+        loop = loop_of(call)
+        if loop is None or loop.stream is None:
+            return
+        self._output_keys = loop.output_keys
+        if isinstance(loop.stream, StreamedUpdates):  # a run of the same loop (a retry)
+            self._updates = loop.stream
+            return
+        self._updates = loop.stream = StreamedUpdates(
+            loop.stream, loop.checkpoint_ns, self.streaming
+        )
+
+    def _sink(self, task: Any, ancestry: tuple[Frame, ...]) -> TaskSink:
+        writer = self.runners[task.name].node.writers[0]  # StateGraph's update writer
+        return TaskSink(
+            task,
+            writer,
+            self._output_keys,
+            self._updates,
+            self.folds,
+            functools.partial(self._sends_ready, task, ancestry),
+        )
+
+    def _sends_ready(self, sender: Any, ancestry: tuple[Frame, ...]) -> None:
+        """A streaming node yielded Sends: start them now (from the node's thread)."""
+        self._start_sends(sender, ancestry)
 
     # what the two paths implement
     def _execute(
@@ -292,14 +355,14 @@ class RequestRun:
         if step > pad.stop:  # the loop stops with GraphRecursionError before this step
             return
         with self._lock:
-            first = self._sends_started.get(sender.id, 0)
-            if self._closed or first >= len(sends):
+            done = self._sends_started.setdefault(sender.id, {})
+            if self._closed or len(done) >= len(sends):
                 return
-            self._sends_started[sender.id] = len(sends)
+            todo = [(i, s) for i, s in enumerate(sends) if id(s) not in done]
+            done.update((id(s), s) for _, s in todo)
         sender_runner = self.runners.get(sender.name)
         started = []
-        for idx in range(first, len(sends)):  # built first: nothing half-registered
-            send = sends[idx]
+        for idx, send in todo:  # built first: nothing half-registered
             runner = self.runners.get(send.node)
             if runner is None:  # unknown node: the loop warns and skips it
                 continue
@@ -319,6 +382,10 @@ class RequestRun:
             # way to graphs run inside the node, so the twin never carries it
             twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
             twin.config[CONF].pop(_SUBMITTED_BY, None)
+            if send.node in self.streaming:
+                twin.config[CONF][CONFIG_KEY_YIELD] = self._sink(twin, frames)
+            else:
+                twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
             started.append(RunAhead(twin, frames, runner, calls, self._future()))
         with self._lock:
             if self._closed:
@@ -381,7 +448,7 @@ class RequestRun:
             raise exc
         writes, output = ahead.runner.hand_over(ahead.task.writes)
         with self._lock:  # the twin's Sends have twins already: continue after them
-            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, 0)
+            self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, {})
         task.config[CONF][CONFIG_KEY_SEND](writes)
         if not ahead.runner.late:
             return None
@@ -421,6 +488,18 @@ class AsyncRequestRun(RequestRun):
         self._limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._owned: set[asyncio.Task[Any]] = set()
         self._stream_procs = False
+        self._loop = asyncio.get_running_loop()
+
+    def _sends_ready(self, sender: Any, ancestry: tuple[Frame, ...]) -> None:
+        # twins are asyncio tasks of the run's loop; a sync node yields on a thread
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._start_sends(sender, ancestry)
+        else:
+            self._loop.call_soon_threadsafe(self._start_sends, sender, ancestry)
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()

@@ -21,7 +21,16 @@ from .routing import RoutingPolicy
 
 #: messages an instance sends to the caller of a call before its result
 _TO_CALLER = frozenset(
-    (wire.CHUNK, wire.EMIT, wire.CALLBACK, wire.WRITES, wire.HEARTBEAT, wire.CALL)
+    (
+        wire.CHUNK,
+        wire.EMIT,
+        wire.CALLBACK,
+        wire.WRITES,
+        wire.HEARTBEAT,
+        wire.CALL,
+        wire.YIELD,
+        wire.STREAM,
+    )
 )
 
 
@@ -72,6 +81,14 @@ class Router:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
                 back.send_multipart([inst, client, env, b"", b""])
+        elif kind == wire.FEED:  # to the instance that has the call, after its TASK
+            inst = self.inflight.get((client, call_id))
+            if inst is not None:
+                back.send_multipart([inst, *frames])
+            elif (route := self.stages.get(stage)) is not None and any(
+                f[0] == client and f[1].split(wire.SEP, 2)[1] == call_id for f in route.waiting
+            ):
+                route.waiting.append(frames)  # its TASK waits for an instance: after it
         elif kind == wire.CALL_RESULT:  # to the instance that waits for it
             back.send_multipart([stage, client, env, b"", frames[-1]])
         elif kind == wire.CONTROL:
@@ -115,7 +132,12 @@ class Router:
             route.live.sort()
         while route.waiting:
             frames = route.waiting.popleft()
-            key, call_id = frames[1].split(wire.SEP, 3)[3], frames[1].split(wire.SEP, 3)[1]
+            kind, call_id, _stage, key = frames[1].split(wire.SEP, 3)
+            if kind == wire.FEED:
+                inst = self.inflight.get((frames[0], call_id))
+                if inst is not None:
+                    back.send_multipart([inst, *frames])
+                continue
             self._dispatch(
                 route.policy.pick(key, route.live, self.outstanding),
                 frames[0],
@@ -138,7 +160,9 @@ class Router:
         if not route.live and len(route.failed) == len(route.instances):
             while route.waiting:  # nobody will ever run these
                 frames = route.waiting.popleft()
-                call_id = frames[1].split(wire.SEP, 3)[1]
+                kind, call_id = frames[1].split(wire.SEP, 3)[:2]
+                if kind == wire.FEED:
+                    continue
                 front.send_multipart(
                     [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
                 )

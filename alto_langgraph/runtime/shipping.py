@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
+from ..streaming import CONFIG_KEY_YIELD
 from . import relay
 from ._pregel import (
     CONF,
@@ -240,6 +241,8 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "call": CONFIG_KEY_CALL in conf,
         "node_error": conf.get(CONFIG_KEY_NODE_ERROR),
         "streamed": streamed,
+        # a streaming node's task: its items come back as they are yielded
+        "yields": sorted(sink.folds) if (sink := conf.get(CONFIG_KEY_YIELD)) else None,
     }
     if runtime is not None:
         shipped["runtime"] = {
@@ -268,6 +271,7 @@ class Link(Protocol):
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
     def heartbeat(self) -> None: ...
     def task_writes(self, writes: Any) -> None: ...
+    def yields(self, folds: frozenset[str]) -> Any: ...
 
 
 def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
@@ -290,6 +294,8 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
         conf[CONFIG_KEY_CALL] = link.call
     if shipped["node_error"] is not None:
         conf[CONFIG_KEY_NODE_ERROR] = shipped["node_error"]
+    if shipped["yields"] is not None:
+        conf[CONFIG_KEY_YIELD] = link.yields(frozenset(shipped["yields"]))
     config: dict[str, Any] = {
         "tags": shipped["tags"],
         "metadata": shipped["metadata"],

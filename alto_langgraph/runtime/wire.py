@@ -16,9 +16,10 @@ Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets)
     instance -> router         client id, envelope, payload      (result, error, emit)
     router -> coordinator      envelope, payload
 
-A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT`` and ``CALL``
-messages travel the same path as its result and ahead of it, so the coordinator sees
-them in the order the node made them.
+A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT``, ``CALL``,
+``YIELD`` and ``STREAM`` messages travel the same path as its result and ahead of it, so
+the coordinator sees them in the order the node made them. ``FEED`` messages go the
+other way, after the call's ``TASK``, to the instance that has the call.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ HEARTBEAT = b"H"  # the node called runtime.heartbeat() (its idle timeout is the
 CALL = b"K"  # a functional-API @task call made inside the node, for the caller's loop
 #   (stage field: the instance that waits; routing key field: the call's sub-id)
 CALL_RESULT = b"k"  # coordinator -> the waiting instance: that @task call's outcome
+YIELD = b"D"  # an item a @streaming node yielded (payload: the pickled Command)
+STREAM = b"Q"  # an event of a stream the node produces (payload: sid, event, value)
+FEED = b"I"  # coordinator -> the instance running a call: an event of a stream in its input
 LOST = b"L"  # the instance running the call died (payload: reason, utf-8)
 CANCEL = b"X"  # the caller gave up on a call (timeout, cancelled request)
 READY = b"Y"  # an instance is up (instance -> router), or all are (router -> coordinator)

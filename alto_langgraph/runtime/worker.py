@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
+from .. import streaming
 from . import relay, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
@@ -61,6 +62,8 @@ class StageInstance:
         self.loop = loop
         self.node: Any = None
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
+        #: per call: the streams in its input, fed by the caller's FEED messages
+        self.inputs: dict[tuple[bytes, bytes], dict[str, streaming.StreamChannel]] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
         self.context = zmq.asyncio.Context()
@@ -102,9 +105,18 @@ class StageInstance:
         client, env = bytes(frames[0]), bytes(frames[1])
         kind, call_id, _stage, sub = env.split(wire.SEP, 3)
         if kind == wire.TASK:
+            # now, not in run(): the call's FEEDs may come before run() starts
+            self.inputs[(client, call_id)] = {}
             task = self.loop.create_task(self.run(client, call_id, frames[3]))
             self.running[(client, call_id)] = task
             task.add_done_callback(lambda _, k=(client, call_id): self.running.pop(k, None))
+        elif kind == wire.FEED:
+            table = self.inputs.get((client, call_id))
+            if table is not None:
+                with streaming.receiving(table):
+                    sid, event, value = shipping.loads(frames[3])
+                channel = table.get(sid) or table.setdefault(sid, streaming.StreamChannel())
+                channel.event(event, value)
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -121,8 +133,10 @@ class StageInstance:
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         send = self.send
         link = _Link(self, client, call_id)
+        inputs = self.inputs.get((client, call_id), {})
         try:
-            value, config, streamed = shipping.open_call(bytes(payload), link)
+            with streaming.receiving(inputs):
+                value, config, streamed = shipping.open_call(bytes(payload), link)
             var_child_runnable_config.set(config)  # get_config() in node code
             if streamed:  # the caller streams the node's output: chunk by chunk
                 async for chunk in self.node.astream(value, config):
@@ -149,6 +163,10 @@ class StageInstance:
             if isinstance(exc, asyncio.CancelledError):  # the caller gave up
                 send(reply)
                 raise
+        finally:
+            # a fold still reading (a sync one, on its thread) must not wait forever
+            for channel in self.inputs.pop((client, call_id), {}).values():
+                channel.event(streaming.FAIL, RuntimeError("alto: the call ended"))
         send(reply)
 
 
@@ -187,6 +205,10 @@ class _Link:
             self._last_beat = now
             self.send([self.client, wire.envelope(wire.HEARTBEAT, self.call_id), b""])
 
+    def yields(self, folds: frozenset[str]) -> _RelayedYields:
+        """``CONFIG_KEY_YIELD``: a streaming node's items and streams go to the caller."""
+        return _RelayedYields(self, folds)
+
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
         """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""
         kwargs.pop("callbacks", None)  # the caller's task has its own
@@ -197,3 +219,27 @@ class _Link:
         env = wire.envelope(wire.CALL, self.call_id, self.instance.identity, sub)
         self.send([self.client, env, payload])
         return fut
+
+
+class _RelayedYields:
+    """A streaming node's sink in a stage instance (``streaming.Sink``): every item and
+    every stream event is a message to the caller, whose task applies it."""
+
+    def __init__(self, link: _Link, folds: frozenset[str]) -> None:
+        self.link = link
+        self.folds = folds
+
+    def apply(self, item: Any) -> None:
+        link = self.link
+        payload = shipping.dumps_value(item, "an item a @streaming node yielded")
+        link.send([link.client, wire.envelope(wire.YIELD, link.call_id), payload])
+
+    def open_stream(self) -> streaming.StreamRef:
+        return streaming.StreamRef.new(local=False)
+
+    def stream_event(self, ref: streaming.StreamRef, event: str, value: Any) -> None:
+        link = self.link
+        if event == streaming.FAIL:  # the producer's exception, as a node's would travel
+            value = shipping.dumps_error(value)
+        payload = shipping.dumps_value((ref.sid, event, value), "a chunk of a stream")
+        link.send([link.client, wire.envelope(wire.STREAM, link.call_id), payload])

@@ -1,0 +1,523 @@
+"""Streaming nodes, stream-valued payloads and incremental folds.
+
+An app opts in per node; the same code runs, with the same final state, on stock
+LangGraph:
+
+* ``@streaming`` marks a (async) generator node. Each item it yields is a partial state
+  update (a dict), a ``Send`` or a ``Command``. On stock LangGraph the decorated node
+  collects its items and returns them as one list of ``Command`` s, which LangGraph
+  applies with the state's own reducers, in yield order. On alto each item is applied
+  to the node's task the moment it is yielded: a ``Send`` starts its task at once, a
+  partial update shows up in ``stream_mode="updates"``.
+* A field of a yielded ``Send`` 's payload may be an iterator or async iterator (a token
+  stream). When the ``Send`` goes to a ``@fold`` node, alto dispatches it at once and
+  hands the chunks to the fold while the producer still generates them; elsewhere, and
+  on stock LangGraph, the stream is first collected into a list.
+* ``@fold(over="field")`` makes a node out of ``start`` / ``step`` / ``finish``: it
+  consumes the payload's ``field`` chunk by chunk. It is a stateful stage: with several
+  instances, a stream's chunks all go to the one instance running its fold.
+
+The runtime side (who applies an item, where chunks travel) sits behind the *sink* a
+streaming node finds in its config under ``CONFIG_KEY_YIELD``; without one, it runs
+the stock way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.types import Command, Send
+
+__all__ = ["CONFIG_KEY_YIELD", "StreamRef", "fold", "is_fold", "is_streaming", "streaming"]
+
+#: configurable key of a task whose streaming node applies items as they are yielded
+CONFIG_KEY_YIELD = "__alto_yield"
+
+
+class Sink(Protocol):
+    """Where a streaming node's items go under alto (one per task)."""
+
+    #: nodes whose Sends keep stream-valued fields as streams (the others get lists)
+    folds: frozenset[str]
+
+    def apply(self, item: Command) -> None: ...
+    def open_stream(self) -> StreamRef: ...
+    def stream_event(self, ref: StreamRef, event: str, value: Any) -> None: ...
+
+
+# -- streams --------------------------------------------------------------------------
+
+CHUNK, END, FAIL = "chunk", "end", "fail"
+
+
+class StreamChannel:
+    """One stream's chunks, as they arrive: put from any thread, read by a sync or an
+    async consumer, or forwarded to a listener (to another process). Keeps every chunk:
+    a fold's ``finish`` sees the whole value, as on stock LangGraph."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.chunks: list[Any] = []
+        self.closed = False
+        self.error: BaseException | None = None
+        self._wakers: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[str, Any], None]] = []
+
+    def event(self, event: str, value: Any = None) -> None:
+        with self._cond:
+            if self.closed:
+                return  # after a failure the producer's remaining events mean nothing
+            if event == CHUNK:
+                self.chunks.append(value)
+            else:
+                self.closed = True
+                self.error = value if event == FAIL else None
+            for listener in self._listeners:
+                listener(event, value)
+            self._cond.notify_all()
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    def listen(self, listener: Callable[[str, Any], None]) -> Callable[[], None]:
+        """Call ``listener(event, value)`` for every event so far and every later one,
+        in order; returns a function that stops it."""
+        with self._cond:
+            for chunk in self.chunks:
+                listener(CHUNK, chunk)
+            if self.closed:
+                listener(FAIL if self.error is not None else END, self.error)
+            else:
+                self._listeners.append(listener)
+
+        def stop() -> None:
+            with self._cond, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return stop
+
+    def _read(self, i: int) -> tuple[bool, Any]:
+        """(True, chunk i), or (False, None) at the end; raises the producer's error.
+        Call with the lock held, once chunk i or the end is there."""
+        if i < len(self.chunks):
+            return True, self.chunks[i]
+        if self.error is not None:
+            raise self.error
+        return False, None
+
+    def __iter__(self) -> Iterator[Any]:
+        i = 0
+        while True:
+            with self._cond:
+                while i >= len(self.chunks) and not self.closed:
+                    self._cond.wait()
+                more, chunk = self._read(i)
+            if not more:
+                return
+            yield chunk
+            i += 1
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        i = 0
+        while True:
+            with self._cond:
+                ready = i < len(self.chunks) or self.closed
+                if not ready:
+                    fut = loop.create_future()
+                    self._wakers.append(lambda f=fut: loop.call_soon_threadsafe(_resolve_future, f))
+            if not ready:
+                await fut
+                continue
+            with self._cond:
+                more, chunk = self._read(i)
+            if not more:
+                return
+            yield chunk
+            i += 1
+
+
+def _resolve_future(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+#: sid -> channel, for stream references arriving in this process (set by a call that
+#: receives messages which may carry them: ``receiving``)
+_RECEIVING: contextvars.ContextVar[dict[str, StreamChannel] | None] = contextvars.ContextVar(
+    "alto_streams_receiving", default=None
+)
+
+
+class StreamRef:
+    """A stream-valued payload field under alto. Iterate it (sync or async) to get the
+    chunks as the producer makes them; it crosses processes as its id only, and the
+    chunks follow as messages of the call that carries it."""
+
+    __slots__ = ("sid", "channel")
+
+    def __init__(self, sid: str, channel: StreamChannel | None = None) -> None:
+        self.sid = sid
+        self.channel = channel
+
+    @classmethod
+    def new(cls, local: bool = True) -> StreamRef:
+        return cls(os.urandom(8).hex(), StreamChannel() if local else None)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._channel())
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._channel().__aiter__()
+
+    def _channel(self) -> StreamChannel:
+        if self.channel is None:
+            raise RuntimeError(f"alto: stream {self.sid} is not readable in this process")
+        return self.channel
+
+    def __repr__(self) -> str:
+        return f"StreamRef({self.sid!r})"
+
+    def __reduce__(self) -> Any:
+        return (_arrived, (self.sid,))
+
+
+def _arrived(sid: str) -> StreamRef:
+    table = _RECEIVING.get()
+    if table is None:
+        raise RuntimeError(f"alto: stream {sid} arrived outside a call that can feed it")
+    channel = table.get(sid)
+    if channel is None:
+        channel = table[sid] = StreamChannel()
+    return StreamRef(sid, channel)
+
+
+@contextlib.contextmanager
+def receiving(table: dict[str, StreamChannel]) -> Iterator[None]:
+    """Stream references unpickled inside resolve to channels of ``table`` (created on
+    first sight), which the call feeds from its stream messages."""
+    token = _RECEIVING.set(table)
+    try:
+        yield
+    finally:
+        _RECEIVING.reset(token)
+
+
+def stream_refs(value: Any) -> list[StreamRef]:
+    """The stream references among a payload's fields (a Send's, a Command's gotos)."""
+    if isinstance(value, Command):
+        gotos = value.goto if isinstance(value.goto, (list, tuple)) else [value.goto]
+        return [r for g in gotos if isinstance(g, Send) for r in stream_refs(g.arg)]
+    if isinstance(value, Send):
+        return stream_refs(value.arg)
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, StreamRef)]
+    return []
+
+
+def _is_stream(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray, dict, StreamRef)):
+        return False
+    return isinstance(value, (Iterator, AsyncIterator))
+
+
+# -- @streaming -----------------------------------------------------------------------
+
+
+def streaming(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a generator (or async generator) function as a streaming node.
+
+    It yields partial updates (dicts), ``Send`` s and ``Command`` s. Add it to a
+    ``StateGraph`` as any node; its signature (``state``, ``config``, ``runtime``...) is
+    read by LangGraph as usual.
+    """
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def anode(*args: Any, **kwargs: Any) -> Any:
+            sink = _sink()
+            items = fn(*args, **kwargs)
+            if sink is None:
+                return _as_output([await _acollected(i) async for i in items])
+            async for item in items:
+                await _astream_item(sink, item)
+            return None
+
+        node: Callable[..., Any] = anode
+    elif inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def snode(*args: Any, **kwargs: Any) -> Any:
+            sink = _sink()
+            items = fn(*args, **kwargs)
+            if sink is None:
+                return _as_output([_collected(i) for i in items])
+            for item in items:
+                _stream_item(sink, item)
+            return None
+
+        node = snode
+    else:
+        raise TypeError(
+            f"@streaming needs a generator function (one that yields), got {fn!r}; "
+            "a function that returns its update needs no decorator"
+        )
+    node.__alto_streaming__ = True  # type: ignore[attr-defined]
+    return node
+
+
+def is_streaming(fn: Any) -> bool:
+    return bool(getattr(fn, "__alto_streaming__", False))
+
+
+def _sink() -> Sink | None:
+    config = var_child_runnable_config.get() or {}
+    return (config.get("configurable") or {}).get(CONFIG_KEY_YIELD)
+
+
+def _as_command(item: Any) -> Command:
+    if isinstance(item, Command):
+        return item
+    if isinstance(item, Send):
+        return Command(goto=item)
+    if item is None or isinstance(item, (list, tuple, str, bytes)):
+        raise TypeError(
+            "a @streaming node yields partial updates (dicts or state objects), Sends "
+            f"or Commands, one at a time; it yielded {type(item).__name__}"
+        )
+    return Command(update=item)
+
+
+def _sends(cmd: Command) -> list[Send]:
+    gotos = cmd.goto if isinstance(cmd.goto, (list, tuple)) else [cmd.goto]
+    return [g for g in gotos if isinstance(g, Send)]
+
+
+def _replace_sends(cmd: Command, new: dict[int, Send]) -> Command:
+    """``cmd`` with the Sends at the given positions of its gotos replaced."""
+    if not new:
+        return cmd
+    if not isinstance(cmd.goto, (list, tuple)):
+        return Command(graph=cmd.graph, update=cmd.update, resume=cmd.resume, goto=new[0])
+    out, n = [], 0
+    for g in cmd.goto:
+        if isinstance(g, Send):
+            g, n = new.get(n, g), n + 1
+        out.append(g)
+    return Command(graph=cmd.graph, update=cmd.update, resume=cmd.resume, goto=out)
+
+
+def _stream_fields(send: Send) -> list[str]:
+    arg = send.arg
+    return [k for k, v in arg.items() if _is_stream(v)] if isinstance(arg, dict) else []
+
+
+def _collected(item: Any) -> Command:
+    """An item as stock LangGraph gets it: streams in Send payloads collected."""
+    cmd = _as_command(item)
+    new = {}
+    for i, send in enumerate(_sends(cmd)):
+        fields = _stream_fields(send)
+        if fields:
+            arg = dict(send.arg)
+            for k in fields:
+                if isinstance(arg[k], AsyncIterator):
+                    raise TypeError(
+                        f"a sync @streaming node yielded a Send to {send.node!r} whose "
+                        f"field {k!r} is an async iterator; make the node async"
+                    )
+                arg[k] = list(arg[k])
+            new[i] = Send(send.node, arg)
+    return _replace_sends(cmd, new)
+
+
+async def _acollected(item: Any) -> Command:
+    cmd = _as_command(item)
+    new = {}
+    for i, send in enumerate(_sends(cmd)):
+        fields = _stream_fields(send)
+        if fields:
+            arg = dict(send.arg)
+            for k in fields:
+                v = arg[k]
+                arg[k] = [c async for c in v] if isinstance(v, AsyncIterator) else list(v)
+            new[i] = Send(send.node, arg)
+    return _replace_sends(cmd, new)
+
+
+def _as_output(commands: list[Command]) -> Any:
+    return commands or None
+
+
+def _split(sink: Sink, item: Any) -> tuple[Command, list[tuple[StreamRef, Any]]]:
+    """The item to apply (streams to folds replaced by references) and the streams to
+    pump after applying it. Streams to other nodes are left for the caller to collect."""
+    cmd = _as_command(item)
+    new, pumps = {}, []
+    for i, send in enumerate(_sends(cmd)):
+        fields = _stream_fields(send)
+        if fields and send.node in sink.folds:
+            arg = dict(send.arg)
+            for k in fields:
+                ref = sink.open_stream()
+                pumps.append((ref, arg[k]))
+                arg[k] = ref
+            new[i] = Send(send.node, arg)
+    return _replace_sends(cmd, new), pumps
+
+
+def _stream_item(sink: Sink, item: Any) -> None:
+    cmd, pumps = _split(sink, item)
+    sink.apply(_collected(cmd))
+    # The Send is out: its fold runs while the stream is generated, here, in yield
+    # order (as stock LangGraph collects it before the node goes on).
+    for ref, source in pumps:
+        if isinstance(source, AsyncIterator):
+            exc = TypeError(
+                "a sync @streaming node yielded a Send whose stream is an async iterator; "
+                "make the node async"
+            )
+            sink.stream_event(ref, FAIL, exc)
+            raise exc
+        _pump(sink, ref, source)
+
+
+async def _astream_item(sink: Sink, item: Any) -> None:
+    cmd, pumps = _split(sink, item)
+    sink.apply(await _acollected(cmd))
+    for ref, source in pumps:
+        if isinstance(source, AsyncIterator):
+            try:
+                async for chunk in source:
+                    sink.stream_event(ref, CHUNK, chunk)
+            except BaseException as exc:
+                sink.stream_event(ref, FAIL, exc)
+                raise
+            sink.stream_event(ref, END, None)
+        else:
+            _pump(sink, ref, source)
+
+
+def _pump(sink: Sink, ref: StreamRef, source: Iterable[Any]) -> None:
+    try:
+        for chunk in source:
+            sink.stream_event(ref, CHUNK, chunk)
+    except BaseException as exc:
+        sink.stream_event(ref, FAIL, exc)
+        raise
+    sink.stream_event(ref, END, None)
+
+
+# -- @fold ----------------------------------------------------------------------------
+
+
+def fold(over: str) -> Callable[[Any], Callable[..., Any]]:
+    """Make a node from a class (or an object) with ``start(payload) -> acc``,
+    ``step(acc, chunk) -> acc`` and ``finish(acc, payload) -> update``, which consumes
+    the payload field ``over`` chunk by chunk. The class is instantiated once per
+    process, with no arguments; any of the three methods may be async.
+
+    ``finish`` gets the payload with ``over`` as the list of all chunks, as on stock
+    LangGraph, where the node runs once the whole value is there.
+    """
+    if not isinstance(over, str) or not over:
+        raise TypeError(f"fold(over=...) names the payload field to consume, got {over!r}")
+
+    def decorate(impl: Any) -> Callable[..., Any]:
+        for method in ("start", "step", "finish"):
+            if not callable(getattr(impl, method, None)):
+                raise TypeError(f"@fold: {impl!r} has no {method}() method")
+        get = _Lazy(impl) if isinstance(impl, type) else (lambda: impl)
+        is_async = any(
+            inspect.iscoroutinefunction(getattr(impl, m)) for m in ("start", "step", "finish")
+        )
+        name = getattr(impl, "__name__", type(impl).__name__)
+
+        def payload_of(payload: Any) -> Any:
+            if not isinstance(payload, dict) or over not in payload:
+                raise ValueError(
+                    f"fold node {name!r} consumes payload field {over!r}; "
+                    f"its input has no such field: {type(payload).__name__}"
+                )
+            return payload[over]
+
+        if is_async:
+
+            async def anode(payload: Any) -> Any:
+                obj, value = get(), payload_of(payload)
+                acc = await _maybe(obj.start(payload))
+                chunks = []
+                if isinstance(value, (StreamRef, AsyncIterator)):
+                    async for chunk in value:
+                        chunks.append(chunk)
+                        acc = await _maybe(obj.step(acc, chunk))
+                else:
+                    for chunk in value:
+                        chunks.append(chunk)
+                        acc = await _maybe(obj.step(acc, chunk))
+                return await _maybe(obj.finish(acc, {**payload, over: chunks}))
+
+            node: Callable[..., Any] = anode
+        else:
+
+            def snode(payload: Any) -> Any:
+                obj, value = get(), payload_of(payload)
+                acc = obj.start(payload)
+                chunks = []
+                for chunk in value:
+                    chunks.append(chunk)
+                    acc = obj.step(acc, chunk)
+                return obj.finish(acc, {**payload, over: chunks})
+
+            node = snode
+        node.__name__ = node.__qualname__ = name
+        node.__doc__ = getattr(impl, "__doc__", None)
+        node.__alto_fold__ = over  # type: ignore[attr-defined]
+        return node
+
+    return decorate
+
+
+def is_fold(fn: Any) -> bool:
+    return getattr(fn, "__alto_fold__", None) is not None
+
+
+class _Lazy:
+    """The fold's object: made on first use in each process (it ships as its class)."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self._lock = threading.Lock()
+        self._made: list[Any] = []
+
+    def __call__(self) -> Any:
+        if not self._made:
+            with self._lock:
+                if not self._made:
+                    self._made.append(self.cls())
+        return self._made[0]
+
+    def __reduce__(self) -> Any:
+        return (_Lazy, (self.cls,))
+
+
+async def _maybe(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def node_function(runnable: Any) -> Any:
+    """The function behind a node's runnable (LangGraph wraps it in a RunnableCallable)."""
+    for attr in ("afunc", "func"):
+        fn = getattr(runnable, attr, None)
+        if fn is not None and (is_streaming(fn) or is_fold(fn)):
+            return fn
+    return None

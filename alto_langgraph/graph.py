@@ -32,7 +32,7 @@ from .runtime.coordinator import (
 from .runtime.executor import Executor, make_executor
 from .runtime.messages import CONFIG_KEY_ANCESTRY
 from .runtime.tasks import NodeRunner, new_id, node_runners
-from .streaming import is_fold, is_streaming, node_function
+from .streams import is_fold, is_streaming, node_function
 
 logger = logging.getLogger("alto_langgraph")
 
@@ -129,6 +129,10 @@ class AltoCompiledStateGraph(CompiledStateGraph):
                 graph.nodes[name] = node.copy({"bound": RemoteNode(stage, node.bound, cluster)})
         graph.__class__ = cls
         graph._alto = _AltoState(graph, options, cluster, prefix)
+        if graph._alto.streaming:
+            # the loop hands out stream chunks while tasks run, not only between steps:
+            # partial updates are worth seeing as they come
+            graph.stream_eager = True
         # the loop's tasks: procs that adopt a run-ahead result when run inline
         for name, node in list(graph.nodes.items()):
             graph.nodes[name] = run_ahead_aware(node)

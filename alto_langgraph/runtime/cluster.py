@@ -34,8 +34,8 @@ from typing import Any
 import zmq
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from .. import streaming
-from ..streaming import CONFIG_KEY_YIELD, StreamChannel
+from .. import streams
+from ..streams import CONFIG_KEY_YIELD, StreamChannel
 from . import relay, shipping, wire
 from ._pregel import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, CONFIG_KEY_SEND, DEFAULT_RUNTIME
 from .forkserver import STOP_SIGNAL, ForkServer, fork_server
@@ -617,13 +617,13 @@ class RemoteNode(Runnable[Any, Any]):
         key = routing_key(self.spec, request_id, ancestry)
         call_id = self.cluster.call(self.stage, header, payload, key, deliver)
         # streams in the input (a fold's): their chunks follow the task, as they come
-        for ref in streaming.stream_refs(input):
+        for ref in streams.stream_refs(input):
             call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
         return call_id
 
     def _feeder(self, call_id: bytes, sid: str) -> Callable[[str, Any], None]:
         def feed(event: str, value: Any) -> None:
-            if event == streaming.FAIL:
+            if event == streams.FAIL:
                 value = shipping.dumps_error(value)
             what = f"a chunk of the stream into node {self.stage!r}"
             self.cluster.feed(call_id, self.stage, shipping.dumps_value((sid, event, value), what))
@@ -656,12 +656,12 @@ class RemoteNode(Runnable[Any, Any]):
         if kind == wire.CALLBACK:
             return shipping.loads(payload)
         if kind == wire.YIELD:
-            with streaming.receiving(call.streams):
+            with streams.receiving(call.streams):
                 item = shipping.loads(payload)
             config[CONF][CONFIG_KEY_YIELD].apply(item)
         elif kind == wire.STREAM:
             sid, event, value = shipping.loads(payload)
-            if event == streaming.FAIL:
+            if event == streams.FAIL:
                 value = shipping.loads(value)
             channel = call.streams.get(sid) or call.streams.setdefault(sid, StreamChannel())
             channel.event(event, value)
@@ -792,7 +792,7 @@ class _Call:
         self.unlisten.clear()
         for channel in self.streams.values():
             channel.event(
-                streaming.FAIL, exc or RuntimeError("alto: the producer's call ended mid-stream")
+                streams.FAIL, exc or RuntimeError("alto: the producer's call ended mid-stream")
             )
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.types import Command
 
-from ..streaming import CONFIG_KEY_YIELD
+from ..streams import CONFIG_KEY_YIELD
 from ._pregel import (
     CONF,
     CONFIG_KEY_CALL,

@@ -18,7 +18,7 @@ from typing import Any
 
 from langgraph.types import Command
 
-from ..streaming import StreamRef
+from ..streams import StreamRef
 from ._pregel import CONF, CONFIG_KEY_SEND, TASKS
 
 
@@ -51,7 +51,7 @@ class StreamedUpdates:
 
 
 class TaskSink:
-    """``CONFIG_KEY_YIELD`` of one task in the app process (a ``streaming.Sink``)."""
+    """``CONFIG_KEY_YIELD`` of one task in the app process (a ``streams.Sink``)."""
 
     def __init__(
         self,

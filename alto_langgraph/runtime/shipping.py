@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from ..streaming import CONFIG_KEY_YIELD
+from ..streams import CONFIG_KEY_YIELD
 from . import relay
 from ._pregel import (
     CONF,

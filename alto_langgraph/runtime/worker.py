@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
-from .. import streaming
+from .. import streams
 from . import relay, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
@@ -63,7 +63,7 @@ class StageInstance:
         self.node: Any = None
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
         #: per call: the streams in its input, fed by the caller's FEED messages
-        self.inputs: dict[tuple[bytes, bytes], dict[str, streaming.StreamChannel]] = {}
+        self.inputs: dict[tuple[bytes, bytes], dict[str, streams.StreamChannel]] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
         self.context = zmq.asyncio.Context()
@@ -113,9 +113,9 @@ class StageInstance:
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
-                with streaming.receiving(table):
+                with streams.receiving(table):
                     sid, event, value = shipping.loads(frames[3])
-                channel = table.get(sid) or table.setdefault(sid, streaming.StreamChannel())
+                channel = table.get(sid) or table.setdefault(sid, streams.StreamChannel())
                 channel.event(event, value)
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
@@ -135,7 +135,7 @@ class StageInstance:
         link = _Link(self, client, call_id)
         inputs = self.inputs.get((client, call_id), {})
         try:
-            with streaming.receiving(inputs):
+            with streams.receiving(inputs):
                 value, config, streamed = shipping.open_call(bytes(payload), link)
             var_child_runnable_config.set(config)  # get_config() in node code
             if streamed:  # the caller streams the node's output: chunk by chunk
@@ -166,7 +166,7 @@ class StageInstance:
         finally:
             # a fold still reading (a sync one, on its thread) must not wait forever
             for channel in self.inputs.pop((client, call_id), {}).values():
-                channel.event(streaming.FAIL, RuntimeError("alto: the call ended"))
+                channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
         send(reply)
 
 
@@ -222,7 +222,7 @@ class _Link:
 
 
 class _RelayedYields:
-    """A streaming node's sink in a stage instance (``streaming.Sink``): every item and
+    """A streaming node's sink in a stage instance (``streams.Sink``): every item and
     every stream event is a message to the caller, whose task applies it."""
 
     def __init__(self, link: _Link, folds: frozenset[str]) -> None:
@@ -234,12 +234,12 @@ class _RelayedYields:
         payload = shipping.dumps_value(item, "an item a @streaming node yielded")
         link.send([link.client, wire.envelope(wire.YIELD, link.call_id), payload])
 
-    def open_stream(self) -> streaming.StreamRef:
-        return streaming.StreamRef.new(local=False)
+    def open_stream(self) -> streams.StreamRef:
+        return streams.StreamRef.new(local=False)
 
-    def stream_event(self, ref: streaming.StreamRef, event: str, value: Any) -> None:
+    def stream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
         link = self.link
-        if event == streaming.FAIL:  # the producer's exception, as a node's would travel
+        if event == streams.FAIL:  # the producer's exception, as a node's would travel
             value = shipping.dumps_error(value)
         payload = shipping.dumps_value((ref.sid, event, value), "a chunk of a stream")
         link.send([link.client, wire.envelope(wire.STREAM, link.call_id), payload])

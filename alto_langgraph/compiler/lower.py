@@ -10,6 +10,7 @@ from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
 from ..runtime._pregel import ChannelWrite
+from ..streams import is_fold, is_streaming, node_function
 from .plan import Aggregator, Plan, Queue, Splitter, Stage
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ def lower(
         if spec.ends:
             queues += [Queue(name, e, "send", label="Command") for e in spec.ends]
             splitters.append(Splitter(name, "Command"))
+        if is_streaming(node_function(spec.runnable)):
+            splitters.append(Splitter(name, "@streaming: each Send dispatched as it is yielded"))
     state_keys = set(builder.schemas.get(builder.state_schema, builder.channels))
     aggregators = [
         Aggregator(key, type(ch).__name__, _reducer_name(ch))
@@ -90,6 +93,11 @@ def lower(
         Aggregator(name, "defer", "runs when the request is otherwise done")
         for name, spec in builder.nodes.items()
         if spec.defer
+    ]
+    aggregators += [
+        Aggregator(name, "fold", f"over {fn.__alto_fold__!r}, chunk by chunk, on one instance")
+        for name, spec in builder.nodes.items()
+        if is_fold(fn := node_function(spec.runnable))
     ]
     fallbacks = []
     if graph.checkpointer not in (None, False):
@@ -130,6 +138,11 @@ def _send_targets(builder: Any) -> set[str]:
 def _call_kind(runnable: Any) -> str:
     from langchain_core.runnables import RunnableLambda
 
+    fn = node_function(runnable)
+    if is_streaming(fn):
+        return "streaming"
+    if is_fold(fn):
+        return "fold"
     if isinstance(runnable, RunnableLambda):
         return "generator"
     if getattr(runnable, "afunc", None) is not None and getattr(runnable, "func", None) is None:

@@ -30,12 +30,17 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check alto_langgraph tests comparisons examples
 	$(BIN)/ruff format --check alto_langgraph tests comparisons examples
 
-bench: $(VENV)/.dev
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	touch $@ $(VENV)/.dev $(VENV)/.core
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m pytest comparisons --benchmark-only
 	$(BIN)/python comparisons/barrier.py
 	$(BIN)/python comparisons/overhead.py
 	$(BIN)/python comparisons/router.py
 	$(BIN)/python comparisons/replicas.py
+	$(BIN)/python comparisons/streaming.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -69,3 +69,55 @@ def test_pregel_node_proc_is_a_cached_property_over_bound_and_writers() -> None:
 def test_scratchpad_carries_step_and_stop() -> None:
     pad = _pregel.new_scratchpad("t", "ns", 3, 10)
     assert (pad.step, pad.stop) == (3, 10)
+
+
+def test_a_list_of_commands_is_folded_by_the_reducers_in_order() -> None:
+    """What a @streaming node returns on stock LangGraph: its items as Commands, each
+    update applied through the state's reducer in list order, each Send a task."""
+    from langgraph.types import Command, Send
+
+    g = StateGraph(S)
+    g.add_node(
+        "a",
+        lambda s: [
+            Command(update={"log": ["1"]}),
+            Command(goto=Send("b", {"log": ["from a"]})),
+            Command(update={"log": ["2"]}),
+        ],
+    )
+    g.add_node("b", lambda p: {"log": p["log"]})
+    g.add_edge(START, "a")
+    assert g.compile().invoke({"log": []}) == {"log": ["1", "2", "from a"]}
+
+
+def test_the_first_writer_of_a_node_maps_updates_and_commands_to_writes() -> None:
+    """A streaming node's task applies each item through this writer (partial.py)."""
+    from langgraph.types import Command, Send
+
+    node = two_parallel_then_one().compile().nodes["a"]
+    writes: list[tuple[str, Any]] = []
+    conf = {_pregel.CONF: {_pregel.CONFIG_KEY_SEND: writes.extend}}
+    node.writers[0].invoke({"log": ["x"]}, conf)
+    node.writers[0].invoke(Command(update={"log": ["y"]}, goto=Send("c", {})), conf)
+    assert writes == [("log", ["x"]), ("log", ["y"]), (_pregel.TASKS, Send("c", {}))]
+
+
+def test_a_tasks_call_hook_leads_to_its_loop_and_the_loop_streams_updates_per_task() -> None:
+    """alto finds the loop (to stream partial updates, and to drop the whole-task
+    update of a streaming node) through the loop method bound into CONFIG_KEY_CALL."""
+    from langchain_core.runnables import RunnableConfig
+
+    found: list[Any] = []
+
+    def a(state: S, config: RunnableConfig) -> dict:
+        found.append(_pregel.loop_of(config["configurable"][_pregel.CONFIG_KEY_CALL]))
+        return {"log": ["a"]}
+
+    g = StateGraph(S)
+    g.add_node("a", a)
+    g.add_edge(START, "a")
+    chunks = list(g.compile().stream({"log": []}, stream_mode="updates"))
+    loop = found[0]
+    assert loop is not None and callable(loop.stream) and "updates" in loop.stream.modes
+    assert loop.checkpoint_ns == () and "log" in loop.output_keys
+    assert chunks == [{"a": {"log": ["a"]}}]

@@ -10,7 +10,8 @@ One object serves both ways:
   over the collected list, with the same result.
 
 Write one by subclassing ``Aggregate``: ``start()`` gives the empty aggregate, ``add``
-folds in one item. The aggregate is the state value itself (a number, a list), so
+folds in one item (it may change a list aggregate in place and return it: the reducer
+hands it a copy). The aggregate is the state value itself (a number, a list), so
 reducing a write into the state and adding a chunk are the same operation.
 """
 
@@ -38,8 +39,8 @@ class Aggregate:
         return update if isinstance(update, list) else [update]
 
     def __call__(self, current: Any, update: Any) -> Any:
-        """As a LangGraph reducer: fold a write's items into the current value."""
-        acc = self.start() if current is None else current
+        """As a LangGraph reducer: fold a write's items into (a copy of) the current value."""
+        acc = self.start() if current is None else _copy(current)
         for item in self.items(update):
             acc = self.add(acc, item)
         return acc
@@ -99,7 +100,8 @@ class Append(Aggregate):
         return []
 
     def add(self, acc: list[Any], item: Any) -> list[Any]:
-        return [*acc, item]
+        acc.append(item)
+        return acc
 
 
 class Filter(Aggregate):
@@ -114,7 +116,9 @@ class Filter(Aggregate):
         return []
 
     def add(self, acc: list[Any], item: Any) -> list[Any]:
-        return [*acc, item] if self.keep(item) else acc
+        if self.keep(item):
+            acc.append(item)
+        return acc
 
 
 class TopK(Aggregate):
@@ -134,8 +138,16 @@ class TopK(Aggregate):
         rank = key(item)
         # after every item at least as large: stable, and O(k)
         at = next((i for i, x in enumerate(acc) if key(x) < rank), len(acc))
-        return [*acc[:at], item, *acc[at:]][: self.k]
+        if at < self.k:
+            acc.insert(at, item)
+            del acc[self.k :]
+        return acc
 
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _copy(value: Any) -> Any:
+    """What LangGraph holds is never changed in place."""
+    return list(value) if isinstance(value, list) else value

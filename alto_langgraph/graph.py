@@ -79,12 +79,12 @@ def _shipped_state(runners: dict[str, NodeRunner], plan: Plan) -> _AltoState:
     return state
 
 
-def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], frozenset[str]]:
-    """The graph's ``@streaming`` nodes and its ``@fold`` nodes."""
+def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], dict[str, str]]:
+    """The graph's ``@streaming`` nodes, and its ``@fold`` nodes with their stream field."""
     fns = {name: node_function(r.node.bound) for name, r in runners.items()}
     return (
         frozenset(n for n, fn in fns.items() if is_streaming(fn)),
-        frozenset(n for n, fn in fns.items() if is_fold(fn)),
+        {n: fn.__alto_fold__ for n, fn in fns.items() if is_fold(fn)},
     )
 
 

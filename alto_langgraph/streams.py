@@ -31,11 +31,13 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.types import Command, Send
+
+from .runtime._pregel import CONFIG_KEY_TASK_ID
 
 __all__ = ["CONFIG_KEY_YIELD", "StreamRef", "fold", "is_fold", "is_streaming", "streaming"]
 
@@ -46,8 +48,11 @@ CONFIG_KEY_YIELD = "__alto_yield"
 class Sink(Protocol):
     """Where a streaming node's items go under alto (one per task)."""
 
-    #: nodes whose Sends keep stream-valued fields as streams (the others get lists)
-    folds: frozenset[str]
+    #: the task it belongs to: a graph invoked inside the node must not use it
+    task_id: str
+    #: fold node -> the payload field it consumes: that field of a Send to it stays a
+    #: stream (every other stream-valued field arrives collected)
+    folds: Mapping[str, str]
 
     def apply(self, item: Command) -> None: ...
     def open_stream(self) -> StreamRef: ...
@@ -280,8 +285,12 @@ def is_streaming(fn: Any) -> bool:
 
 
 def _sink() -> Sink | None:
-    config = var_child_runnable_config.get() or {}
-    return (config.get("configurable") or {}).get(CONFIG_KEY_YIELD)
+    conf = (var_child_runnable_config.get() or {}).get("configurable") or {}
+    sink = conf.get(CONFIG_KEY_YIELD)
+    # a node of a graph run inside the streaming node inherits the config: not its sink
+    if sink is None or conf.get(CONFIG_KEY_TASK_ID) != sink.task_id:
+        return None
+    return sink
 
 
 def _as_command(item: Any) -> Command:
@@ -336,7 +345,7 @@ def _collected(item: Any) -> Command:
                         f"field {k!r} is an async iterator; make the node async"
                     )
                 arg[k] = list(arg[k])
-            new[i] = Send(send.node, arg)
+            new[i] = Send(send.node, arg, timeout=send.timeout)
     return _replace_sends(cmd, new)
 
 
@@ -350,7 +359,7 @@ async def _acollected(item: Any) -> Command:
             for k in fields:
                 v = arg[k]
                 arg[k] = [c async for c in v] if isinstance(v, AsyncIterator) else list(v)
-            new[i] = Send(send.node, arg)
+            new[i] = Send(send.node, arg, timeout=send.timeout)
     return _replace_sends(cmd, new)
 
 
@@ -364,57 +373,59 @@ def _split(sink: Sink, item: Any) -> tuple[Command, list[tuple[StreamRef, Any]]]
     cmd = _as_command(item)
     new, pumps = {}, []
     for i, send in enumerate(_sends(cmd)):
-        fields = _stream_fields(send)
-        if fields and send.node in sink.folds:
-            arg = dict(send.arg)
-            for k in fields:
-                ref = sink.open_stream()
-                pumps.append((ref, arg[k]))
-                arg[k] = ref
-            new[i] = Send(send.node, arg)
+        over = sink.folds.get(send.node)
+        if over is not None and over in _stream_fields(send):
+            ref = sink.open_stream()
+            pumps.append((ref, send.arg[over]))
+            new[i] = Send(send.node, {**send.arg, over: ref}, timeout=send.timeout)
     return _replace_sends(cmd, new), pumps
 
 
 def _stream_item(sink: Sink, item: Any) -> None:
     cmd, pumps = _split(sink, item)
-    sink.apply(_collected(cmd))
-    # The Send is out: its fold runs while the stream is generated, here, in yield
-    # order (as stock LangGraph collects it before the node goes on).
-    for ref, source in pumps:
-        if isinstance(source, AsyncIterator):
-            exc = TypeError(
-                "a sync @streaming node yielded a Send whose stream is an async iterator; "
-                "make the node async"
-            )
-            sink.stream_event(ref, FAIL, exc)
-            raise exc
-        _pump(sink, ref, source)
+    try:
+        sink.apply(_collected(cmd))
+        # The Sends are out: each fold runs while its stream is generated, here, in
+        # yield order (as stock LangGraph collects them before the node goes on).
+        for ref, source in pumps:
+            if isinstance(source, AsyncIterator):
+                raise TypeError(
+                    "a sync @streaming node yielded a Send whose stream is an async "
+                    "iterator; make the node async"
+                )
+            _pump(sink, ref, source)
+    except BaseException as exc:
+        _fail_all(sink, pumps, exc)
+        raise
 
 
 async def _astream_item(sink: Sink, item: Any) -> None:
     cmd, pumps = _split(sink, item)
-    sink.apply(await _acollected(cmd))
-    for ref, source in pumps:
-        if isinstance(source, AsyncIterator):
-            try:
+    try:
+        sink.apply(await _acollected(cmd))
+        for ref, source in pumps:
+            if isinstance(source, AsyncIterator):
                 async for chunk in source:
                     sink.stream_event(ref, CHUNK, chunk)
-            except BaseException as exc:
-                sink.stream_event(ref, FAIL, exc)
-                raise
-            sink.stream_event(ref, END, None)
-        else:
-            _pump(sink, ref, source)
+                sink.stream_event(ref, END, None)
+            else:
+                _pump(sink, ref, source)
+    except BaseException as exc:
+        _fail_all(sink, pumps, exc)
+        raise
 
 
 def _pump(sink: Sink, ref: StreamRef, source: Iterable[Any]) -> None:
-    try:
-        for chunk in source:
-            sink.stream_event(ref, CHUNK, chunk)
-    except BaseException as exc:
-        sink.stream_event(ref, FAIL, exc)
-        raise
+    for chunk in source:
+        sink.stream_event(ref, CHUNK, chunk)
     sink.stream_event(ref, END, None)
+
+
+def _fail_all(sink: Sink, pumps: list[tuple[StreamRef, Any]], exc: BaseException) -> None:
+    """The item failed: each of its streams not ended yet fails with that exception,
+    so no fold waits for chunks that will never come (an ended stream ignores it)."""
+    for ref, _ in pumps:
+        sink.stream_event(ref, FAIL, exc)
 
 
 # -- @fold ----------------------------------------------------------------------------
@@ -427,7 +438,8 @@ def fold(over: str) -> Callable[[Any], Callable[..., Any]]:
     process, with no arguments; any of the three methods may be async.
 
     ``finish`` gets the payload with ``over`` as the list of all chunks, as on stock
-    LangGraph, where the node runs once the whole value is there.
+    LangGraph, where the node runs once the whole value is there. ``start`` should not
+    read ``over``: on alto the stream has only begun.
     """
     if not isinstance(over, str) or not over:
         raise TypeError(f"fold(over=...) names the payload field to consume, got {over!r}")

@@ -576,3 +576,195 @@ def test_operators_as_aggregators_over_streams(executor: str) -> None:
     _, alto = assert_same(_aggregated_streams, sync=True, executor=executor, stream_mode="values")
     assert alto.final["mean"] == (23.0, 4)
     assert alto.final["top"] == [8, 5]
+
+
+# -- regressions (review of the first version) ------------------------------------------
+
+
+def _blocked_on_a_stream() -> list[str]:
+    """Threads waiting inside a stream's iterator (a fold that would wait forever)."""
+    import sys
+    import threading
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    blocked = []
+    for ident, frame in sys._current_frames().items():
+        f: Any = frame
+        while f is not None:
+            if f.f_code.co_name == "__iter__" and f.f_code.co_filename.endswith("streams.py"):
+                blocked.append(names.get(ident, str(ident)))
+                break
+            f = f.f_back
+    return blocked
+
+
+def _two_streams(first_fails: bool) -> tuple[StateGraph, Any]:
+    def bad() -> Any:
+        yield 1
+        if first_fails:
+            raise Boom("stream 1 broke")
+
+    def good() -> Any:
+        for i in range(3):
+            time.sleep(0.01)
+            yield i
+
+    @streaming
+    def prod(state: Claims) -> Any:
+        yield Command(goto=[Send("f", {"s": bad()}), Send("f", {"s": good()})])
+
+    @fold(over="s")
+    class F:
+        def start(self, p: dict) -> list:
+            return []
+
+        def step(self, acc: list, c: int) -> list:
+            return [*acc, c]
+
+        def finish(self, acc: list, p: dict) -> dict:
+            return {"log": [acc]}
+
+    g = StateGraph(Claims)
+    g.add_node("prod", prod)
+    g.add_node("f", F)
+    g.add_edge(START, "prod")
+    return g, {"log": []}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_failed_stream_ends_the_other_streams_of_its_item(executor: str) -> None:
+    g, inputs = _two_streams(first_fails=True)
+    with g.compile(backend="alto", executor=executor) as app:
+        with pytest.raises(Boom, match="stream 1 broke"):
+            app.invoke(inputs)
+        deadline = time.monotonic() + 5
+        while _blocked_on_a_stream() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _blocked_on_a_stream() == []
+    assert_same(lambda: _two_streams(False), sync=True, executor=executor, stream_mode="values")
+
+
+def test_a_fold_in_another_process_gets_the_producers_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alto_langgraph.runtime import coordinator
+
+    seen: list[tuple[str, BaseException | None]] = []
+    settle = coordinator._settle
+
+    def spy(ahead: Any, *, exc: BaseException | None = None) -> None:
+        seen.append((ahead.task.name, exc))
+        settle(ahead, exc=exc)
+
+    monkeypatch.setattr(coordinator, "_settle", spy)
+
+    def tokens() -> Any:
+        yield "a"
+        time.sleep(0.3)  # the fold has started and read the first chunk
+        raise Boom("the producer broke")
+
+    @streaming
+    def prod(state: Claims) -> Any:
+        yield Send("f", {"s": tokens()})
+
+    g = StateGraph(Claims)
+    g.add_node("prod", prod)
+    g.add_node("f", Count().fold(over="s", into="verdict"))
+    g.add_edge(START, "prod")
+    with g.compile(backend="alto") as app:
+        with pytest.raises(Boom):
+            app.invoke({})
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert len(seen) == 1
+    name, exc = seen[0]
+    assert name == "f" and isinstance(exc, Boom) and str(exc) == "the producer broke"
+
+
+def _two_fields() -> tuple[StateGraph, Any]:
+    def gen(tag: str) -> Any:
+        yield from (f"{tag}{i}" for i in range(3))
+
+    @streaming
+    def prod(state: Claims) -> Any:
+        yield Send("f", {"s": gen("s"), "t": gen("t")})
+
+    @fold(over="s")
+    class F:
+        def start(self, p: dict) -> list:
+            return []
+
+        def step(self, acc: list, c: str) -> list:
+            return [*acc, c]
+
+        def finish(self, acc: list, p: dict) -> dict:
+            return {"log": [("".join(acc), p["t"])]}
+
+    g = StateGraph(Claims)
+    g.add_node("prod", prod)
+    g.add_node("f", F)
+    g.add_edge(START, "prod")
+    return g, {"log": []}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_only_the_folds_own_field_streams_the_others_arrive_collected(executor: str) -> None:
+    _, alto = assert_same(_two_fields, sync=True, executor=executor, stream_mode="values")
+    assert alto.final["log"] == [("s0s1s2", ["t0", "t1", "t2"])]
+
+
+def _nested() -> tuple[StateGraph, Any]:
+    @streaming
+    def inner_node(state: Claims) -> Any:
+        yield {"claims": ["inner"]}
+        yield {"log": ["i1"]}
+
+    ib = StateGraph(Claims)
+    ib.add_node("inner_node", inner_node)
+    ib.add_edge(START, "inner_node")
+    inner = ib.compile()
+
+    @streaming
+    def outer(state: Claims) -> Any:
+        yield {"log": ["o1"]}
+        result = inner.invoke({"log": []})
+        yield {"log": ["inner said", *result["log"]], "claims": result["claims"]}
+
+    g = StateGraph(Claims)
+    g.add_node("outer", outer)
+    g.add_edge(START, "outer")
+    return g, {"log": []}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_graph_invoked_inside_a_streaming_node_keeps_its_own_items(executor: str) -> None:
+    _, alto = assert_same(_nested, sync=True, executor=executor, stream_mode="values")
+    assert (alto.final["log"], alto.final["claims"]) == (["o1", "inner said", "i1"], ["inner"])
+
+
+def test_a_sends_timeout_survives_collecting_its_streams() -> None:
+    from alto_langgraph.streams import _collected
+
+    cmd = _collected(Send("x", {"q": iter([1, 2])}, timeout=5.0))
+    (send,) = cmd.goto if isinstance(cmd.goto, list) else [cmd.goto]
+    assert send.arg == {"q": [1, 2]}
+    assert send.timeout == Send("x", {}, timeout=5.0).timeout is not None
+
+
+def test_a_call_cancelled_before_it_starts_leaves_no_input_streams() -> None:
+    from alto_langgraph.runtime import wire
+    from alto_langgraph.runtime.worker import StageInstance
+
+    async def go() -> dict:
+        inst = StageInstance("f", b"f#0", asyncio.get_running_loop())
+        inst.send = lambda frames: None  # type: ignore[method-assign]
+        inst.on_message([b"c", wire.envelope(wire.TASK, b"7", b"f", b""), b"", b"payload"])
+        inst.on_message([b"c", wire.envelope(wire.CANCEL, b"7"), b"", b""])
+        await asyncio.sleep(0.05)
+        left = dict(inst.inputs)
+        inst.sock.close()
+        inst.context.term()
+        return left
+
+    assert asyncio.run(go()) == {}

@@ -163,7 +163,7 @@ class RequestRun:
         executor: Executor,
         root: tuple[Frame, ...] = (),
         streaming: frozenset[str] = frozenset(),
-        folds: frozenset[str] = frozenset(),
+        folds: Mapping[str, str] | None = None,
     ) -> None:
         self.request_id = request_id
         #: ancestry of this run's scope: () for a request, the calling task's for a
@@ -182,7 +182,7 @@ class RequestRun:
         #: nodes whose tasks apply what they yield at once (``partial.py``), and the
         #: loop's stream their partial updates go to
         self.streaming = streaming
-        self.folds = folds
+        self.folds = folds or {}
         self._updates: StreamedUpdates | None = None
         self._output_keys: Any = ()
         # (step, node, id(Send.arg)) -> ancestries of Sends that have no twin (their
@@ -323,6 +323,10 @@ class RequestRun:
         """A streaming node yielded Sends: start them now (from the node's thread)."""
         self._start_sends(sender, ancestry)
 
+    @staticmethod
+    def _sends_of(sender: Any) -> list[Send]:
+        return [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
+
     # what the two paths implement
     def _execute(
         self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
@@ -345,9 +349,13 @@ class RequestRun:
             step=scratchpad_of(task).step,
         )
 
-    def _start_sends(self, sender: Any, ancestry: tuple[Frame, ...]) -> None:
-        """Start a twin for every Send that ``sender`` wrote and that has none yet."""
-        sends = [v for c, v in sender.writes if c == TASKS and isinstance(v, Send)]
+    def _start_sends(
+        self, sender: Any, ancestry: tuple[Frame, ...], sends: list[Send] | None = None
+    ) -> None:
+        """Start a twin for every Send that ``sender`` wrote and that has none yet
+        (``sends``: its Sends, taken by the thread that writes them)."""
+        if sends is None:
+            sends = self._sends_of(sender)
         if not sends:
             return
         pad = scratchpad_of(sender)
@@ -356,9 +364,9 @@ class RequestRun:
             return
         with self._lock:
             done = self._sends_started.setdefault(sender.id, {})
-            if self._closed or len(done) >= len(sends):
-                return
             todo = [(i, s) for i, s in enumerate(sends) if id(s) not in done]
+            if self._closed or not todo:
+                return
             done.update((id(s), s) for _, s in todo)
         sender_runner = self.runners.get(sender.name)
         started = []
@@ -498,8 +506,9 @@ class AsyncRequestRun(RequestRun):
             on_loop = False
         if on_loop:
             self._start_sends(sender, ancestry)
-        else:
-            self._loop.call_soon_threadsafe(self._start_sends, sender, ancestry)
+        else:  # the node's thread still writes: take its Sends here, not on the loop
+            sends = self._sends_of(sender)
+            self._loop.call_soon_threadsafe(self._start_sends, sender, ancestry, sends)
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()

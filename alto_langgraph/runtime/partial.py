@@ -13,7 +13,7 @@ loop applies the same writes in the same order. What changes is what happens at 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langgraph.types import Command
@@ -59,10 +59,11 @@ class TaskSink:
         writer: Any,
         output_keys: Any,
         out: StreamedUpdates | None,
-        folds: frozenset[str],
+        folds: Mapping[str, str],
         sends_ready: Callable[[], None],
     ) -> None:
         self.task = task
+        self.task_id = task.id
         self.writer = writer
         self.output_keys = output_keys
         self.out = out

@@ -242,7 +242,7 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "node_error": conf.get(CONFIG_KEY_NODE_ERROR),
         "streamed": streamed,
         # a streaming node's task: its items come back as they are yielded
-        "yields": sorted(sink.folds) if (sink := conf.get(CONFIG_KEY_YIELD)) else None,
+        "yields": dict(sink.folds) if (sink := conf.get(CONFIG_KEY_YIELD)) else None,
     }
     if runtime is not None:
         shipped["runtime"] = {
@@ -271,7 +271,7 @@ class Link(Protocol):
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
     def heartbeat(self) -> None: ...
     def task_writes(self, writes: Any) -> None: ...
-    def yields(self, folds: frozenset[str]) -> Any: ...
+    def yields(self, folds: dict[str, str], task_id: str) -> Any: ...
 
 
 def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
@@ -295,7 +295,7 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     if shipped["node_error"] is not None:
         conf[CONFIG_KEY_NODE_ERROR] = shipped["node_error"]
     if shipped["yields"] is not None:
-        conf[CONFIG_KEY_YIELD] = link.yields(frozenset(shipped["yields"]))
+        conf[CONFIG_KEY_YIELD] = link.yields(shipped["yields"], task_id)
     config: dict[str, Any] = {
         "tags": shipped["tags"],
         "metadata": shipped["metadata"],

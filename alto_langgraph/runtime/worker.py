@@ -109,14 +109,11 @@ class StageInstance:
             self.inputs[(client, call_id)] = {}
             task = self.loop.create_task(self.run(client, call_id, frames[3]))
             self.running[(client, call_id)] = task
-            task.add_done_callback(lambda _, k=(client, call_id): self.running.pop(k, None))
+            task.add_done_callback(lambda _, k=(client, call_id): self._ended(k))
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
-                with streams.receiving(table):
-                    sid, event, value = shipping.loads(frames[3])
-                channel = table.get(sid) or table.setdefault(sid, streams.StreamChannel())
-                channel.event(event, value)
+                self._feed(table, frames[3])
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -129,6 +126,27 @@ class StageInstance:
                 except Exception as exc:  # fails that @task call, not the instance
                     ok, value = False, exc
                 relay.settle(fut, ok, value)
+
+    def _ended(self, call: tuple[bytes, bytes]) -> None:
+        """A call is over (or was cancelled before it began): a fold still reading its
+        input (a sync one, on its thread) must not wait for it forever."""
+        self.running.pop(call, None)
+        for channel in self.inputs.pop(call, {}).values():
+            channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
+
+    @staticmethod
+    def _feed(table: dict[str, streams.StreamChannel], payload: Any) -> None:
+        """An event of a stream in a call's input."""
+        try:
+            sid, event, value = shipping.loads(payload)
+            if event == streams.FAIL:
+                value = shipping.loads(value)
+        except Exception as exc:  # fails that call's streams, not the instance
+            for channel in table.values():
+                channel.event(streams.FAIL, exc)
+            return
+        channel = table.get(sid) or table.setdefault(sid, streams.StreamChannel())
+        channel.event(event, value)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         send = self.send
@@ -164,9 +182,7 @@ class StageInstance:
                 send(reply)
                 raise
         finally:
-            # a fold still reading (a sync one, on its thread) must not wait forever
-            for channel in self.inputs.pop((client, call_id), {}).values():
-                channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
+            self._ended((client, call_id))
         send(reply)
 
 
@@ -205,9 +221,9 @@ class _Link:
             self._last_beat = now
             self.send([self.client, wire.envelope(wire.HEARTBEAT, self.call_id), b""])
 
-    def yields(self, folds: frozenset[str]) -> _RelayedYields:
+    def yields(self, folds: dict[str, str], task_id: str) -> _RelayedYields:
         """``CONFIG_KEY_YIELD``: a streaming node's items and streams go to the caller."""
-        return _RelayedYields(self, folds)
+        return _RelayedYields(self, folds, task_id)
 
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
         """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""
@@ -225,9 +241,10 @@ class _RelayedYields:
     """A streaming node's sink in a stage instance (``streams.Sink``): every item and
     every stream event is a message to the caller, whose task applies it."""
 
-    def __init__(self, link: _Link, folds: frozenset[str]) -> None:
+    def __init__(self, link: _Link, folds: dict[str, str], task_id: str) -> None:
         self.link = link
         self.folds = folds
+        self.task_id = task_id
 
     def apply(self, item: Any) -> None:
         link = self.link

@@ -330,8 +330,9 @@ def _stream_fields(send: Send) -> list[str]:
     return [k for k, v in arg.items() if _is_stream(v)] if isinstance(arg, dict) else []
 
 
-def _collected(item: Any) -> Command:
-    """An item as stock LangGraph gets it: streams in Send payloads collected."""
+def _collected(item: Any, ready: dict[int, list[Any]] | None = None) -> Command:
+    """An item as stock LangGraph gets it: streams in Send payloads collected
+    (``ready``: async streams already collected, by id)."""
     cmd = _as_command(item)
     new = {}
     for i, send in enumerate(_sends(cmd)):
@@ -339,28 +340,28 @@ def _collected(item: Any) -> Command:
         if fields:
             arg = dict(send.arg)
             for k in fields:
-                if isinstance(arg[k], AsyncIterator):
+                if ready is not None and id(arg[k]) in ready:
+                    arg[k] = ready[id(arg[k])]
+                elif isinstance(arg[k], AsyncIterator):
                     raise TypeError(
                         f"a sync @streaming node yielded a Send to {send.node!r} whose "
                         f"field {k!r} is an async iterator; make the node async"
                     )
-                arg[k] = list(arg[k])
+                else:
+                    arg[k] = list(arg[k])
             new[i] = Send(send.node, arg, timeout=send.timeout)
     return _replace_sends(cmd, new)
 
 
 async def _acollected(item: Any) -> Command:
     cmd = _as_command(item)
-    new = {}
-    for i, send in enumerate(_sends(cmd)):
-        fields = _stream_fields(send)
-        if fields:
-            arg = dict(send.arg)
-            for k in fields:
-                v = arg[k]
-                arg[k] = [c async for c in v] if isinstance(v, AsyncIterator) else list(v)
-            new[i] = Send(send.node, arg, timeout=send.timeout)
-    return _replace_sends(cmd, new)
+    ready = {
+        id(v): [c async for c in v]
+        for send in _sends(cmd)
+        for k in _stream_fields(send)
+        if isinstance(v := send.arg[k], AsyncIterator)
+    }
+    return _collected(cmd, ready)
 
 
 def _as_output(commands: list[Command]) -> Any:

@@ -243,7 +243,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            stock = super().astream(input, _in_process(config), **kwargs)
+            stock = super().astream(input, self._in_process(config, merged), **kwargs)
             async with aclosing(stock) as stream:
                 async for chunk in stream:
                     yield chunk
@@ -272,7 +272,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            yield from super().stream(input, _in_process(config), **kwargs)
+            yield from super().stream(input, self._in_process(config, merged), **kwargs)
             return
         if self._alto.cluster is not None:
             self._alto.cluster.start()  # the first run starts the processes
@@ -281,6 +281,17 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             yield from super().stream(input, _with_hook(config, run), **kwargs)
         finally:
             run.close()
+
+    def _in_process(self, config: RunnableConfig | None, merged: RunnableConfig) -> Any:
+        """``config`` for a run on stock LangGraph: node code runs in this process too (a
+        checkpointer, store or cache is the app's, and LangGraph hands it to the node).
+        Not when LangGraph refuses the run for want of a thread id: it checks that the
+        caller's ``configurable`` is empty, and alto's key would hide that."""
+        if not merged.get(CONF) and self._resolve_checkpointer(merged):
+            return config
+        config = dict(config or {})
+        config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_IN_PROCESS: True}
+        return config
 
     def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
         conf = merged.get(CONF, {})
@@ -297,12 +308,6 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         }
 
 
-def _in_process(config: RunnableConfig | None) -> RunnableConfig:
-    """``config`` for a run on stock LangGraph: node code runs in this process too (a
-    checkpointer, store or cache is the app's, and LangGraph hands it to the node)."""
-    config = dict(config or {})
-    config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_IN_PROCESS: True}
-    return config  # type: ignore[return-value]
 
 
 def _with_hook(config: RunnableConfig | None, run: RequestRun) -> RunnableConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import operator
 import warnings
@@ -170,6 +171,20 @@ def test_checkpointer_falls_back_to_stock_with_a_warning() -> None:
         out = app.invoke({"log": []}, {"configurable": {"thread_id": "t"}})
     assert out == {"log": ["a", 0, 1, 2]}
     assert "checkpointer" in str(app.plan)
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_checkpointer_without_a_thread_id_is_refused_as_on_stock(executor: str) -> None:
+    """LangGraph refuses such a run when ``configurable`` is empty; the fallback's own
+    configurable key must not hide that (it did: KeyError 'thread_id' instead)."""
+    stock = fanout().compile(checkpointer=InMemorySaver())
+    with pytest.raises(ValueError, match="thread_id") as expected:
+        stock.invoke({"log": []})
+    with fanout().compile(backend="alto", executor=executor, checkpointer=InMemorySaver()) as app:
+        for run in (lambda: app.invoke({"log": []}), lambda: asyncio.run(app.ainvoke({"log": []}))):
+            with pytest.warns(AltoFallbackWarning), pytest.raises(ValueError) as got:
+                run()
+            assert str(got.value) == str(expected.value)
 
 
 def test_interrupt_before_falls_back_to_stock_with_a_warning() -> None:

@@ -768,3 +768,21 @@ def test_a_call_cancelled_before_it_starts_leaves_no_input_streams() -> None:
         return left
 
     assert asyncio.run(go()) == {}
+
+
+def _in_a_subgraph() -> tuple[StateGraph, Any]:
+    inner_builder, _ = _pipeline(n=2, tokens=2)()
+    inner = inner_builder.compile()
+    g = StateGraph(Claims)
+    g.add_node("check", inner)
+    g.add_edge(START, "check")
+    return g, {"claims": [], "evidence": []}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_streaming_nodes_and_folds_inside_a_subgraph(executor: str, sync: bool) -> None:
+    _, alto = assert_same(
+        _in_a_subgraph, sync=sync, executor=executor, stream_mode="values", subgraphs=True
+    )
+    assert alto.final["verdict"] == "2 claims, 2 checked"

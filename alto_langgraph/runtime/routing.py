@@ -11,11 +11,16 @@ be picklable (cloudpickle ships it there).
 * ``LeastOutstanding``: the instance with the fewest calls in flight (ties rotate).
   The default for stateless stages.
 * ``RoundRobin``: blind rotation, for comparison.
+* ``PrefixCacheAware``: for LM stages, whose routing key is ``prompt_key(prompt)``:
+  prompts that share a prefix go where that prefix was sent before (its KV cache is
+  there), unless the instances' loads are out of balance (SGLang router's cache-aware
+  policy; ``docs/research/lm-engines.md``).
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -94,10 +99,92 @@ class ConsistentHash:
         return self._ring[i][1]
 
 
+#: bytes of one block's hash in a prompt key
+BLOCK_HASH = 8
+
+
+def prompt_key(prompt: str, block_chars: int = 32) -> bytes:
+    """The routing key of a prompt: one chained hash per whole ``block_chars`` block
+    of its text (a block's hash covers everything before it), so two prompts' keys
+    share exactly the blocks of their common prefix."""
+    data, out, chain = prompt.encode(), [], b""
+    for start in range(0, len(data) - block_chars + 1, block_chars):
+        chain = hashlib.blake2b(chain + data[start : start + block_chars], digest_size=8).digest()
+        out.append(chain)
+    return b"".join(out)
+
+
+class PrefixCacheAware:
+    """Cache-aware routing, after SGLang's router: the router remembers which prompt
+    blocks it sent to each instance (least recently used forgotten beyond
+    ``max_blocks``), an approximation of each instance's prefix cache.
+
+    * Loads out of balance (most - least outstanding > ``balance_abs`` and most >
+      ``balance_rel`` x least): the least loaded instance.
+    * Else, if some instance holds more than ``cache_threshold`` of the prompt's
+      blocks: the one holding most (ties: the least loaded).
+    * Else: the instance holding fewest blocks, to spread the prefixes.
+    """
+
+    def __init__(
+        self,
+        cache_threshold: float = 0.3,
+        balance_abs: int = 4,
+        balance_rel: float = 1.5,
+        max_blocks: int = 1 << 16,
+    ) -> None:
+        self.cache_threshold = cache_threshold
+        self.balance_abs = balance_abs
+        self.balance_rel = balance_rel
+        self.max_blocks = max_blocks
+        self._held: dict[bytes, collections.OrderedDict[bytes, None]] = {}
+        self._least = LeastOutstanding()
+
+    def pick(
+        self, key: bytes, instances: Sequence[bytes], outstanding: Mapping[bytes, int]
+    ) -> bytes:
+        blocks = [key[i : i + BLOCK_HASH] for i in range(0, len(key), BLOCK_HASH)]
+        loads = [outstanding.get(inst, 0) for inst in instances]
+        most, least = max(loads), min(loads)
+        if not blocks or (most - least > self.balance_abs and most > self.balance_rel * least):
+            chosen = self._least.pick(key, instances, outstanding)
+        else:
+            held = [self._held.setdefault(inst, collections.OrderedDict()) for inst in instances]
+            matched = [_leading(blocks, h) for h in held]
+            best = max(matched)
+            if best > self.cache_threshold * len(blocks):
+                candidates = [i for i, m in enumerate(matched) if m == best]
+            else:
+                fewest = min(len(h) for h in held)
+                candidates = [i for i, h in enumerate(held) if len(h) == fewest]
+            chosen = instances[min(candidates, key=lambda i: loads[i])]
+        self._remember(chosen, blocks)
+        return chosen
+
+    def _remember(self, inst: bytes, blocks: list[bytes]) -> None:
+        held = self._held.setdefault(inst, collections.OrderedDict())
+        for b in blocks:
+            held[b] = None
+            held.move_to_end(b)
+        while len(held) > self.max_blocks:
+            held.popitem(last=False)
+
+
+def _leading(blocks: list[bytes], held: Mapping[bytes, None]) -> int:
+    """How many of ``blocks``, from the first, ``held`` has."""
+    n = 0
+    for b in blocks:
+        if b not in held:
+            break
+        n += 1
+    return n
+
+
 POLICIES = {
     "consistent_hash": ConsistentHash,
     "least_outstanding": LeastOutstanding,
     "round_robin": RoundRobin,
+    "prefix_cache_aware": PrefixCacheAware,
 }
 
 

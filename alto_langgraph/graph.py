@@ -19,6 +19,8 @@ from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
 from .compiler import Plan, lower
+from .lm.client import CONFIG_KEY_LM, LMRoutes
+from .lm.serving import LMServer
 from .options import AltoOptions
 from .runtime import worker
 from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
@@ -62,6 +64,14 @@ class _AltoState:
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
         self.streaming, self.folds = _streaming_nodes(self.runners)
         self.plan: Plan = lower(graph, options, cluster.specs if cluster else {}, prefix)
+
+    def lm_config(self) -> dict[str, Any]:
+        """The configurable entry that sends a run's ``ChatAlto`` calls to this app's LM
+        stages (none: they run where they are made, or where the caller's run sends them)."""
+        cluster = self.cluster
+        if cluster is None or not cluster.lm_routes:
+            return {}
+        return {CONFIG_KEY_LM: LMRoutes(cluster, cluster.lm_routes)}
 
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
@@ -115,10 +125,11 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         top = not prefix
         if worker.IN_STAGE_INSTANCE and options.executor != "inline":
             options = AltoOptions(executor="inline")  # compiled inside a stage instance
-        if top and options.executor == "process":
+        # the process executor's deployment; LM stages are processes on either executor
+        if top and (options.executor == "process" or options.lm_stages):
             cluster = Cluster({}, {}, transport=options.transport, host=options.host)
         _alto_subgraphs(graph, options, cluster, prefix)
-        if cluster is not None:
+        if cluster is not None and options.executor == "process":
             for name, node in list(graph.nodes.items()):
                 if name == START or isinstance(node.bound, CompiledStateGraph):
                     continue  # input mapping stays here; a subgraph's nodes are stages
@@ -137,6 +148,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         for name, node in list(graph.nodes.items()):
             graph.nodes[name] = run_ahead_aware(node)
         if top and cluster is not None:
+            for served in options.lm_stages:
+                cluster.add_stage(served.stage, LMServer(served.engine), serves=served.model)
             options.check_stage_names(list(cluster.specs))
             if options.start == "compile":
                 cluster.start()
@@ -254,7 +267,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         run = AsyncRequestRun(
             max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
         )
-        stream = super().astream(input, _with_hook(config, run), **kwargs)
+        stream = super().astream(input, _with_hook(config, run, self._alto), **kwargs)
         try:
             async for chunk in stream:
                 yield chunk
@@ -278,7 +291,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             self._alto.cluster.start()  # the first run starts the processes
         run = SyncRequestRun(config=merged, **self._run_args(merged))
         try:
-            yield from super().stream(input, _with_hook(config, run), **kwargs)
+            yield from super().stream(input, _with_hook(config, run, self._alto), **kwargs)
         finally:
             run.close()
 
@@ -290,7 +303,11 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         if not merged.get(CONF) and self._resolve_checkpointer(merged):
             return config
         config = dict(config or {})
-        config[CONF] = {**config.get(CONF, {}), CONFIG_KEY_IN_PROCESS: True}
+        config[CONF] = {
+            **config.get(CONF, {}),
+            CONFIG_KEY_IN_PROCESS: True,
+            **self._alto.lm_config(),
+        }
         return config
 
     def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
@@ -308,16 +325,16 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         }
 
 
-
-
-def _with_hook(config: RunnableConfig | None, run: RequestRun) -> RunnableConfig:
-    """``config`` with ``run`` installed as LangGraph's runner-submit hook, and the
-    request id every task carries (routing keys of stateful stages include it)."""
+def _with_hook(config: RunnableConfig | None, run: RequestRun, alto: _AltoState) -> RunnableConfig:
+    """``config`` with ``run`` installed as LangGraph's runner-submit hook, the request
+    id every task carries (routing keys of stateful stages include it) and the app's
+    LM stages (where ``ChatAlto`` calls go)."""
     config = dict(config or {})
     config[CONF] = {
         **config.get(CONF, {}),
         CONFIG_KEY_RUNNER_SUBMIT: run,
         CONFIG_KEY_REQUEST: run.request_id,
+        **alto.lm_config(),
     }
     return config  # type: ignore[return-value]
 

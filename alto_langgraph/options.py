@@ -8,7 +8,8 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .runtime.cluster import StageSpec
+from .lm.engines import EngineSpec
+from .runtime.cluster import StageSpec, visible_gpus
 from .runtime.routing import make_policy
 
 EXECUTORS = ("process", "inline")
@@ -38,6 +39,12 @@ class AltoOptions:
         ``"compile"`` starts them in ``compile``.
     transport: ``"ipc"`` (default: unix sockets in a private 0700 directory) or
         ``"tcp"`` (bound to ``host``, loopback by default).
+    lm: the language models the app serves, as LM stages that ``ChatAlto(model=NAME)``
+        calls reach, e.g. ``{"smollm2-135m": {"engine": "transformers", "replicas": 2}}``.
+        Per model: ``engine`` (``"transformers"``, the default, or ``"simulated"``),
+        ``replicas``, ``gpus`` (per instance; default 1 where GPUs are visible, for
+        engines that use them), ``policy`` (default ``"prefix_cache_aware"``); every
+        other key is an option of the engine (``model``, ``max_batch``, ...).
     """
 
     executor: str = "process"
@@ -47,6 +54,7 @@ class AltoOptions:
     start: str = "first_run"
     transport: str = "ipc"
     host: str = "127.0.0.1"
+    lm: Mapping[str, Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -63,6 +71,7 @@ class AltoOptions:
                 f"(got executor={self.executor!r}, which runs every node in this process)"
             )
         object.__setattr__(self, "_specs", per_stage)
+        object.__setattr__(self, "lm_stages", _lm_stages(self.lm))
 
     def _per_stage(self) -> dict[str, dict[str, Any]]:
         """Stage name -> StageSpec fields, from the config file then the keywords."""
@@ -97,6 +106,62 @@ class AltoOptions:
                 f"known options are: {', '.join(sorted(known))}"
             )
         return cls(**kwargs)
+
+
+#: the settings of an ``lm`` entry that are the stage's; the rest are the engine's
+_LM_STAGE_KEYS = ("engine", "replicas", "gpus", "policy")
+#: engines that run on a GPU when one is visible
+_GPU_ENGINES = frozenset({"transformers"})
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStage:
+    """One served model: its stage and its engine."""
+
+    model: str
+    stage: StageSpec
+    engine: EngineSpec
+
+
+def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...]:
+    if lm is None:
+        return ()
+    if not isinstance(lm, Mapping):
+        raise TypeError(f"alto option lm must map model names to settings, got {lm!r}")
+    out = []
+    for model, settings in lm.items():
+        where = f"alto option lm[{model!r}]"
+        if not isinstance(model, str) or not model:
+            raise ValueError(
+                f"alto option lm: model names must be non-empty strings, got {model!r}"
+            )
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"{where} must be a dict of settings, got {settings!r}")
+        engine = settings.get("engine", "transformers")
+        options = {k: v for k, v in settings.items() if k not in _LM_STAGE_KEYS}
+        if engine == "transformers":
+            options.setdefault("model", model)
+        spec = EngineSpec(engine, options)
+        try:
+            spec.check()
+        except (TypeError, ValueError, ImportError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        replicas = settings.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"{where}: replicas must be an integer >= 1, got {replicas!r}")
+        gpus = settings.get("gpus")
+        if gpus is None:
+            gpus = 1 if engine in _GPU_ENGINES and visible_gpus() else 0
+        elif isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise ValueError(f"{where}: gpus must be an integer >= 0, got {gpus!r}")
+        policy = settings.get("policy", "prefix_cache_aware")
+        try:
+            make_policy(policy, stateful=False)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        stage = StageSpec(name=f"lm:{model}", replicas=replicas, gpus=gpus, policy=policy)
+        out.append(LMStage(model, stage, spec))
+    return tuple(out)
 
 
 def _read_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,13 +1,24 @@
 """Language models as stages: engines behind one streaming interface.
 
-``engine.py`` is the interface; ``simulated.py`` an engine that runs no model, for load
-tests (its numbers are labelled simulated).
+* ``chat.py``: ``ChatAlto``, the LangChain chat model app code calls;
+* ``engine.py``: the engine interface; ``transformers_engine.py`` (a local model with
+  continuous batching, CPU or CUDA; needs ``alto-langgraph[lm]``), ``simulated.py`` (no
+  model, a cost model: for load tests, its numbers labelled simulated);
+* ``engines.py``: engines by name; ``models.py``: where the local engine's weights come
+  from, offline;
+* ``serving.py``: an LM call, and the LM stage that serves it; ``client.py``: where a
+  call goes (an LM stage through the router, or an engine in this process).
 """
 
+from .chat import ChatAlto
 from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
+from .engines import ENGINES, EngineSpec
 from .simulated import SimulatedEngine, Timing
 
 __all__ = [
+    "ENGINES",
+    "ChatAlto",
+    "EngineSpec",
     "Delta",
     "Engine",
     "EngineError",

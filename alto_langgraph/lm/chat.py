@@ -88,10 +88,12 @@ class ChatAlto(BaseChatModel):
             options.pop("model")
         return client.local_backend(EngineSpec(self.engine, options))
 
-    def _chunk(self, delta: Delta) -> ChatGenerationChunk:
+    def _chunk(self, delta: Delta, first: bool) -> ChatGenerationChunk:
         meta: dict[str, Any] = {}
+        if first:  # prompt tokens the engine's prefix cache served (0: none, or unknown)
+            meta["cached_tokens"] = delta.cached_tokens
         if delta.finished:
-            meta = {"finish_reason": delta.finish_reason, "model_name": self.model}
+            meta.update(finish_reason=delta.finish_reason, model_name=self.model)
         return ChatGenerationChunk(
             message=AIMessageChunk(content=delta.text, response_metadata=meta)
         )
@@ -105,8 +107,8 @@ class ChatAlto(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        for delta in client.stream(self._backend(), request):
-            chunk = self._chunk(delta)
+        for i, delta in enumerate(client.stream(self._backend(), request)):
+            chunk = self._chunk(delta, i == 0)
             if run_manager is not None and delta.text:
                 run_manager.on_llm_new_token(delta.text, chunk=chunk)
             yield chunk
@@ -119,8 +121,9 @@ class ChatAlto(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        first = True
         async for delta in client.astream(self._backend(), request):
-            chunk = self._chunk(delta)
+            chunk, first = self._chunk(delta, first), False
             if run_manager is not None and delta.text:
                 await run_manager.on_llm_new_token(delta.text, chunk=chunk)
             yield chunk

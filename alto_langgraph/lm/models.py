@@ -114,8 +114,16 @@ def load(
         fields = {"vocab_size": len(tokenizer), **(random_config or {})}
         fields.setdefault("eos_token_id", tokenizer.eos_token_id)
         fields.setdefault("pad_token_id", tokenizer.pad_token_id)
-        torch.manual_seed(0)  # the same "random" model in every instance
-        lm = LlamaForCausalLM(LlamaConfig(**fields)).to(dtype=torch_dtype)
+        config = LlamaConfig(**fields)
+        lm = LlamaForCausalLM(config)
+        # The same "random" model in every instance: drawn from a generator of its own
+        # (the global one may be in use by another engine's thread meanwhile).
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for param in lm.parameters():
+                if param.dim() > 1:  # matrices; norms stay ones
+                    param.normal_(0.0, config.initializer_range, generator=gen)
+        lm = lm.to(dtype=torch_dtype)
     else:
         if random_config is not None:
             raise ValueError(f"random_config is for model={RANDOM!r}, not {model!r}")

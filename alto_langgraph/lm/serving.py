@@ -13,8 +13,8 @@ and cancels the call (aborting the request in the engine) when its caller gives 
 from __future__ import annotations
 
 import dataclasses
-from contextlib import aclosing
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from .engine import Delta, Engine, SamplingParams, chat_text

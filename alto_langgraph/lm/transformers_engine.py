@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from . import models
 from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
 
 #: how long a cancelled request's handler stays (transformers sends no final result for
-#: it; tokens it made meanwhile are still counted)
+#: it; tokens it still makes are counted meanwhile)
 _CANCELLED_HANDLER_TTL = 5.0
 
 
@@ -55,7 +56,9 @@ class TransformersEngine(Engine):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-            raise ValueError(f"transformers engine: device must be auto, cpu or cuda, not {device!r}")
+            raise ValueError(
+                f"transformers engine: device must be auto, cpu or cuda, not {device!r}"
+            )
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"transformers engine: max_batch must be >= 1, got {max_batch!r}")
         if threads is not None:
@@ -91,6 +94,14 @@ class TransformersEngine(Engine):
         starter = threading.Thread(target=self._manager.start, daemon=True)
         starter.start()
         starter.join()
+        # transformers hands each request's results to the loop that registered its
+        # handler; a caller's loop may close (or a cancelled request's results keep
+        # coming), and a result sent to a closed loop kills the generation thread. So
+        # handlers live on a loop of the engine's own, which forwards to the caller's.
+        self._dispatch = asyncio.new_event_loop()
+        threading.Thread(
+            target=self._dispatch.run_forever, name="alto-lm-dispatch", daemon=True
+        ).start()
         self._active: dict[str, str] = {}  # request id -> its last status name
         self._counts = collections.Counter[str]()
         self._started = time.perf_counter()
@@ -113,17 +124,21 @@ class TransformersEngine(Engine):
         results: asyncio.Queue[Any] = asyncio.Queue()
         made = [0]  # tokens the engine made for this request, counted even after a cancel
 
-        def on_result(out: Any) -> None:
+        def on_result(out: Any) -> None:  # on the dispatch loop
             self._counts["generated_tokens"] += len(out.generated_tokens) - made[0]
             made[0] = len(out.generated_tokens)
-            results.put_nowait(out)
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                loop.call_soon_threadsafe(results.put_nowait, out)
 
         self._active[request_id] = "PENDING"
-        self._manager.register_result_handler(request_id, on_result)
+        self._on_dispatch(self._manager.register_result_handler, request_id, on_result)
         self._counts["prompt_tokens"] += len(ids)
-        if self._manager.add_request(
-            ids, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True
-        ) is None:
+        if (
+            self._manager.add_request(
+                ids, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True
+            )
+            is None
+        ):
             self._active.pop(request_id, None)
             raise EngineError(f"{self.name}: the engine is not accepting requests")
         tokens: list[int] = []
@@ -158,7 +173,9 @@ class TransformersEngine(Engine):
             self._active.pop(request_id, None)
             if not done or stop_at is not None:
                 self._manager.cancel_request(request_id)
-                loop.call_later(_CANCELLED_HANDLER_TTL, self._forget, request_id)
+                self._dispatch.call_soon_threadsafe(
+                    self._dispatch.call_later, _CANCELLED_HANDLER_TTL, self._forget, request_id
+                )
 
     async def abort(self, request_id: str) -> None:
         if request_id in self._active:
@@ -188,6 +205,7 @@ class TransformersEngine(Engine):
         for rid in list(self._active):
             self._manager.cancel_request(rid)
         await asyncio.to_thread(self._manager.stop, block=True, timeout=30)
+        self._dispatch.call_soon_threadsafe(self._dispatch.stop)
 
     # -- helpers ---------------------------------------------------------------------
     def _encode(self, prompt: str) -> list[int]:
@@ -212,6 +230,14 @@ class TransformersEngine(Engine):
                 f"({params.max_tokens}) exceeds the context length ({self.max_context})"
             )
         return ids
+
+    def _on_dispatch(self, func: Any, *args: Any) -> None:
+        """Run ``func(*args)`` on the dispatch loop, and wait for it."""
+
+        async def call() -> None:
+            func(*args)
+
+        asyncio.run_coroutine_threadsafe(call(), self._dispatch).result(timeout=10)
 
     def _forget(self, request_id: str) -> None:
         router = getattr(self._manager, "output_router", None)

@@ -183,13 +183,18 @@ class Cluster:
         self._addresses: tuple[str, str] = ("", "")
         self._gpus: dict[tuple[str, int], str] = {}
         self._finalizer: weakref.finalize | None = None
+        #: model name -> the LM stage serving it (every instance is told, for its nodes)
+        self.lm_routes: dict[str, str] = {}
 
-    def add_stage(self, spec: StageSpec, node: Any) -> None:
-        """Register a stage (before the cluster starts): its spec and its node's code."""
+    def add_stage(self, spec: StageSpec, node: Any, *, serves: str | None = None) -> None:
+        """Register a stage (before the cluster starts): its spec and its node's code;
+        an LM stage ``serves`` a model."""
         if self._started:
             raise RuntimeError("alto: stages are fixed once the deployment has started")
         self.specs[spec.name] = spec
         self._code[spec.name] = node
+        if serves is not None:
+            self.lm_routes[serves] = spec.name
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -285,6 +290,8 @@ class Cluster:
                 "stage": name,
                 "code": self._shipped[name],
                 "sys_path": list(sys.path),
+                "front_address": self._addresses[0],
+                "lm_routes": self.lm_routes,
             },
             env,
             _weakly(self._instance_exited, gen, name, index),

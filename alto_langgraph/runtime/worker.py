@@ -39,9 +39,21 @@ LOAD_FAILED_ACK_TIMEOUT = 5.0  # s
 IN_STAGE_INSTANCE = False
 
 
-def serve(back_address: str, identity: bytes, stage: str, code: bytes, sys_path: list[str]) -> None:
+def serve(
+    back_address: str,
+    identity: bytes,
+    stage: str,
+    code: bytes,
+    sys_path: list[str],
+    front_address: str = "",
+    lm_routes: dict[str, str] | None = None,
+) -> None:
     global IN_STAGE_INSTANCE
     IN_STAGE_INSTANCE = True
+    if lm_routes:  # ChatAlto calls made by node code here go to the app's LM stages
+        from ..lm import client
+
+        client.bind_process(front_address, lm_routes)
     for p in reversed(sys_path):  # node code is pickled by reference to its modules
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -88,8 +100,7 @@ class StageInstance:
         except BaseException as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             reason = (
-                f"stage {self.stage!r}: its node code could not be loaded in a worker "
-                f"process: {detail}"
+                f"stage {self.stage!r}: its code could not be loaded in a worker process: {detail}"
             )
             await self.sock.send_multipart([b"", wire.envelope(wire.FAILED), reason.encode()])
             with contextlib.suppress(TimeoutError):  # the router has it on record

@@ -1,0 +1,199 @@
+"""LM stages: ``ChatAlto`` calls made by nodes run on the app's LM stage instances
+(through the router, prompt-aware), give the answers stock LangGraph gets with the
+same model in-process, stream their tokens into ``stream_mode="messages"``, and fail
+clearly on bad input. Most tests use the simulated engine (fast, seeded text); one runs
+the real SmolLM2 on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+import alto_langgraph  # noqa: F401  (the backend="alto" plug)
+from alto_langgraph.lm import ChatAlto, Timing
+from alto_langgraph.runtime.cluster import DeploymentError
+
+FAST = Timing(step_base=0.001, step_per_request=0.0, prefill_per_token=0.0, block_size=4)
+SIM = {"engine": "simulated", "timing": FAST, "seed": 3}
+QUESTIONS = ["Where is the Eiffel Tower?", "How big is the Amazon?", "When does water boil?"]
+SYSTEM = "You are a careful assistant who answers in one short sentence. " * 3
+
+
+class S(TypedDict):
+    qs: list[str]
+    answers: Annotated[list, operator.add]
+
+
+def sim_llm(**kw: Any) -> ChatAlto:
+    """The simulated model, served in-process under stock LangGraph."""
+    return ChatAlto(
+        model="sim", engine="simulated", engine_options={"timing": FAST, "seed": 3}, **kw
+    )
+
+
+def fan_out_graph(llm: ChatAlto, *, use_async: bool = False) -> StateGraph:
+    def fan(s: S) -> list[Send]:
+        return [Send("ask", {"q": q}) for q in s["qs"]]
+
+    def prompt(q: str) -> list:
+        return [SystemMessage(SYSTEM), HumanMessage(q)]
+
+    def ask(s: dict) -> dict:
+        return {"answers": [(s["q"], llm.invoke(prompt(s["q"])).content)]}
+
+    async def aask(s: dict) -> dict:
+        return {"answers": [(s["q"], (await llm.ainvoke(prompt(s["q"]))).content)]}
+
+    b = StateGraph(S)
+    b.add_node("ask", aask if use_async else ask)
+    b.add_conditional_edges(START, fan)
+    b.add_edge("ask", END)
+    return b
+
+
+@pytest.mark.parametrize("executor", ["process", "inline"])
+@pytest.mark.parametrize("use_async", [False, True])
+def test_answers_match_stock_langgraph_with_the_model_in_process(
+    executor: str, use_async: bool
+) -> None:
+    builder = fan_out_graph(sim_llm(max_tokens=12), use_async=use_async)
+
+    def run(app: Any) -> Any:
+        if use_async:
+            return asyncio.run(app.ainvoke({"qs": QUESTIONS}))
+        return app.invoke({"qs": QUESTIONS})
+
+    stock = run(builder.compile())
+    with builder.compile(
+        backend="alto", executor=executor, lm={"sim": {**SIM, "replicas": 2}}
+    ) as app:
+        out = run(app)
+        assert set(app.deployment.specs) >= {"lm:sim"}
+        served = app.deployment.stats()["outstanding"]
+    assert sorted(out["answers"]) == sorted(stock["answers"])
+    assert all(len(a.split()) == 12 for _, a in out["answers"])  # max_tokens reached them
+    # the LM calls went to the stage's instances (the shared system prompt keeps them
+    # on one: prefix-cache-aware routing), and all came back
+    assert any(inst.startswith("lm:sim#") for inst in served) and not any(served.values())
+
+
+def test_prompts_sharing_a_prefix_go_where_that_prefix_is_cached() -> None:
+    """Two calls that share a long system prompt: prefix-cache-aware routing sends the
+    second to the instance that cached the prefix (the engine reports cached prompt
+    tokens); round-robin sends it to the other instance, which has nothing cached."""
+    llm = sim_llm(max_tokens=4)
+
+    def ask(s: dict) -> dict:
+        out = []
+        for q in s["qs"]:  # one after another
+            msg = llm.invoke([SystemMessage(SYSTEM), HumanMessage(q)])
+            out.append((q, msg.response_metadata["cached_tokens"]))
+        return {"answers": out}
+
+    builder = StateGraph(S)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    cached = {}
+    for policy in ("prefix_cache_aware", "round_robin"):
+        lm = {"sim": {**SIM, "replicas": 2, "policy": policy}}
+        with builder.compile(backend="alto", lm=lm) as app:
+            cached[policy] = [c for _, c in app.invoke({"qs": QUESTIONS[:2]})["answers"]]
+    assert cached["prefix_cache_aware"][0] == 0 and cached["prefix_cache_aware"][1] >= 16
+    assert cached["round_robin"] == [0, 0]
+
+
+def test_tokens_stream_into_the_messages_mode_as_on_stock_langgraph() -> None:
+    builder = fan_out_graph(sim_llm(max_tokens=6))
+
+    def tokens(app: Any) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for chunk, meta in app.stream({"qs": QUESTIONS[:2]}, stream_mode="messages"):
+            assert meta["langgraph_node"] == "ask"
+            out.setdefault(chunk.id, []).append(chunk.content)
+        return out
+
+    stock = tokens(builder.compile())
+    with builder.compile(backend="alto", lm={"sim": SIM}) as app:
+        alto = tokens(app)
+    assert len(alto) == 2 and all(len(t) >= 6 for t in alto.values())
+    assert sorted("".join(t) for t in alto.values()) == sorted("".join(t) for t in stock.values())
+
+
+def test_a_failed_generation_fails_its_request_only() -> None:
+    """A prompt over the engine's context length fails its request with the engine's
+    ValueError; the other requests, before and after, are answered."""
+    builder = fan_out_graph(sim_llm(max_tokens=4))
+    lm = {"sim": {**SIM, "max_context": 80}}
+    with builder.compile(backend="alto", lm=lm) as app:
+        results = app.batch(
+            [{"qs": ["short?"]}, {"qs": ["long " * 60]}, {"qs": ["short again?"]}],
+            return_exceptions=True,
+        )
+        after = app.invoke({"qs": ["still there?"]})
+    assert isinstance(results[1], ValueError) and "exceeds the context length" in str(results[1])
+    assert len(results[0]["answers"]) == 1 and len(results[2]["answers"]) == 1
+    assert len(after["answers"]) == 1
+
+
+def test_a_model_the_app_does_not_serve_is_named_in_the_error() -> None:
+    builder = fan_out_graph(ChatAlto(model="other"))
+    with builder.compile(backend="alto", lm={"sim": SIM}) as app:
+        with pytest.raises(
+            ValueError, match="model 'other' is not served by this app; it serves 'sim'"
+        ):
+            app.invoke({"qs": ["hi"]})
+
+
+def test_an_empty_prompt_is_refused() -> None:
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        sim_llm().invoke([HumanMessage("   ")])
+
+
+@pytest.mark.parametrize(
+    ("lm", "error", "match"),
+    [
+        ({"m": {"engine": "gpt"}}, ValueError, "unknown LM engine 'gpt'"),
+        ({"m": {"engine": "simulated", "batch": 3}}, TypeError, "its options are: timing"),
+        ({"gpt-17": {}}, ValueError, "unknown model 'gpt-17'"),
+        ({"m": {**SIM, "replicas": 0}}, ValueError, "replicas must be an integer >= 1"),
+        ({"m": {**SIM, "policy": "fastest"}}, ValueError, "unknown routing policy 'fastest'"),
+        (["m"], TypeError, "lm must map model names to settings"),
+    ],
+)
+def test_bad_lm_settings_fail_at_compile_time(lm: Any, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        fan_out_graph(sim_llm()).compile(backend="alto", lm=lm)
+
+
+def test_an_engine_that_fails_to_load_fails_the_deployment_with_its_reason() -> None:
+    lm = {
+        "tiny": {"model": "random", "random_config": {"hidden_size": 64, "num_attention_heads": 5}}
+    }
+    app = fan_out_graph(ChatAlto(model="tiny")).compile(backend="alto", lm=lm)
+    with (
+        app,
+        pytest.raises(
+            DeploymentError,
+            match=r"(?s)stage .lm:tiny.: its code could not be loaded.*attention heads \(5\)",
+        ),
+    ):
+        app.invoke({"qs": ["hi"]})
+
+
+def test_smollm2_gives_the_same_answers_on_an_lm_stage_as_in_process() -> None:
+    """The real model: greedy answers of stock LangGraph (engine in this process) and of
+    alto (2 LM instances, calls from a worker process) are the same text."""
+    builder = fan_out_graph(ChatAlto(max_tokens=10))
+    questions = ["What is the capital of France?", "What is 2+2?", "Name a planet."]
+    stock = builder.compile().invoke({"qs": questions})
+    lm = {"smollm2-135m": {"replicas": 2, "threads": 1}}
+    with builder.compile(backend="alto", lm=lm) as app:
+        out = app.invoke({"qs": questions})
+    assert sorted(out["answers"]) == sorted(stock["answers"])
+    assert "Paris" in dict(out["answers"])["What is the capital of France?"]

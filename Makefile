@@ -26,7 +26,7 @@ endef
 comma := ,
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(call install_with_lm,dev$(comma)lm)
+	$(call install_with_lm,dev$(comma)lm$(comma)openai)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
@@ -40,7 +40,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check alto_langgraph tests comparisons examples
 
 $(VENV)/.bench: pyproject.toml | $(BIN)/python
-	$(call install_with_lm,dev$(comma)lm$(comma)bench)
+	$(call install_with_lm,dev$(comma)lm$(comma)openai$(comma)bench)
 	touch $@ $(VENV)/.dev $(VENV)/.core
 
 bench: $(VENV)/.bench
@@ -50,6 +50,8 @@ bench: $(VENV)/.bench
 	$(BIN)/python comparisons/router.py
 	$(BIN)/python comparisons/replicas.py
 	$(BIN)/python comparisons/streaming.py
+	$(BIN)/python comparisons/lm_batching.py
+	$(BIN)/python comparisons/lm_routing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

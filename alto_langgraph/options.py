@@ -111,7 +111,7 @@ class AltoOptions:
 #: the settings of an ``lm`` entry that are the stage's; the rest are the engine's
 _LM_STAGE_KEYS = ("engine", "replicas", "gpus", "policy")
 #: engines that run on a GPU when one is visible
-_GPU_ENGINES = frozenset({"transformers"})
+_GPU_ENGINES = frozenset({"transformers", "vllm", "sglang"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +139,8 @@ def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...
             raise TypeError(f"{where} must be a dict of settings, got {settings!r}")
         engine = settings.get("engine", "transformers")
         options = {k: v for k, v in settings.items() if k not in _LM_STAGE_KEYS}
-        if engine == "transformers":
-            options.setdefault("model", model)
+        if engine in ("transformers", "openai", "vllm", "sglang"):
+            options.setdefault("model", model)  # the model's name is the one loaded/asked
         spec = EngineSpec(engine, options)
         try:
             spec.check()

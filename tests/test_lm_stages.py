@@ -197,3 +197,20 @@ def test_smollm2_gives_the_same_answers_on_an_lm_stage_as_in_process() -> None:
         out = app.invoke({"qs": questions})
     assert sorted(out["answers"]) == sorted(stock["answers"])
     assert "Paris" in dict(out["answers"])["What is the capital of France?"]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_an_engine_whose_package_is_missing_names_the_extra_at_compile(engine: str) -> None:
+    """vLLM and SGLang need a GPU and are not installed here: compile says what to do."""
+    with pytest.raises(ImportError, match=rf"needs {engine}.*alto-langgraph\[{engine}\]"):
+        fan_out_graph(ChatAlto(model="m")).compile(backend="alto", lm={"m": {"engine": engine}})
+
+
+def test_explain_lists_the_lm_stages() -> None:
+    lm = {"sim": {**SIM, "replicas": 2}, "rr": {**SIM, "policy": "round_robin"}}
+    app = fan_out_graph(sim_llm()).compile(backend="alto", lm=lm)
+    with app:
+        text = str(app.plan)
+    assert "LM stages (ChatAlto calls, through the router):" in text
+    assert "lm:sim: simulated engine, routing=prefix_cache_aware x2" in text
+    assert "lm:rr: simulated engine, routing=round_robin x1" in text

@@ -115,7 +115,16 @@ def lower(
         aggregators=tuple(aggregators),
         fallbacks=tuple(fallbacks),
         subplans=tuple(subplans),
+        lm_stages=tuple(
+            f"{lm.stage.name}: {lm.engine.engine} engine, "
+            f"routing={_policy_name(lm.stage.policy)} x{lm.stage.replicas}"
+            for lm in (options.lm_stages if not prefix else ())
+        ),
     )
+
+
+def _policy_name(policy: Any) -> str:
+    return policy if isinstance(policy, str) else type(policy).__name__
 
 
 def _send_targets(builder: Any) -> set[str]:

@@ -69,6 +69,8 @@ class Plan:
     #: graph features alto hands to stock LangGraph at run time, with the reason
     fallbacks: tuple[str, ...] = ()
     subplans: tuple[Plan, ...] = ()
+    #: the LM stages ChatAlto calls reach (compile's ``lm``), one line each
+    lm_stages: tuple[str, ...] = ()
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -111,6 +113,9 @@ class Plan:
                 out.append(f"{indent}    {a.key:<16} {a.kind}{detail}")
         out.append(f"{indent}  tasks created by a Send run ahead of their superstep (any target);")
         out.append(f"{indent}  tasks triggered by an edge wait for their request's frontier")
+        if self.lm_stages:
+            out.append(f"{indent}  LM stages (ChatAlto calls, through the router):")
+            out.extend(f"{indent}    {line}" for line in self.lm_stages)
         for f in self.fallbacks:
             out.append(f"{indent}  falls back to stock LangGraph: {f}")
         for sub in self.subplans:

@@ -44,8 +44,9 @@ class ChatAlto(BaseChatModel):
 
     ``model`` names the model: under an alto app, one of its ``lm`` entries; in this
     process, what ``engine`` loads (``"smollm2-135m"``, the default, runs offline on a
-    CPU). ``engine`` (default ``"transformers"``) and ``engine_options`` choose the
-    in-process engine.
+    CPU) or asks for. ``engine`` (default ``"transformers"``; ``"openai"`` with
+    ``engine_options={"base_url": ...}`` for an OpenAI-compatible server; ``"simulated"``)
+    and ``engine_options`` choose the in-process engine.
     """
 
     model: str = models.SMOLLM2

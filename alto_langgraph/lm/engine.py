@@ -98,6 +98,13 @@ class Engine(abc.ABC):
         default is ChatML."""
         return chat_text(messages) + "<|im_start|>assistant\n"
 
+    def chat(
+        self, messages: list[dict[str, str]], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[Delta]:
+        """``generate`` for a chat: its prompt is ``chat_prompt(messages)`` unless the
+        engine takes chats itself (an OpenAI-compatible server applies its template)."""
+        return self.generate(self.chat_prompt(messages), params, request_id)
+
     @abc.abstractmethod
     def generate(
         self, prompt: str, params: SamplingParams, request_id: str

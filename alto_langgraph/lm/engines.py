@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 from typing import Any
 
@@ -20,6 +21,18 @@ from .engine import Engine
 ENGINES = {
     "transformers": "alto_langgraph.lm.transformers_engine:TransformersEngine",
     "simulated": "alto_langgraph.lm.simulated:SimulatedEngine",
+    "openai": "alto_langgraph.lm.openai_engine:OpenAIEngine",
+    "vllm": "alto_langgraph.lm.vllm_engine:VLLMEngine",
+    "sglang": "alto_langgraph.lm.sglang_engine:SGLangEngine",
+}
+
+
+#: the packages an engine imports when it is built, and the extra that installs them
+_NEEDS = {
+    "transformers": (("torch", "transformers"), "lm"),
+    "openai": (("httpx",), "openai"),
+    "vllm": (("vllm", "transformers"), "vllm"),
+    "sglang": (("sglang", "transformers"), "sglang"),
 }
 
 
@@ -38,14 +51,19 @@ class EngineSpec:
         try:
             return getattr(importlib.import_module(module), cls)
         except ImportError as exc:
-            raise ImportError(
-                f"LM engine {self.engine!r} needs a package that is not installed ({exc}); "
-                "install alto-langgraph[lm]"
-            ) from exc
+            raise ImportError(f"LM engine {self.engine!r}: {exc}") from exc
 
     def check(self) -> None:
-        """Raise a clear error for an unknown engine, option or model (loads nothing)."""
+        """Raise a clear error for an unknown engine, option or model, or a missing
+        package (loads nothing)."""
         cls = self.engine_class()
+        packages, extra = _NEEDS.get(self.engine, ((), ""))
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if missing:
+            raise ImportError(
+                f"LM engine {self.engine!r} needs {', '.join(missing)}, which is not "
+                f"installed: pip install 'alto-langgraph[{extra}]'"
+            )
         try:
             inspect.signature(cls).bind(**self.options)
         except TypeError as exc:

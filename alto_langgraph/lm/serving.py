@@ -39,9 +39,13 @@ class LMRequest:
 
 
 async def serve(engine: Engine, request: LMRequest) -> AsyncIterator[Delta]:
-    prompt = request.prompt if request.prompt is not None else engine.chat_prompt(request.chat())
-    async for delta in engine.generate(prompt, request.params, request.request_id):
-        yield delta
+    if request.prompt is not None:
+        deltas = engine.generate(request.prompt, request.params, request.request_id)
+    else:
+        deltas = engine.chat(request.chat(), request.params, request.request_id)
+    async with aclosing(deltas):
+        async for delta in deltas:
+            yield delta
 
 
 class LMServer:

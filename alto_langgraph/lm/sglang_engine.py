@@ -1,0 +1,116 @@
+"""The ``sglang`` engine: SGLang's offline ``Engine`` in the LM stage's process.
+
+Written against SGLang 0.5 (``docs/research/lm-engines.md``):
+``await engine.async_generate(input_ids=..., stream=True, rid=...)`` gives an async
+iterator of chunks whose text is cumulative by default, so the deltas are computed here;
+there is no public abort, so ``tokenizer_manager.abort_request(rid=...)`` is used. Not
+run in this project's CI (it needs a GPU); install with ``alto-langgraph[sglang]``.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .engine import Delta, Engine, EngineStats, SamplingParams
+
+
+class SGLangEngine(Engine):
+    """``model``: a local model folder; ``server_args``: SGLang ``ServerArgs`` fields."""
+
+    name = "sglang"
+
+    def __init__(self, model: str, *, max_context: int | None = None, **server_args: Any) -> None:
+        import sglang
+        from transformers import AutoTokenizer
+
+        if max_context is not None:
+            server_args["context_length"] = max_context
+        self._engine = sglang.Engine(model_path=model, **server_args)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.max_context = max_context or self.tokenizer.model_max_length
+        self._running: set[str] = set()
+        self._counts = collections.Counter[str]()
+        self._started = time.perf_counter()
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    async def generate(
+        self, prompt: str, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[Delta]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{self.name}: the prompt is empty")
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) + params.max_tokens > self.max_context:
+            raise ValueError(
+                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
+                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
+            )
+        sampling: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "temperature": params.temperature,
+        }
+        if params.stop:
+            sampling["stop"] = list(params.stop)
+        if params.seed is not None:
+            sampling["sampling_seed"] = params.seed
+        self._running.add(request_id)
+        self._counts["prompt_tokens"] += len(ids)
+        text, n_ids, done = "", 0, False
+        try:
+            chunks = await self._engine.async_generate(
+                input_ids=ids, sampling_params=sampling, stream=True, rid=request_id
+            )
+            first = True
+            async for chunk in chunks:
+                meta = chunk.get("meta_info", {})
+                whole = chunk.get("text", "")
+                piece = whole[len(text) :] if whole.startswith(text) else whole
+                text = whole if whole.startswith(text) else text + whole
+                out_ids = chunk.get("output_ids") or []
+                new_ids = tuple(out_ids[n_ids:]) if len(out_ids) >= n_ids else tuple(out_ids)
+                n_ids = max(n_ids, len(out_ids))
+                cached = int(meta.get("cached_tokens") or 0) if first else 0
+                first = False
+                self._counts["cached_tokens"] += cached
+                self._counts["generated_tokens"] += len(new_ids)
+                finish = meta.get("finish_reason")
+                reason = None
+                if finish:
+                    kind = finish.get("type") if isinstance(finish, dict) else finish
+                    reason = kind if kind in ("stop", "length", "abort") else "stop"
+                yield Delta(piece, new_ids, reason, cached)
+                if reason is not None:
+                    done = True
+                    return
+        finally:
+            self._running.discard(request_id)
+            self._counts["requests"] += 1
+            if not done:
+                await self.abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._engine.tokenizer_manager.abort_request(rid=request_id)
+
+    def stats(self) -> EngineStats:
+        c = self._counts
+        return EngineStats(
+            engine=self.name,
+            simulated=False,
+            waiting=0,
+            running=len(self._running),
+            max_running=0,
+            requests=c["requests"],
+            prompt_tokens=c["prompt_tokens"],
+            cached_tokens=c["cached_tokens"],
+            generated_tokens=c["generated_tokens"],
+            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
+        )
+
+    async def close(self) -> None:
+        self._engine.shutdown()

@@ -1,0 +1,103 @@
+"""The ``vllm`` engine: vLLM's ``AsyncLLM`` in the LM stage's process (one GPU each).
+
+Written against vLLM 0.33 (``docs/research/lm-engines.md``): prompts go in as token ids
+(raw strings are deprecated there), outputs come back with ``RequestOutputKind.DELTA``,
+``abort(request_id)`` stops a request, and leaving the stream aborts it too. Not run in
+this project's CI (it needs a GPU); install with ``alto-langgraph[vllm]``.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .engine import Delta, Engine, EngineStats, SamplingParams
+
+
+class VLLMEngine(Engine):
+    """``model``: a local model folder (or a name vLLM can resolve offline);
+    ``engine_args``: ``AsyncEngineArgs`` fields (``gpu_memory_utilization``, ...)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, *, max_context: int | None = None, **engine_args: Any) -> None:
+        from transformers import AutoTokenizer
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(model=model, max_model_len=max_context, **engine_args)
+        self._llm = AsyncLLM.from_engine_args(args)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.max_context = max_context or self.tokenizer.model_max_length
+        self._running: set[str] = set()
+        self._counts = collections.Counter[str]()
+        self._started = time.perf_counter()
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    async def generate(
+        self, prompt: str, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams as VLLMParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{self.name}: the prompt is empty")
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) + params.max_tokens > self.max_context:
+            raise ValueError(
+                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
+                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
+            )
+        sampling = VLLMParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        self._running.add(request_id)
+        self._counts["prompt_tokens"] += len(ids)
+        first = True
+        try:
+            async for out in self._llm.generate({"prompt_token_ids": ids}, sampling, request_id):
+                piece = out.outputs[0]
+                cached = (out.num_cached_tokens or 0) if first else 0
+                first = False
+                self._counts["cached_tokens"] += cached
+                self._counts["generated_tokens"] += len(piece.token_ids)
+                reason = (piece.finish_reason or "stop") if out.finished else None
+                if reason not in (None, "stop", "length", "abort"):
+                    reason = "stop"
+                yield Delta(piece.text, tuple(piece.token_ids), reason, cached)
+                if out.finished:
+                    return
+        finally:  # an early exit: vLLM aborts the request as the generator closes
+            self._running.discard(request_id)
+            self._counts["requests"] += 1
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        c = self._counts
+        return EngineStats(
+            engine=self.name,
+            simulated=False,
+            waiting=0,  # vLLM's scheduler queue is not read here
+            running=len(self._running),
+            max_running=0,
+            requests=c["requests"],
+            prompt_tokens=c["prompt_tokens"],
+            cached_tokens=c["cached_tokens"],
+            generated_tokens=c["generated_tokens"],
+            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
+        )
+
+    async def close(self) -> None:
+        self._llm.shutdown()

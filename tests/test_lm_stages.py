@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+from contextlib import aclosing
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -214,3 +215,31 @@ def test_explain_lists_the_lm_stages() -> None:
     assert "LM stages (ChatAlto calls, through the router):" in text
     assert "lm:sim: simulated engine, routing=prefix_cache_aware x2" in text
     assert "lm:rr: simulated engine, routing=round_robin x1" in text
+
+
+def test_a_call_left_early_frees_its_place_in_the_lm_stage() -> None:
+    """The LM stage's engine has one batch slot and the first call would take 200 s:
+    the node stops reading after two tokens, which cancels the call and aborts the
+    request in the engine, so the next request gets the slot (without the abort it would
+    wait past the test's timeout)."""
+    long = {"timing": Timing(step_base=0.01, max_batch=1), "texts": ["word " * 20000]}
+    long["max_context"] = 30000
+    llm = ChatAlto(model="one", max_tokens=20000)
+
+    async def ask(s: dict) -> dict:
+        tokens = []
+        async with aclosing(llm.astream(s["q"])) as chunks:
+            async for chunk in chunks:
+                tokens.append(chunk.content)
+                if len(tokens) == 2:
+                    break
+        return {"answers": [(s["q"], "".join(tokens))]}
+
+    builder = StateGraph(S)
+    builder.add_node("ask", ask)
+    builder.add_conditional_edges(START, lambda s: [Send("ask", {"q": q}) for q in s["qs"]])
+    with builder.compile(backend="alto", lm={"one": {"engine": "simulated", **long}}) as app:
+        first = asyncio.run(app.ainvoke({"qs": ["first"]}))
+        second = asyncio.run(app.ainvoke({"qs": ["second"]}))
+    assert first["answers"] == [("first", "word word")]
+    assert second["answers"] == [("second", "word word")]

@@ -186,25 +186,29 @@ def _close_local() -> None:
 
 
 # -- the two ways to read a call -------------------------------------------------------
+def _delta(item: Any) -> Delta | None:
+    """What a backend put: a delta, None at the end, or its exception raised."""
+    if item is END:
+        return None
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
 def stream(backend: Backend, request: LMRequest) -> Iterator[Delta]:
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cancel = backend.start(request, inbox.put)
-    ended = False
+    over = False  # the request ended (until then, leaving early cancels it)
     try:
-        while True:
-            item = inbox.get()
-            if item is END:
-                ended = True
+        while not over:
+            delta = _delta(inbox.get())  # a failed request raises: cancelling it is harmless
+            if delta is None:
+                over = True
                 return
-            if isinstance(item, BaseException):
-                ended = True
-                raise item
-            yield item
-            if item.finished:
-                ended = True
-                return
+            over = delta.finished
+            yield delta
     finally:
-        if not ended:
+        if not over:
             cancel()
 
 
@@ -212,22 +216,17 @@ async def astream(backend: Backend, request: LMRequest) -> AsyncIterator[Delta]:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     cancel = backend.start(request, lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item))
-    ended = False
+    over = False
     try:
-        while True:
-            item = await inbox.get()
-            if item is END:
-                ended = True
+        while not over:
+            delta = _delta(await inbox.get())  # a failed request raises: cancelling it is harmless
+            if delta is None:
+                over = True
                 return
-            if isinstance(item, BaseException):
-                ended = True
-                raise item
-            yield item
-            if item.finished:
-                ended = True
-                return
+            over = delta.finished
+            yield delta
     finally:
-        if not ended:
+        if not over:
             cancel()
 
 

@@ -9,15 +9,14 @@ run in this project's CI (it needs a GPU); install with ``alto-langgraph[sglang]
 
 from __future__ import annotations
 
-import collections
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .engine import Delta, Engine, EngineStats, SamplingParams
+from .engine import Delta, SamplingParams
+from .tokenized import TokenizedEngine
 
 
-class SGLangEngine(Engine):
+class SGLangEngine(TokenizedEngine):
     """``model``: a local model folder; ``server_args``: SGLang ``ServerArgs`` fields."""
 
     name = "sglang"
@@ -31,26 +30,12 @@ class SGLangEngine(Engine):
         self._engine = sglang.Engine(model_path=model, **server_args)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.max_context = max_context or self.tokenizer.model_max_length
-        self._running: set[str] = set()
-        self._counts = collections.Counter[str]()
-        self._started = time.perf_counter()
-
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        self._start_counting()
 
     async def generate(
         self, prompt: str, params: SamplingParams, request_id: str
     ) -> AsyncIterator[Delta]:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{self.name}: the prompt is empty")
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) + params.max_tokens > self.max_context:
-            raise ValueError(
-                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
-                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
-            )
+        ids = self._admit(prompt, params, request_id)
         sampling: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -59,8 +44,6 @@ class SGLangEngine(Engine):
             sampling["stop"] = list(params.stop)
         if params.seed is not None:
             sampling["sampling_seed"] = params.seed
-        self._running.add(request_id)
-        self._counts["prompt_tokens"] += len(ids)
         text, n_ids, done = "", 0, False
         try:
             chunks = await self._engine.async_generate(
@@ -69,6 +52,7 @@ class SGLangEngine(Engine):
             first = True
             async for chunk in chunks:
                 meta = chunk.get("meta_info", {})
+                self._status[request_id] = "running"
                 whole = chunk.get("text", "")
                 piece = whole[len(text) :] if whole.startswith(text) else whole
                 text = whole if whole.startswith(text) else text + whole
@@ -89,28 +73,12 @@ class SGLangEngine(Engine):
                     done = True
                     return
         finally:
-            self._running.discard(request_id)
-            self._counts["requests"] += 1
+            self._done(request_id)
             if not done:
                 await self.abort(request_id)
 
     async def abort(self, request_id: str) -> None:
         self._engine.tokenizer_manager.abort_request(rid=request_id)
-
-    def stats(self) -> EngineStats:
-        c = self._counts
-        return EngineStats(
-            engine=self.name,
-            simulated=False,
-            waiting=0,
-            running=len(self._running),
-            max_running=0,
-            requests=c["requests"],
-            prompt_tokens=c["prompt_tokens"],
-            cached_tokens=c["cached_tokens"],
-            generated_tokens=c["generated_tokens"],
-            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
-        )
 
     async def close(self) -> None:
         self._engine.shutdown()

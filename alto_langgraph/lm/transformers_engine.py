@@ -13,22 +13,21 @@ a batch (tested). ``docs/research/lm-engines.md`` records what was measured.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from . import models
-from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
+from .engine import Delta, EngineError, SamplingParams
+from .tokenized import TokenizedEngine
 
 #: how long a cancelled request's handler stays (transformers sends no final result for
 #: it; tokens it still makes are counted meanwhile)
 _CANCELLED_HANDLER_TTL = 5.0
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(TokenizedEngine):
     """``model``: ``"smollm2-135m"`` (default), ``"random"`` (with ``random_config``) or a
     local model folder (see ``models.py``). ``device``: ``"auto"`` (CUDA when present),
     ``"cpu"`` or ``"cuda"``. ``max_batch``: the most requests decoding at once.
@@ -102,24 +101,21 @@ class TransformersEngine(Engine):
         threading.Thread(
             target=self._dispatch.run_forever, name="alto-lm-dispatch", daemon=True
         ).start()
-        self._active: dict[str, str] = {}  # request id -> its last status name
-        self._counts = collections.Counter[str]()
-        self._started = time.perf_counter()
+        self._start_counting()
         self._closed = False
 
     # -- the interface ---------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self._encode(prompt))
-
     async def generate(
         self, prompt: str, params: SamplingParams, request_id: str
     ) -> AsyncIterator[Delta]:
-        ids = self._check(prompt, params, request_id)
+        if self._closed:
+            raise EngineError(f"{self.name}: the engine is closed")
+        if params.temperature != 0:
+            raise ValueError(
+                f"{self.name}: only greedy decoding (temperature=0) is supported, "
+                f"got temperature={params.temperature}"
+            )
+        ids = self._admit(prompt, params, request_id)
         loop = asyncio.get_running_loop()
         results: asyncio.Queue[Any] = asyncio.Queue()
         made = [0]  # tokens the engine made for this request, counted even after a cancel
@@ -130,16 +126,14 @@ class TransformersEngine(Engine):
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
                 loop.call_soon_threadsafe(results.put_nowait, out)
 
-        self._active[request_id] = "PENDING"
         self._on_dispatch(self._manager.register_result_handler, request_id, on_result)
-        self._counts["prompt_tokens"] += len(ids)
         if (
             self._manager.add_request(
                 ids, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True
             )
             is None
         ):
-            self._active.pop(request_id, None)
+            self._done(request_id)
             raise EngineError(f"{self.name}: the engine is not accepting requests")
         tokens: list[int] = []
         sent = ""  # the text already handed out
@@ -147,7 +141,7 @@ class TransformersEngine(Engine):
         try:
             while True:
                 out = await results.get()
-                self._active[request_id] = out.status.name
+                self._status[request_id] = "running" if out.status.name == "DECODING" else "waiting"
                 new = out.generated_tokens[len(tokens) :]
                 tokens.extend(new)
                 if out.is_finished() and out.error is not None:
@@ -169,8 +163,7 @@ class TransformersEngine(Engine):
                 if piece or new:
                     yield Delta(piece, tuple(new))
         finally:
-            self._counts["requests"] += 1
-            self._active.pop(request_id, None)
+            self._done(request_id)
             if not done or stop_at is not None:
                 self._manager.cancel_request(request_id)
                 self._dispatch.call_soon_threadsafe(
@@ -178,59 +171,19 @@ class TransformersEngine(Engine):
                 )
 
     async def abort(self, request_id: str) -> None:
-        if request_id in self._active:
+        if request_id in self._status:
             self._manager.cancel_request(request_id)
-
-    def stats(self) -> EngineStats:
-        c = self._counts
-        statuses = list(self._active.values())
-        running = sum(s == "DECODING" for s in statuses)
-        return EngineStats(
-            engine=self.name,
-            simulated=False,
-            waiting=len(statuses) - running,
-            running=running,
-            max_running=self.max_batch,
-            requests=c["requests"],
-            prompt_tokens=c["prompt_tokens"],
-            cached_tokens=0,  # transformers does not report prefix-cache hits per request
-            generated_tokens=c["generated_tokens"],
-            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
-        )
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for rid in list(self._active):
+        for rid in list(self._status):
             self._manager.cancel_request(rid)
         await asyncio.to_thread(self._manager.stop, block=True, timeout=30)
         self._dispatch.call_soon_threadsafe(self._dispatch.stop)
 
     # -- helpers ---------------------------------------------------------------------
-    def _encode(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-
-    def _check(self, prompt: str, params: SamplingParams, request_id: str) -> list[int]:
-        if self._closed:
-            raise EngineError(f"{self.name}: the engine is closed")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{self.name}: the prompt is empty")
-        if params.temperature != 0:
-            raise ValueError(
-                f"{self.name}: only greedy decoding (temperature=0) is supported, "
-                f"got temperature={params.temperature}"
-            )
-        if request_id in self._active:
-            raise ValueError(f"{self.name}: request id {request_id!r} is already running")
-        ids = self._encode(prompt)
-        if len(ids) + params.max_tokens > self.max_context:
-            raise ValueError(
-                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
-                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
-            )
-        return ids
-
     def _on_dispatch(self, func: Any, *args: Any) -> None:
         """Run ``func(*args)`` on the dispatch loop, and wait for it."""
 

@@ -8,15 +8,14 @@ this project's CI (it needs a GPU); install with ``alto-langgraph[vllm]``.
 
 from __future__ import annotations
 
-import collections
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .engine import Delta, Engine, EngineStats, SamplingParams
+from .engine import Delta, SamplingParams
+from .tokenized import TokenizedEngine
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(TokenizedEngine):
     """``model``: a local model folder (or a name vLLM can resolve offline);
     ``engine_args``: ``AsyncEngineArgs`` fields (``gpu_memory_utilization``, ...)."""
 
@@ -31,14 +30,7 @@ class VLLMEngine(Engine):
         self._llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.max_context = max_context or self.tokenizer.model_max_length
-        self._running: set[str] = set()
-        self._counts = collections.Counter[str]()
-        self._started = time.perf_counter()
-
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        self._start_counting()
 
     async def generate(
         self, prompt: str, params: SamplingParams, request_id: str
@@ -46,14 +38,7 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams as VLLMParams
         from vllm.sampling_params import RequestOutputKind
 
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{self.name}: the prompt is empty")
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) + params.max_tokens > self.max_context:
-            raise ValueError(
-                f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
-                f"({params.max_tokens}) exceeds the context length ({self.max_context})"
-            )
+        ids = self._admit(prompt, params, request_id)
         sampling = VLLMParams(
             max_tokens=params.max_tokens,
             temperature=params.temperature,
@@ -61,12 +46,11 @@ class VLLMEngine(Engine):
             seed=params.seed,
             output_kind=RequestOutputKind.DELTA,
         )
-        self._running.add(request_id)
-        self._counts["prompt_tokens"] += len(ids)
         first = True
         try:
             async for out in self._llm.generate({"prompt_token_ids": ids}, sampling, request_id):
                 piece = out.outputs[0]
+                self._status[request_id] = "running"
                 cached = (out.num_cached_tokens or 0) if first else 0
                 first = False
                 self._counts["cached_tokens"] += cached
@@ -78,26 +62,10 @@ class VLLMEngine(Engine):
                 if out.finished:
                     return
         finally:  # an early exit: vLLM aborts the request as the generator closes
-            self._running.discard(request_id)
-            self._counts["requests"] += 1
+            self._done(request_id)
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        c = self._counts
-        return EngineStats(
-            engine=self.name,
-            simulated=False,
-            waiting=0,  # vLLM's scheduler queue is not read here
-            running=len(self._running),
-            max_running=0,
-            requests=c["requests"],
-            prompt_tokens=c["prompt_tokens"],
-            cached_tokens=c["cached_tokens"],
-            generated_tokens=c["generated_tokens"],
-            tokens_per_s=c["generated_tokens"] / max(time.perf_counter() - self._started, 1e-9),
-        )
 
     async def close(self) -> None:
         self._llm.shutdown()

@@ -44,7 +44,8 @@ class AltoOptions:
         Per model: ``engine`` (``"transformers"``, the default, or ``"simulated"``),
         ``replicas``, ``gpus`` (per instance; default 1 where GPUs are visible, for
         engines that use them), ``policy`` (default ``"prefix_cache_aware"``); every
-        other key is an option of the engine (``model``, ``max_batch``, ...).
+        other key is an option of the engine (``model``, ``max_batch``, ...). CPU
+        instances of the transformers engine split the cores (``threads``) by default.
     """
 
     executor: str = "process"
@@ -154,6 +155,9 @@ def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...
             gpus = 1 if engine in _GPU_ENGINES and visible_gpus() else 0
         elif isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
             raise ValueError(f"{where}: gpus must be an integer >= 0, got {gpus!r}")
+        if engine == "transformers" and not gpus:
+            # CPU instances share the cores rather than each taking all of them
+            options.setdefault("threads", max(1, (os.cpu_count() or 1) // replicas))
         policy = settings.get("policy", "prefix_cache_aware")
         try:
             make_policy(policy, stateful=False)

@@ -17,6 +17,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 import alto_langgraph  # noqa: F401  (the backend="alto" plug)
+from alto_langgraph import streaming
 from alto_langgraph.lm import ChatAlto, Timing
 from alto_langgraph.runtime.cluster import DeploymentError
 
@@ -193,7 +194,7 @@ def test_smollm2_gives_the_same_answers_on_an_lm_stage_as_in_process() -> None:
     builder = fan_out_graph(ChatAlto(max_tokens=10))
     questions = ["What is the capital of France?", "What is 2+2?", "Name a planet."]
     stock = builder.compile().invoke({"qs": questions})
-    lm = {"smollm2-135m": {"replicas": 2, "threads": 1}}
+    lm = {"smollm2-135m": {"replicas": 2}}  # the two instances split the cores
     with builder.compile(backend="alto", lm=lm) as app:
         out = app.invoke({"qs": questions})
     assert sorted(out["answers"]) == sorted(stock["answers"])
@@ -243,3 +244,47 @@ def test_a_call_left_early_frees_its_place_in_the_lm_stage() -> None:
         second = asyncio.run(app.ainvoke({"qs": ["second"]}))
     assert first["answers"] == [("first", "word word")]
     assert second["answers"] == [("second", "word word")]
+
+
+class Checked(TypedDict, total=False):
+    question: str
+    claims: Annotated[list, operator.add]
+    checked: Annotated[list, operator.add]
+
+
+def test_a_streaming_node_turns_an_lm_token_stream_into_claims_as_they_come() -> None:
+    """A ``@streaming`` node reads the model's tokens and yields a claim (and a Send to
+    check it) at every full stop: on alto each check starts while the model is still
+    generating, on stock LangGraph after it; the final state is the same."""
+    llm = sim_llm(max_tokens=40)
+    order: list[str] = []
+
+    @streaming
+    async def extract(s: Checked) -> Any:
+        sentence = ""
+        async for chunk in llm.astream(s["question"]):
+            sentence += chunk.content
+            if sentence.rstrip().endswith("."):
+                claim = sentence.strip()
+                sentence = ""
+                yield {"claims": [claim]}
+                yield Send("check", {"claim": claim})
+        order.append("generated")
+
+    async def check(p: dict) -> dict:
+        order.append("checked")
+        return {"checked": [(p["claim"], len(p["claim"].split()))]}
+
+    builder = StateGraph(Checked)
+    builder.add_node("extract", extract)
+    builder.add_node("check", check)
+    builder.add_edge(START, "extract")
+    question = {"question": "Tell me about the Eiffel Tower."}
+    stock = asyncio.run(builder.compile().ainvoke(question))
+    order.clear()
+    with builder.compile(backend="alto", executor="inline", lm={"sim": SIM}) as app:
+        out = asyncio.run(app.ainvoke(question))
+    assert len(stock["claims"]) >= 2
+    assert out["claims"] == stock["claims"]
+    assert sorted(out["checked"]) == sorted(stock["checked"])
+    assert order.index("checked") < order.index("generated")  # checks ran mid-generation

@@ -152,3 +152,26 @@ def test_bad_input_is_a_clear_error() -> None:
         Timing(step_base=-1)
     with pytest.raises(ValueError, match="non-empty string"):
         SimulatedEngine(texts=[])
+
+
+def test_a_stop_string_across_pieces_never_leaks_its_start() -> None:
+    """The text is held back while it may be the start of a stop string, so no part of
+    the stop string goes out, even when it spans several generated pieces."""
+
+    async def go() -> list:
+        engine = SimulatedEngine(FAST, texts=["one two three. four five"])
+        out = await collect(engine, "p", "a", max_tokens=50, stop=("two three",))
+        await engine.close()
+        return out
+
+    deltas = run(go())
+    assert "".join(d.text for d in deltas) == "one "
+    assert deltas[-1].finish_reason == "stop"
+    assert all("two" not in d.text for d in deltas)
+
+
+def test_bad_engine_settings_are_refused_when_the_engine_is_made() -> None:
+    with pytest.raises(TypeError, match="must be a Timing"):
+        SimulatedEngine({"step_base": 0.001})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_context"):
+        SimulatedEngine(max_context="big")  # type: ignore[arg-type]

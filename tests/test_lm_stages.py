@@ -9,10 +9,19 @@ from __future__ import annotations
 import asyncio
 import operator
 from contextlib import aclosing
+from functools import partial
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    ChatMessage,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+)
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
@@ -288,3 +297,41 @@ def test_a_streaming_node_turns_an_lm_token_stream_into_claims_as_they_come() ->
     assert out["claims"] == stock["claims"]
     assert sorted(out["checked"]) == sorted(stock["checked"])
     assert order.index("checked") < order.index("generated")  # checks ran mid-generation
+
+
+def test_a_call_given_its_config_explicitly_goes_to_the_lm_stage() -> None:
+    """A node that calls the model on a thread of its own (which does not inherit the
+    run's context) but passes the run's config reaches the app's LM stage: "sim" exists
+    only there (in this process it is an unknown transformers model)."""
+    llm = ChatAlto(model="sim", max_tokens=4)
+
+    async def ask(s: dict, config: RunnableConfig) -> dict:
+        loop = asyncio.get_running_loop()
+        msg = await loop.run_in_executor(None, partial(llm.invoke, s["q"], config))
+        return {"answers": [(s["q"], msg.content)]}
+
+    builder = StateGraph(S)
+    builder.add_node("ask", ask)
+    builder.add_conditional_edges(START, lambda s: [Send("ask", {"q": q}) for q in s["qs"]])
+    with builder.compile(backend="alto", executor="inline", lm={"sim": SIM}) as app:
+        out = asyncio.run(app.ainvoke({"qs": ["Where is the Eiffel Tower?"]}))
+    assert len(out["answers"][0][1].split()) == 4
+
+
+def test_chat_messages_keep_their_roles_and_nothing_is_dropped_silently() -> None:
+    llm = sim_llm(max_tokens=3)
+    chat = [
+        SystemMessage("s"),
+        ChatMessage(role="user", content="c"),
+        AIMessageChunk(content=[{"type": "text", "text": "a"}]),
+        HumanMessageChunk(content="h"),
+    ]
+    request = llm._request(chat, None, {})
+    assert request.messages == (("system", "s"), ("user", "c"), ("assistant", "a"), ("user", "h"))
+    assert llm._request([HumanMessage("x")], "Tower", {}).params.stop == ("Tower",)
+    image = HumanMessage(content=[{"type": "image_url", "image_url": {"url": "x"}}])
+    with pytest.raises(ValueError, match="content must be text; got a 'image_url' block"):
+        llm.invoke([image])
+    call = AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "1"}])
+    with pytest.raises(ValueError, match="tool calls are not supported"):
+        llm.invoke([HumanMessage("x"), call])

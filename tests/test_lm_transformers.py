@@ -67,18 +67,23 @@ def test_streamed_deltas_concatenate_to_the_decoded_tokens(engine: Any) -> None:
     assert _text(deltas) == engine.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def test_a_stop_string_ends_the_text_before_it(engine: Any) -> None:
+@pytest.mark.parametrize("stop", [" is", " Paris."])  # one token; several tokens
+def test_a_stop_string_ends_the_text_before_it(engine: Any, stop: str) -> None:
     prompt = engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
 
-    async def go() -> tuple[list, list]:
+    async def go() -> tuple[list, list, list]:
         full = await _generate(engine, prompt, "full", max_tokens=16)
-        params = SamplingParams(max_tokens=16, stop=(" is",))
+        params = SamplingParams(max_tokens=16, stop=(stop,))
         stopped = [d async for d in engine.generate(prompt, params, "stopped")]
-        return full, stopped
+        # the same request id again, at once: nothing of the first call reaches it
+        again = [d async for d in engine.generate(prompt, params, "stopped")]
+        return full, stopped, again
 
-    full, stopped = asyncio.run(go())
-    assert _text(stopped) == _text(full).split(" is")[0]
+    full, stopped, again = asyncio.run(go())
+    assert stop in _text(full)
+    assert _text(stopped) == _text(full).split(stop)[0]
     assert stopped[-1].finish_reason == "stop"
+    assert [d.text for d in again] == [d.text for d in stopped]
 
 
 def test_cancelling_a_request_frees_its_batch_slot() -> None:
@@ -121,6 +126,29 @@ def test_bad_input_is_refused_with_a_clear_error(engine: Any) -> None:
     with pytest.raises(ModelNotFound, match="unknown model 'gpt-17'"):
         check("gpt-17")
     assert engine.stats().running == 0  # none of them took a slot
+
+
+def test_closing_the_engine_ends_running_requests_with_abort() -> None:
+    engine = TransformersEngine(max_batch=2, threads=2)
+    prompt = engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
+
+    async def go() -> list:
+        out = []
+        async for delta in engine.generate(prompt, SamplingParams(max_tokens=200), "r"):
+            out.append(delta)
+            if len(out) == 2:
+                asyncio.get_running_loop().create_task(engine.close())
+        return out
+
+    deltas = asyncio.run(go())
+    assert deltas[-1].finish_reason == "abort" and len(deltas) < 50
+
+
+def test_a_context_longer_than_the_kv_cache_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_context=4096 is over what the model and the KV"):
+        TransformersEngine(max_context=4096, cache_tokens=1024, threads=2)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        TransformersEngine(dtype="float17")
 
 
 def test_a_random_weight_model_of_any_shape_runs_greedily_and_reproducibly() -> None:

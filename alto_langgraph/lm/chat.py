@@ -16,6 +16,8 @@ both backends.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,8 +28,17 @@ from langchain_core.language_models.chat_models import (
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
 from pydantic import Field
 
@@ -36,7 +47,15 @@ from .engine import Delta, SamplingParams
 from .engines import EngineSpec
 from .serving import LMRequest
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+#: message class -> chat role (chunk classes subclass these)
+_ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
+_ROLES += ((ToolMessage, "tool"),)
+
+#: the LM stages named by the config of the ChatAlto call being made (a config passed
+#: to invoke/stream explicitly is not in the context LangChain gives _stream)
+_call_routes: contextvars.ContextVar[client.LMRoutes | None] = contextvars.ContextVar(
+    "alto_lm_call_routes", default=None
+)
 
 
 class ChatAlto(BaseChatModel):
@@ -68,20 +87,21 @@ class ChatAlto(BaseChatModel):
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> LMRequest:
-        chat = tuple((_ROLES.get(m.type, m.type), _text(m)) for m in messages)
+        chat = tuple((_role(m), _text(m)) for m in messages)
         if not any(content.strip() for _, content in chat):
             raise ValueError(f"ChatAlto({self.model!r}): the prompt is empty")
+        stops = stop if stop is not None else self.stop
         params = SamplingParams(
             max_tokens=kwargs.pop("max_tokens", self.max_tokens),
             temperature=kwargs.pop("temperature", self.temperature),
-            stop=tuple(stop or self.stop or ()),
+            stop=(stops,) if isinstance(stops, str) else tuple(stops or ()),
         )
         if kwargs:
             raise TypeError(f"ChatAlto: unknown argument(s) {', '.join(sorted(kwargs))}")
         return LMRequest(self.model, uuid.uuid4().hex, params, chat)
 
     def _backend(self) -> client.Backend:
-        routes = client.routes(ensure_config().get("configurable") or {})
+        routes = _call_routes.get() or client.routes(ensure_config().get("configurable") or {})
         if routes is not None:
             return routes.backend(self.model)
         options = {"model": self.model, **self.engine_options}
@@ -98,6 +118,28 @@ class ChatAlto(BaseChatModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(content=delta.text, response_metadata=meta)
         )
+
+    # -- the config a call was given decides where it goes ---------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        with _routing(config):
+            return super().invoke(input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        with _routing(config):
+            return await super().ainvoke(input, config, **kwargs)
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        with _routing(config):
+            yield from super().stream(input, config, **kwargs)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        with _routing(config):
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
 
     # -- LangChain's hooks -----------------------------------------------------------------
     def _stream(
@@ -148,8 +190,44 @@ class ChatAlto(BaseChatModel):
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
 
+@contextlib.contextmanager
+def _routing(config: RunnableConfig | None) -> Iterator[None]:
+    routes = client.routes_in((config or {}).get("configurable") or {})
+    if routes is None:
+        yield
+        return
+    token = _call_routes.set(routes)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # a generator finished in another context
+            _call_routes.reset(token)
+
+
+def _role(message: BaseMessage) -> str:
+    if isinstance(message, ChatMessage):
+        return message.role
+    for cls, role in _ROLES:
+        if isinstance(message, cls):
+            return role
+    raise ValueError(f"ChatAlto: cannot send a {type(message).__name__} to a model")
+
+
 def _text(message: BaseMessage) -> str:
+    """The message's text; refused if it holds anything else (images, tool calls):
+    dropping it would change the request silently."""
+    if isinstance(message, AIMessage) and message.tool_calls:
+        raise ValueError("ChatAlto: messages with tool calls are not supported")
     content = message.content
     if isinstance(content, str):
         return content
-    return str(message.text)
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ValueError(f"ChatAlto: message content must be text; got a {kind!r} block")
+    return "".join(parts)

@@ -110,9 +110,15 @@ class _LazyClient:
         client_for(self.address).cancel(call_id)
 
 
+def routes_in(configurable: Mapping[str, Any]) -> LMRoutes | None:
+    """The LM stages a run's ``configurable`` names (None: none)."""
+    return configurable.get(CONFIG_KEY_LM)
+
+
 def routes(configurable: Mapping[str, Any]) -> LMRoutes | None:
-    """The LM stages a call made with this ``configurable`` goes to (None: local)."""
-    return configurable.get(CONFIG_KEY_LM) or _process_routes
+    """The LM stages a call made with this ``configurable`` goes to: the run's, or in a
+    stage instance its deployment's (None: an engine in this process)."""
+    return routes_in(configurable) or _process_routes
 
 
 # -- engines in this process ---------------------------------------------------------
@@ -137,8 +143,8 @@ class LocalBackend:
         return self._engine
 
     def start(self, request: LMRequest, put: Put) -> Callable[[], None]:
-        engine = self.engine()
-        fut = asyncio.run_coroutine_threadsafe(_pump(engine, request, put), self.loop)
+        # the engine is built (on first use) on this backend's thread, not the caller's
+        fut = asyncio.run_coroutine_threadsafe(_pump(self.engine, request, put), self.loop)
         return lambda: self.loop.call_soon_threadsafe(fut.cancel)
 
     def close(self) -> None:
@@ -148,9 +154,9 @@ class LocalBackend:
         self._thread.join(5)
 
 
-async def _pump(engine: Engine, request: LMRequest, put: Put) -> None:
+async def _pump(engine: Callable[[], Engine], request: LMRequest, put: Put) -> None:
     try:
-        async for delta in serve(engine, request):
+        async for delta in serve(engine(), request):
             put(delta)
     except asyncio.CancelledError:
         raise

@@ -77,6 +77,22 @@ class EngineStats:
     tokens_per_s: float  # generated tokens per second of busy time
 
 
+def stop_cut(text: str, stops: tuple[str, ...]) -> tuple[int, bool]:
+    """How much of a generation's ``text`` may go out now: up to its first stop string
+    (True: the generation ends there), else all but a tail that may be the start of a
+    stop string still being generated (it goes out once it cannot be)."""
+    found = [i for s in stops if (i := text.find(s)) >= 0]
+    if found:
+        return min(found), True
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return len(text) - hold, False
+
+
 def chat_text(messages: list[dict[str, str]]) -> str:
     """A chat in ChatML. Also the text a request's routing key is computed from, on the
     caller's side, before any engine's template: the same chat prefix, the same key

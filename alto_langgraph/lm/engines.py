@@ -71,6 +71,8 @@ class EngineSpec:
             raise TypeError(
                 f"LM engine {self.engine!r}: {exc}; its options are: {', '.join(known)}"
             ) from None
+        if self.engine == "simulated":
+            self.build()  # cheap (nothing runs until a request): checks every value
         if self.engine == "transformers":
             from . import models
 

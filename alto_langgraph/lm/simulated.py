@@ -25,7 +25,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from .engine import Delta, Engine, EngineStats, SamplingParams
+from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams, stop_cut
 
 _PIECE = re.compile(r"\s*\S+")
 
@@ -86,14 +86,17 @@ class _Request:
     output: list[str]  # the pieces it will generate
     deltas: asyncio.Queue[Delta]
     produced: int = 0
-    text: str = ""
+    text: str = ""  # generated so far
+    shown: int = 0  # how much of it went out (a possible stop string's start waits)
     cached: int = 0  # prompt tokens the prefix cache held, once admitted
     sent: bool = False  # a delta went out (the first carries ``cached``)
     done: bool = False
 
-    def emit(self, text: str, ids: tuple[int, ...], reason: str | None = None) -> None:
+    def emit(self, upto: int, ids: tuple[int, ...], reason: str | None = None) -> None:
+        """Hand out the text up to ``upto`` that has not gone out yet."""
         cached = 0 if self.sent else self.cached
         self.sent = True
+        text, self.shown = self.text[self.shown : max(upto, self.shown)], max(upto, self.shown)
         self.deltas.put_nowait(Delta(text, ids, reason, cached))  # type: ignore[arg-type]
 
 
@@ -111,6 +114,10 @@ class SimulatedEngine(Engine):
         max_context: int = 2048,
         name: str = "simulated",
     ) -> None:
+        if timing is not None and not isinstance(timing, Timing):
+            raise TypeError(f"SimulatedEngine(timing=...) must be a Timing, got {timing!r}")
+        if not isinstance(max_context, int) or max_context < 1:
+            raise ValueError(f"SimulatedEngine(max_context=...) must be >= 1, got {max_context!r}")
         self.timing = timing or Timing()
         self.texts: Sequence[str] = tuple(texts)
         if not self.texts or not all(isinstance(t, str) and t.strip() for t in self.texts):
@@ -136,6 +143,8 @@ class SimulatedEngine(Engine):
         try:
             while True:
                 delta = await req.deltas.get()
+                if isinstance(delta, BaseException):
+                    raise EngineError(f"{self.name}: the scheduler failed: {delta!r}") from delta
                 yield delta
                 if delta.finished:
                     return
@@ -208,8 +217,9 @@ class SimulatedEngine(Engine):
         return pieces(self.texts[key % len(self.texts)])
 
     def _finish(
-        self, req: _Request, reason: str, text: str = "", ids: tuple[int, ...] = ()
+        self, req: _Request, reason: str, upto: int = -1, ids: tuple[int, ...] = ()
     ) -> None:
+        """End ``req``; the text up to ``upto`` goes out with the last delta (-1: all)."""
         req.done = True
         self._by_id.pop(req.id, None)
         if req in self._running:
@@ -217,7 +227,7 @@ class SimulatedEngine(Engine):
         elif req in self._waiting:
             self._waiting.remove(req)
         self._counts["requests"] += 1
-        req.emit(text, ids, reason)
+        req.emit(len(req.text) if upto < 0 else upto, ids, reason)
 
     # -- the batch -------------------------------------------------------------------
     def _cached_prefix(self, prompt_ids: list[int]) -> int:
@@ -238,6 +248,20 @@ class SimulatedEngine(Engine):
         return held
 
     async def _schedule(self) -> None:
+        try:
+            await self._run_batches()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # no request may wait for a scheduler that is gone
+            for req in [*self._waiting, *self._running]:
+                req.done = True
+                self._by_id.pop(req.id, None)
+                req.deltas.put_nowait(exc)  # type: ignore[arg-type]
+            self._waiting.clear()
+            self._running.clear()
+            raise
+
+    async def _run_batches(self) -> None:
         wake = self._wake
         assert wake is not None
         while True:
@@ -270,13 +294,11 @@ class SimulatedEngine(Engine):
         req.produced += 1
         self._counts["generated_tokens"] += 1
         req.text += piece
-        stop = next((s for s in req.params.stop if s in req.text), None)
-        if stop is not None:
-            keep = len(piece) - (len(req.text) - req.text.index(stop))
-            req.text = req.text[: req.text.index(stop)]
-            self._finish(req, "stop", piece[: max(keep, 0)], (token_id(piece),))
-            return
-        if req.produced >= req.params.max_tokens:
-            self._finish(req, "length", piece, (token_id(piece),))
-            return
-        req.emit(piece, (token_id(piece),))
+        ids = (token_id(piece),)
+        upto, stopped = stop_cut(req.text, req.params.stop)
+        if stopped:
+            self._finish(req, "stop", upto, ids)
+        elif req.produced >= req.params.max_tokens:
+            self._finish(req, "length", -1, ids)
+        else:
+            req.emit(upto, ids)

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 from . import models
-from .engine import Delta, EngineError, SamplingParams
+from .engine import Delta, EngineError, SamplingParams, stop_cut
 from .tokenized import TokenizedEngine
+
+#: what close() puts in the result queue of every request still running
+_CLOSED = object()
+_DTYPES = ("float32", "float16", "bfloat16")
 
 #: how long a cancelled request's handler stays (transformers sends no final result for
 #: it; tokens it still makes are counted meanwhile)
@@ -58,8 +63,17 @@ class TransformersEngine(TokenizedEngine):
             raise ValueError(
                 f"transformers engine: device must be auto, cpu or cuda, not {device!r}"
             )
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"transformers engine: max_batch must be >= 1, got {max_batch!r}")
+        for name, value in (
+            ("max_batch", max_batch),
+            ("page_size", page_size),
+            ("cache_tokens", cache_tokens),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"transformers engine: {name} must be an int >= 1, got {value!r}")
+        if dtype is not None and dtype not in _DTYPES:
+            raise ValueError(
+                f"transformers engine: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}"
+            )
         if threads is not None:
             torch.set_num_threads(threads)
         dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
@@ -69,8 +83,14 @@ class TransformersEngine(TokenizedEngine):
         self.model, self.tokenizer = models.load(
             model, random_config=random_config, device=device, dtype=dtype
         )
-        limit = getattr(self.model.config, "max_position_embeddings", 2048)
-        self.max_context = min(max_context or limit, limit)
+        # a request must fit in the KV cache: one that outgrows it fails the whole engine
+        limit = min(getattr(self.model.config, "max_position_embeddings", 2048), cache_tokens)
+        if max_context is not None and max_context > limit:
+            raise ValueError(
+                f"transformers engine: max_context={max_context} is over what the model and "
+                f"the KV cache hold ({limit}; raise cache_tokens)"
+            )
+        self.max_context = max_context or limit
         self.eos = self.tokenizer.eos_token_id
         gen = GenerationConfig(
             do_sample=False,
@@ -103,6 +123,9 @@ class TransformersEngine(TokenizedEngine):
         ).start()
         self._start_counting()
         self._closed = False
+        self._serial = itertools.count()
+        #: internal id -> the queue its results go to (close() ends them all)
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
 
     # -- the interface ---------------------------------------------------------------
     async def generate(
@@ -116,6 +139,9 @@ class TransformersEngine(TokenizedEngine):
                 f"got temperature={params.temperature}"
             )
         ids = self._admit(prompt, params, request_id)
+        # transformers' own id: unique per call, so a late result or a deferred cancel of
+        # an earlier call with the same request id cannot reach this one
+        inner = f"{request_id}#{next(self._serial)}"
         loop = asyncio.get_running_loop()
         results: asyncio.Queue[Any] = asyncio.Queue()
         made = [0]  # tokens the engine made for this request, counted even after a cancel
@@ -126,60 +152,67 @@ class TransformersEngine(TokenizedEngine):
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
                 loop.call_soon_threadsafe(results.put_nowait, out)
 
-        self._on_dispatch(self._manager.register_result_handler, request_id, on_result)
-        if (
-            self._manager.add_request(
-                ids, request_id=request_id, max_new_tokens=params.max_tokens, streaming=True
-            )
-            is None
-        ):
+        self._queues[inner] = (loop, results)
+        self._on_dispatch(self._manager.register_result_handler, inner, on_result)
+        added = self._manager.add_request(
+            ids, request_id=inner, max_new_tokens=params.max_tokens, streaming=True
+        )
+        if added is None:
+            self._queues.pop(inner, None)
             self._done(request_id)
             raise EngineError(f"{self.name}: the engine is not accepting requests")
         tokens: list[int] = []
-        sent = ""  # the text already handed out
-        done, stop_at = False, None
+        shown = 0  # how much of the text went out
+        finished = False  # transformers is done with the request
         try:
             while True:
                 out = await results.get()
+                if out is _CLOSED:
+                    yield Delta("", (), "abort")
+                    return
                 self._status[request_id] = "running" if out.status.name == "DECODING" else "waiting"
                 new = out.generated_tokens[len(tokens) :]
                 tokens.extend(new)
-                if out.is_finished() and out.error is not None:
+                finished = out.is_finished()
+                if finished and out.error is not None:
                     raise EngineError(f"{self.name}: generation failed: {out.error}")
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                upto, stopped = stop_cut(text, params.stop)
                 reason = None
-                stop_at = _first_stop(text, params.stop)
-                if stop_at is not None:
-                    text, reason = text[:stop_at], "stop"
-                elif out.is_finished():
+                if stopped:
+                    reason = "stop"
+                elif finished:
                     reason = "stop" if tokens and tokens[-1] == self.eos else "length"
+                    upto = len(text)
                 elif text.endswith("\ufffd"):  # a character cut between tokens: wait
                     continue
-                piece, sent = text[len(sent) :], text
+                piece, shown = text[shown : max(upto, shown)], max(upto, shown)
                 if reason is not None:
-                    done = True
                     yield Delta(piece, tuple(new), reason)  # type: ignore[arg-type]
                     return
                 if piece or new:
                     yield Delta(piece, tuple(new))
         finally:
             self._done(request_id)
-            if not done or stop_at is not None:
-                self._manager.cancel_request(request_id)
+            self._queues.pop(inner, None)
+            if not finished:  # left early, stopped by a stop string, or failed
+                self._manager.cancel_request(inner)
                 self._dispatch.call_soon_threadsafe(
-                    self._dispatch.call_later, _CANCELLED_HANDLER_TTL, self._forget, request_id
+                    self._dispatch.call_later, _CANCELLED_HANDLER_TTL, self._forget, inner
                 )
 
     async def abort(self, request_id: str) -> None:
-        if request_id in self._status:
-            self._manager.cancel_request(request_id)
+        for inner in [k for k in self._queues if k.rpartition("#")[0] == request_id]:
+            self._manager.cancel_request(inner)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for rid in list(self._status):
-            self._manager.cancel_request(rid)
+        for inner, (loop, results) in list(self._queues.items()):
+            self._manager.cancel_request(inner)
+            with contextlib.suppress(RuntimeError):  # its generator ends with "abort"
+                loop.call_soon_threadsafe(results.put_nowait, _CLOSED)
         await asyncio.to_thread(self._manager.stop, block=True, timeout=30)
         self._dispatch.call_soon_threadsafe(self._dispatch.stop)
 
@@ -198,8 +231,3 @@ class TransformersEngine(TokenizedEngine):
         if router is not None and lock is not None:
             with lock:
                 router.result_handlers.pop(request_id, None)
-
-
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    found = [i for s in stops if (i := text.find(s)) >= 0]
-    return min(found) if found else None

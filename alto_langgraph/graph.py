@@ -8,6 +8,7 @@ replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -128,6 +129,11 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         # the process executor's deployment; LM stages are processes on either executor
         if top and (options.executor == "process" or options.lm_stages):
             cluster = Cluster({}, {}, transport=options.transport, host=options.host)
+            for served in options.lm_stages:
+                # replicas= / stages= / a config file may name an LM stage too
+                fields = dataclasses.asdict(served.stage)
+                spec = options.stage_spec(fields.pop("name"), **fields)
+                cluster.add_stage(spec, LMServer(served.engine), serves=served.model)
         _alto_subgraphs(graph, options, cluster, prefix)
         if cluster is not None and options.executor == "process":
             for name, node in list(graph.nodes.items()):
@@ -148,8 +154,6 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         for name, node in list(graph.nodes.items()):
             graph.nodes[name] = run_ahead_aware(node)
         if top and cluster is not None:
-            for served in options.lm_stages:
-                cluster.add_stage(served.stage, LMServer(served.engine), serves=served.model)
             options.check_stage_names(list(cluster.specs))
             if options.start == "compile":
                 cluster.start()

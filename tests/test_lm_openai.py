@@ -41,11 +41,13 @@ def smollm2_server() -> Iterator[str]:
 
 
 class SimServer:
-    """An OpenAIServer over a simulated engine, on a thread of this process (so the
-    test can read the engine's stats)."""
+    """An OpenAIServer over a simulated engine (or ``engine``), on a thread of this
+    process (so the test can read the engine's stats)."""
 
-    def __init__(self) -> None:
-        self.engine = SimulatedEngine(Timing(step_base=0.01), texts=[" ".join(["word"] * 200)])
+    def __init__(self, engine: Any = None) -> None:
+        self.engine = engine or SimulatedEngine(
+            Timing(step_base=0.01), texts=[" ".join(["word"] * 200)]
+        )
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.server = OpenAIServer(self.engine, "sim")
@@ -134,5 +136,79 @@ def test_a_client_that_leaves_early_aborts_its_request_in_the_server() -> None:
         stats = sim.engine.stats()
         assert len(got) == 2 and stats.running == 0 and stats.requests == 1
         assert stats.generated_tokens < 150  # it stopped, not ran to max_tokens
+    finally:
+        sim.close()
+
+
+class Failing(SimulatedEngine):
+    """Fails after ``after`` deltas (0: before the first)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__(Timing(step_base=0.001))
+        self.after = after
+
+    async def generate(self, prompt: str, params: Any, request_id: str) -> Any:
+        n = 0
+        async for delta in super().generate(prompt, params, request_id):
+            if n == self.after:
+                raise EngineError("the GPU caught fire")
+            n += 1
+            yield delta
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_an_engine_failure_reaches_the_client_as_an_error(after: int) -> None:
+    """Before anything was sent: a 500 naming the error. Mid-stream: an error event and
+    [DONE]; the openai engine raises it rather than returning a cut-short answer."""
+    sim = SimServer(Failing(after))
+    try:
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        resp = httpx.post(f"{sim.url}/v1/chat/completions", json=body, timeout=10)
+        if after == 0:
+            assert resp.status_code == 500 and "the GPU caught fire" in resp.text
+        else:
+            events = [line for line in resp.text.splitlines() if line.startswith("data:")]
+            assert len(events) == after + 2 and events[-1] == "data: [DONE]"
+            assert "the GPU caught fire" in events[-2]
+        engine = OpenAIEngine(sim.url, "sim")
+
+        async def go() -> list:
+            chat = [{"role": "user", "content": "hi"}]
+            return [d async for d in engine.chat(chat, SamplingParams(), "r")]
+
+        with pytest.raises(EngineError, match="the GPU caught fire"):
+            asyncio.run(go())
+    finally:
+        sim.close()
+
+
+def test_max_tokens_is_honoured_under_either_name_and_checked() -> None:
+    sim = SimServer()
+    try:
+
+        def post(**fields: Any) -> Any:
+            body = {"messages": [{"role": "user", "content": "hi"}], **fields}
+            return httpx.post(f"{sim.url}/v1/chat/completions", json=body, timeout=10)
+
+        assert post(max_completion_tokens=7).json()["usage"]["completion_tokens"] == 7
+        assert post(max_tokens=5).json()["usage"]["completion_tokens"] == 5
+        zero = post(max_tokens=0)
+        assert zero.status_code == 400 and "max_tokens must be a positive int" in zero.text
+    finally:
+        sim.close()
+
+
+def test_a_client_that_leaves_a_whole_answer_request_aborts_it() -> None:
+    sim = SimServer()
+    try:
+        body = {"prompt": "hello", "max_tokens": 190}  # about 2 s of simulated steps
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{sim.url}/v1/completions", json=body, timeout=0.3)
+        deadline = time.monotonic() + 5
+        while sim.engine.stats().requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = sim.engine.stats()
+        assert stats.requests == 1 and stats.running == 0
+        assert stats.generated_tokens < 150
     finally:
         sim.close()

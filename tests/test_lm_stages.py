@@ -335,3 +335,12 @@ def test_chat_messages_keep_their_roles_and_nothing_is_dropped_silently() -> Non
     call = AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "1"}])
     with pytest.raises(ValueError, match="tool calls are not supported"):
         llm.invoke([HumanMessage("x"), call])
+
+
+def test_replicas_and_stages_options_may_name_an_lm_stage() -> None:
+    app = fan_out_graph(sim_llm()).compile(
+        backend="alto", lm={"sim": SIM}, replicas={"lm:sim": 3}, stages={"lm:sim": {"gpus": 0}}
+    )
+    with app:
+        assert app.deployment.specs["lm:sim"].replicas == 3
+        assert "lm:sim: simulated engine, routing=prefix_cache_aware x3" in str(app.plan)

@@ -116,9 +116,10 @@ def lower(
         fallbacks=tuple(fallbacks),
         subplans=tuple(subplans),
         lm_stages=tuple(
-            f"{lm.stage.name}: {lm.engine.engine} engine, "
-            f"routing={_policy_name(lm.stage.policy)} x{lm.stage.replicas}"
+            f"{spec.name}: {lm.engine.engine} engine, "
+            f"routing={_policy_name(spec.policy)} x{spec.replicas}"
             for lm in (options.lm_stages if not prefix else ())
+            for spec in [specs.get(lm.stage.name, lm.stage)]
         ),
     )
 

@@ -45,8 +45,10 @@ class OpenAIEngine(Engine):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout, connect=10.0)
         self._headers = headers
-        self._clients: dict[int, Any] = {}  # per event loop: an httpx client is bound to one
+        #: id(loop) -> (loop, its httpx client): a client is bound to one event loop
+        self._clients: dict[int, tuple[Any, Any]] = {}
         self._active: dict[str, Any] = {}  # request id -> its open response
+        self._aborted: set[str] = set()
         self._counts = collections.Counter[str]()
         self._started = time.perf_counter()
 
@@ -69,12 +71,16 @@ class OpenAIEngine(Engine):
 
         import httpx
 
-        loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = httpx.AsyncClient(
-                timeout=self._timeout, headers=self._headers
-            )
+        loop = asyncio.get_running_loop()
+        for key, (other, _) in list(self._clients.items()):
+            if other.is_closed():  # its client went with it
+                del self._clients[key]
+        entry = self._clients.get(id(loop))
+        if entry is None:
+            client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+            self._clients[id(loop)] = (loop, client)
+        else:
+            client = entry[1]
         payload = {
             "model": self.model,
             "max_tokens": params.max_tokens,
@@ -99,9 +105,13 @@ class OpenAIEngine(Engine):
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
+                    if data == "[DONE]":  # before a finish_reason: cut short
+                        break
                     event = json.loads(data)
+                    if "error" in event:  # vLLM and SGLang report a failure mid-stream so
+                        error = event["error"]
+                        message = error.get("message") if isinstance(error, dict) else error
+                        raise EngineError(f"{self.name}: the server failed: {message}")
                     choice = (event.get("choices") or [{}])[0]
                     text = (
                         (choice.get("delta") or {}).get("content") if chat else choice.get("text")
@@ -113,14 +123,22 @@ class OpenAIEngine(Engine):
                     yield Delta(text or "", (), _reason(reason), cached)
                     if reason:
                         return
-        except httpx.HTTPError as exc:
+                raise EngineError(f"{self.name}: the stream ended before the generation did")
+        except (httpx.HTTPError, EngineError) as exc:
+            if request_id in self._aborted:  # abort() closed its stream
+                yield Delta("", (), "abort")
+                return
+            if isinstance(exc, EngineError):
+                raise
             raise EngineError(f"{self.name}: {self.base_url}: {exc!r}") from exc
         finally:
             self._active.pop(request_id, None)
+            self._aborted.discard(request_id)
 
     async def abort(self, request_id: str) -> None:
         resp = self._active.pop(request_id, None)
         if resp is not None:
+            self._aborted.add(request_id)
             await resp.aclose()
 
     def stats(self) -> EngineStats:
@@ -141,7 +159,7 @@ class OpenAIEngine(Engine):
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
-        for client in clients.values():
+        for _, client in clients.values():
             try:
                 await client.aclose()
             except RuntimeError:  # bound to a loop that is gone

@@ -26,6 +26,8 @@ from typing import Any
 from .engine import Delta, Engine, SamplingParams
 
 MAX_BODY = 8 << 20
+#: max_tokens of a chat request that names none
+DEFAULT_CHAT = 256
 
 
 class BadRequest(ValueError):
@@ -61,19 +63,24 @@ class OpenAIServer:
                 data = [{"id": self.model, "object": "model", "owned_by": "alto"}]
                 await _respond(writer, 200, {"object": "list", "data": data})
             elif method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
-                await self._generate(writer, path.endswith("chat/completions"), body)
+                await self._generate(reader, writer, path.endswith("chat/completions"), body)
             else:
                 await _respond(writer, 404, _error(f"no route {method} {path}", "not_found"))
         except BadRequest as exc:
             await _respond(writer, 400, _error(str(exc), "invalid_request_error"))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client left: its request (if any) was aborted on the way out
+        except Exception as exc:  # the engine failed before anything was sent
+            with contextlib.suppress(Exception):
+                await _respond(writer, 500, _error(f"{type(exc).__name__}: {exc}", "server_error"))
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
 
-    async def _generate(self, writer: asyncio.StreamWriter, chat: bool, body: bytes) -> None:
+    async def _generate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chat: bool, body: bytes
+    ) -> None:
         try:
             req = json.loads(body or b"{}")
         except ValueError as exc:
@@ -85,8 +92,10 @@ class OpenAIServer:
                 f"model {req.get('model')!r} is not served here; this serves {self.model!r}"
             )
         try:
+            # chat clients send max_completion_tokens now; OpenAI's defaults otherwise
+            limit = req.get("max_completion_tokens", req.get("max_tokens"))
             params = SamplingParams(
-                max_tokens=int(req.get("max_tokens") or 16),
+                max_tokens=int(limit) if limit is not None else (DEFAULT_CHAT if chat else 16),
                 temperature=float(req.get("temperature") or 0.0),
                 stop=_stops(req.get("stop")),
             )
@@ -99,21 +108,30 @@ class OpenAIServer:
         async with contextlib.aclosing(_chain(first, deltas)) as stream:
             if req.get("stream"):
                 await _head(writer, 200, "text/event-stream")
-                async for delta in stream:
-                    writer.write(b"data: " + json.dumps(self._chunk(rid, chat, delta)).encode())
-                    writer.write(b"\n\n")
-                    await writer.drain()  # raises once the client has gone
+                try:
+                    async for delta in stream:
+                        _event(writer, self._chunk(rid, chat, delta))
+                        await writer.drain()  # raises once the client has gone
+                except (ConnectionError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # headers are out: the error is an event
+                    _event(writer, _error(f"{type(exc).__name__}: {exc}", "server_error"))
                 writer.write(b"data: [DONE]\n\n")
                 await writer.drain()
-            else:
-                text, reason, n = "", None, 0
-                async for delta in stream:
-                    text, reason, n = (
-                        text + delta.text,
-                        delta.finish_reason,
-                        n + len(delta.token_ids),
-                    )
-                await _respond(writer, 200, self._whole(rid, chat, text, reason, n))
+                return
+            # one answer at the end: watch the connection meanwhile, so that a client
+            # that leaves aborts its request as a streaming one does
+            whole = asyncio.ensure_future(_collect(stream))
+            gone = asyncio.ensure_future(reader.read(1))
+            await asyncio.wait({whole, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if not whole.done():
+                whole.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await whole
+                return
+            text, reason, n = whole.result()
+            await _respond(writer, 200, self._whole(rid, chat, text, reason, n))
 
     def _prompt(self, req: dict[str, Any], chat: bool) -> str:
         if chat:
@@ -157,6 +175,17 @@ class OpenAIServer:
             "choices": [choice],
             "usage": {"completion_tokens": n},
         }
+
+
+async def _collect(stream: AsyncIterator[Delta]) -> tuple[str, Any, int]:
+    text, reason, n = "", None, 0
+    async for delta in stream:
+        text, reason, n = text + delta.text, delta.finish_reason, n + len(delta.token_ids)
+    return text, reason, n
+
+
+def _event(writer: asyncio.StreamWriter, obj: Any) -> None:
+    writer.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
 
 
 async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
@@ -203,7 +232,9 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
 async def _head(
     writer: asyncio.StreamWriter, status: int, content_type: str, length: int | None = None
 ) -> None:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}.get(
+        status, "Error"
+    )
     lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}", "Connection: close"]
     if length is not None:
         lines.append(f"Content-Length: {length}")

@@ -29,7 +29,7 @@ class SGLangEngine(TokenizedEngine):
             server_args["context_length"] = max_context
         self._engine = sglang.Engine(model_path=model, **server_args)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.max_context = max_context or self.tokenizer.model_max_length
+        self.max_context = max_context or self._sane_context(self.tokenizer)
         self._start_counting()
 
     async def generate(
@@ -44,7 +44,8 @@ class SGLangEngine(TokenizedEngine):
             sampling["stop"] = list(params.stop)
         if params.seed is not None:
             sampling["sampling_seed"] = params.seed
-        text, n_ids, done = "", 0, False
+        text, done = "", False
+        ids_so_far: list[int] = []
         try:
             chunks = await self._engine.async_generate(
                 input_ids=ids, sampling_params=sampling, stream=True, rid=request_id
@@ -56,9 +57,14 @@ class SGLangEngine(TokenizedEngine):
                 whole = chunk.get("text", "")
                 piece = whole[len(text) :] if whole.startswith(text) else whole
                 text = whole if whole.startswith(text) else text + whole
-                out_ids = chunk.get("output_ids") or []
-                new_ids = tuple(out_ids[n_ids:]) if len(out_ids) >= n_ids else tuple(out_ids)
-                n_ids = max(n_ids, len(out_ids))
+                # output_ids are cumulative or per chunk, depending on the server's
+                # settings: a list that extends the ids so far is cumulative
+                out_ids = list(chunk.get("output_ids") or [])
+                if out_ids[: len(ids_so_far)] == ids_so_far and len(out_ids) >= len(ids_so_far):
+                    new_ids = tuple(out_ids[len(ids_so_far) :])
+                else:
+                    new_ids = tuple(out_ids)
+                ids_so_far.extend(new_ids)
                 cached = int(meta.get("cached_tokens") or 0) if first else 0
                 first = False
                 self._counts["cached_tokens"] += cached

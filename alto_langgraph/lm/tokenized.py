@@ -16,6 +16,13 @@ class TokenizedEngine(Engine):
     #: the largest running batch the engine allows (0: not known here)
     max_batch: int = 0
 
+    @staticmethod
+    def _sane_context(tokenizer: Any) -> int:
+        """The tokenizer's context length, or 0 (unknown: the engine refuses long
+        prompts itself) for the huge sentinel tokenizers carry when they do not know."""
+        n = getattr(tokenizer, "model_max_length", 0) or 0
+        return n if 0 < n < 1 << 24 else 0
+
     def _start_counting(self) -> None:
         self._status: dict[str, str] = {}  # request id -> "waiting" or "running"
         self._counts = collections.Counter[str]()
@@ -39,7 +46,7 @@ class TokenizedEngine(Engine):
         if request_id in self._status:
             raise ValueError(f"{self.name}: request id {request_id!r} is already running")
         ids = self._encode(prompt)
-        if len(ids) + params.max_tokens > self.max_context:
+        if self.max_context and len(ids) + params.max_tokens > self.max_context:
             raise ValueError(
                 f"{self.name}: the prompt ({len(ids)} tokens) plus max_tokens "
                 f"({params.max_tokens}) exceeds the context length ({self.max_context})"

@@ -29,7 +29,10 @@ class VLLMEngine(TokenizedEngine):
         args = AsyncEngineArgs(model=model, max_model_len=max_context, **engine_args)
         self._llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.max_context = max_context or self.tokenizer.model_max_length
+        config = getattr(self._llm, "model_config", None)
+        self.max_context = (
+            max_context or getattr(config, "max_model_len", 0) or self._sane_context(self.tokenizer)
+        )
         self._start_counting()
 
     async def generate(
@@ -47,8 +50,9 @@ class VLLMEngine(TokenizedEngine):
             output_kind=RequestOutputKind.DELTA,
         )
         first = True
+        outputs = self._llm.generate({"prompt_token_ids": ids}, sampling, request_id)
         try:
-            async for out in self._llm.generate({"prompt_token_ids": ids}, sampling, request_id):
+            async for out in outputs:
                 piece = out.outputs[0]
                 self._status[request_id] = "running"
                 cached = (out.num_cached_tokens or 0) if first else 0
@@ -61,7 +65,8 @@ class VLLMEngine(TokenizedEngine):
                 yield Delta(piece.text, tuple(piece.token_ids), reason, cached)
                 if out.finished:
                     return
-        finally:  # an early exit: vLLM aborts the request as the generator closes
+        finally:  # closing vLLM's generator early aborts the request there
+            await outputs.aclose()
             self._done(request_id)
 
     async def abort(self, request_id: str) -> None:

@@ -260,6 +260,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
+            if self._alto.lm_config() and not self._alto.cluster.started:  # type: ignore[union-attr]
+                await asyncio.to_thread(self._alto.cluster.start)  # type: ignore[union-attr]
             stock = super().astream(input, self._in_process(config, merged), **kwargs)
             async with aclosing(stock) as stream:
                 async for chunk in stream:
@@ -289,6 +291,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
+            if self._alto.lm_config():  # its nodes' ChatAlto calls go to the LM stages
+                self._alto.cluster.start()  # type: ignore[union-attr]
             yield from super().stream(input, self._in_process(config, merged), **kwargs)
             return
         if self._alto.cluster is not None:

@@ -344,3 +344,16 @@ def test_replicas_and_stages_options_may_name_an_lm_stage() -> None:
     with app:
         assert app.deployment.specs["lm:sim"].replicas == 3
         assert "lm:sim: simulated engine, routing=prefix_cache_aware x3" in str(app.plan)
+
+
+def test_a_run_that_falls_back_to_stock_langgraph_still_uses_the_lm_stages() -> None:
+    """A checkpointer sends the run to stock LangGraph (node code in this process); its
+    ChatAlto calls still reach the app's LM stage ("sim" exists only there)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    builder = fan_out_graph(ChatAlto(model="sim", max_tokens=3), use_async=True)
+    app = builder.compile(backend="alto", lm={"sim": SIM}, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a checkpointer"):
+        out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}, config))
+    assert sorted(len(a.split()) for _, a in out["answers"]) == [3, 3]

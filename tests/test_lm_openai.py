@@ -212,3 +212,22 @@ def test_a_client_that_leaves_a_whole_answer_request_aborts_it() -> None:
         assert stats.generated_tokens < 150
     finally:
         sim.close()
+
+
+def test_what_the_server_cannot_do_is_refused_not_ignored() -> None:
+    sim = SimServer()
+    try:
+
+        def post(**fields: Any) -> Any:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **fields}
+            return httpx.post(f"{sim.url}/v1/chat/completions", json=body, timeout=10)
+
+        assert post(n=2).status_code == 400 and "n must be 1" in post(n=2).text
+        tools = [{"type": "function", "function": {"name": "f"}}]
+        assert "tools are not supported" in post(tools=tools).text
+        parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+        assert post(messages=parts).json()["usage"]["completion_tokens"] == 3
+        image = [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
+        assert post(messages=image).status_code == 400
+    finally:
+        sim.close()

@@ -87,6 +87,11 @@ class OpenAIServer:
             raise BadRequest(f"the body is not JSON: {exc}") from None
         if not isinstance(req, dict):
             raise BadRequest("the body must be a JSON object")
+        for unsupported in ("tools", "functions", "logprobs"):
+            if req.get(unsupported):
+                raise BadRequest(f"{unsupported} are not supported by this server")
+        if req.get("n", 1) != 1:
+            raise BadRequest("n must be 1: this server makes one choice per request")
         if req.get("model", self.model) != self.model:
             raise BadRequest(
                 f"model {req.get('model')!r} is not served here; this serves {self.model!r}"
@@ -99,8 +104,7 @@ class OpenAIServer:
                 temperature=float(req.get("temperature") or 0.0),
                 stop=_stops(req.get("stop")),
             )
-            prompt = self._prompt(req, chat)
-            deltas = self.engine.generate(prompt, params, f"srv-{uuid.uuid4().hex}")
+            deltas = self._start(req, chat, params)
             first = await anext(deltas)  # the engine's own checks fail here, as a 400
         except (ValueError, TypeError) as exc:
             raise BadRequest(str(exc)) from None
@@ -133,21 +137,25 @@ class OpenAIServer:
             text, reason, n = whole.result()
             await _respond(writer, 200, self._whole(rid, chat, text, reason, n))
 
-    def _prompt(self, req: dict[str, Any], chat: bool) -> str:
-        if chat:
-            messages = req.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise BadRequest("messages must be a non-empty list")
-            for m in messages:
-                if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                    raise BadRequest("each message needs a role and a string content")
-            return self.engine.chat_prompt(
-                [{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages]
-            )
-        prompt = req.get("prompt")
-        if not isinstance(prompt, str):
-            raise BadRequest("prompt must be a string")
-        return prompt
+    def _start(self, req: dict[str, Any], chat: bool, params: SamplingParams) -> Any:
+        """The engine's delta stream for the request (a chat goes to the engine as a
+        chat: an engine that proxies a server keeps the server's template)."""
+        rid = f"srv-{uuid.uuid4().hex}"
+        if not chat:
+            prompt = req.get("prompt")
+            if not isinstance(prompt, str):
+                raise BadRequest("prompt must be a string")
+            return self.engine.generate(prompt, params, rid)
+        messages = req.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages must be a non-empty list")
+        chat_messages = [
+            {"role": str(m.get("role", "user")), "content": _content(m)}
+            if isinstance(m, dict)
+            else _content(m)
+            for m in messages
+        ]
+        return self.engine.chat(chat_messages, params, rid)  # type: ignore[arg-type]
 
     def _chunk(self, rid: str, chat: bool, delta: Delta) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "finish_reason": delta.finish_reason}
@@ -196,6 +204,19 @@ async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delt
                 yield delta
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
+
+
+def _content(message: Any) -> str:
+    """A chat message's text: a string, or a list of text parts."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise BadRequest("each message needs a role and a content of text (a string or text parts)")
 
 
 def _stops(stop: Any) -> tuple[str, ...]:

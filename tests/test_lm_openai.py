@@ -231,3 +231,24 @@ def test_what_the_server_cannot_do_is_refused_not_ignored() -> None:
         assert post(messages=image).status_code == 400
     finally:
         sim.close()
+
+
+def test_abort_before_the_server_has_answered_ends_the_request() -> None:
+    """The server sends its headers with the first token (0.5 s here); an abort made
+    before that still ends the request, once the answer starts."""
+    sim = SimServer(SimulatedEngine(Timing(step_base=0.5)))
+    try:
+        engine = OpenAIEngine(sim.url, "sim")
+
+        async def go() -> list:
+            async def read() -> list:
+                return [d async for d in engine.generate("hi", SamplingParams(), "r")]
+
+            reading = asyncio.ensure_future(read())
+            await asyncio.sleep(0.1)
+            await engine.abort("r")
+            return await reading
+
+        assert [d.finish_reason for d in asyncio.run(go())] == ["abort"]
+    finally:
+        sim.close()

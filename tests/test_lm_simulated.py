@@ -148,7 +148,7 @@ def test_bad_input_is_a_clear_error() -> None:
         SamplingParams(max_tokens=0)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         SamplingParams(temperature=-1)
-    with pytest.raises(ValueError, match="step_base must be >= 0"):
+    with pytest.raises(ValueError, match="step_base must be a finite number >= 0"):
         Timing(step_base=-1)
     with pytest.raises(ValueError, match="non-empty string"):
         SimulatedEngine(texts=[])
@@ -175,3 +175,11 @@ def test_bad_engine_settings_are_refused_when_the_engine_is_made() -> None:
         SimulatedEngine({"step_base": 0.001})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_context"):
         SimulatedEngine(max_context="big")  # type: ignore[arg-type]
+
+
+def test_timings_and_stop_strings_that_would_hang_or_end_everything_are_refused() -> None:
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="step_base must be a finite number >= 0"):
+            Timing(step_base=bad)
+    with pytest.raises(ValueError, match="stop must hold non-empty strings"):
+        SamplingParams(stop=("",))

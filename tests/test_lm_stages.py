@@ -357,3 +357,29 @@ def test_a_run_that_falls_back_to_stock_langgraph_still_uses_the_lm_stages() -> 
     with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a checkpointer"):
         out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}, config))
     assert sorted(len(a.split()) for _, a in out["answers"]) == [3, 3]
+
+
+def test_a_stream_given_a_config_does_not_route_other_calls() -> None:
+    """The routes a config names apply to the call it was given to: while that stream
+    is open, and after it was left, a call without the config runs locally (where
+    "sim" is an unknown transformers model)."""
+    from alto_langgraph.lm.client import CONFIG_KEY_LM, LMRoutes
+    from alto_langgraph.lm.models import ModelNotFound
+
+    llm = ChatAlto(model="sim", max_tokens=20)
+    with fan_out_graph(llm).compile(backend="alto", lm={"sim": SIM}) as app:
+        app.deployment.start()
+        config = {"configurable": {CONFIG_KEY_LM: LMRoutes(app.deployment, {"sim": "lm:sim"})}}
+        chunks = llm.stream("Where is the Eiffel Tower?", config)
+        assert next(chunks).content
+        with pytest.raises(ModelNotFound):
+            llm.invoke("hi")
+        chunks.close()
+
+        async def left_early() -> None:
+            async for _ in llm.astream("Where is the Eiffel Tower?", config):
+                break
+            with pytest.raises(ModelNotFound):
+                await llm.ainvoke("hi")
+
+        asyncio.run(left_early())

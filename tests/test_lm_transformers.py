@@ -128,6 +128,23 @@ def test_bad_input_is_refused_with_a_clear_error(engine: Any) -> None:
     assert engine.stats().running == 0  # none of them took a slot
 
 
+def test_abort_ends_the_request_with_abort(engine: Any) -> None:
+    """transformers sends nothing more for a cancelled request: the engine ends it."""
+    prompt = engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
+
+    async def go() -> list:
+        out = []
+        async for delta in engine.generate(prompt, SamplingParams(max_tokens=200), "a#1"):
+            out.append(delta)
+            if len(out) == 2:
+                await engine.abort("a#1")
+        return out
+
+    deltas = asyncio.run(go())
+    assert deltas[-1].finish_reason == "abort" and len(deltas) < 10
+    assert engine.stats().running == 0
+
+
 def test_closing_the_engine_ends_running_requests_with_abort() -> None:
     engine = TransformersEngine(max_batch=2, threads=2)
     prompt = engine.chat_prompt([{"role": "user", "content": "Write a long story."}])

@@ -51,6 +51,8 @@ from .serving import LMRequest
 _ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
 _ROLES += ((ToolMessage, "tool"),)
 
+_NOTHING = object()
+
 #: the LM stages named by the config of the ChatAlto call being made (a config passed
 #: to invoke/stream explicitly is not in the context LangChain gives _stream)
 _call_routes: contextvars.ContextVar[client.LMRoutes | None] = contextvars.ContextVar(
@@ -128,17 +130,34 @@ class ChatAlto(BaseChatModel):
         with _routing(config):
             return await super().ainvoke(input, config, **kwargs)
 
+    # A stream resolves its backend on its first step; the routes are set around that
+    # step only (a generator has no context of its own: set across yields, they would
+    # leak into the caller's later calls).
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        with _routing(config):
-            yield from super().stream(input, config, **kwargs)
+        chunks = super().stream(input, config, **kwargs)
+        try:
+            with _routing(config):
+                first = next(chunks, _NOTHING)
+            if first is _NOTHING:
+                return
+            yield first
+            yield from chunks
+        finally:
+            chunks.close()
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        with _routing(config):
-            async for chunk in super().astream(input, config, **kwargs):
+        chunks = super().astream(input, config, **kwargs)
+        async with contextlib.aclosing(chunks):
+            with _routing(config):
+                first = await anext(chunks, _NOTHING)
+            if first is _NOTHING:
+                return
+            yield first
+            async for chunk in chunks:
                 yield chunk
 
     # -- LangChain's hooks -----------------------------------------------------------------
@@ -200,8 +219,7 @@ def _routing(config: RunnableConfig | None) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(ValueError):  # a generator finished in another context
-            _call_routes.reset(token)
+        _call_routes.reset(token)
 
 
 def _role(message: BaseMessage) -> str:
@@ -216,7 +234,12 @@ def _role(message: BaseMessage) -> str:
 def _text(message: BaseMessage) -> str:
     """The message's text; refused if it holds anything else (images, tool calls):
     dropping it would change the request silently."""
-    if isinstance(message, AIMessage) and message.tool_calls:
+    if isinstance(message, AIMessage) and (
+        message.tool_calls
+        or message.invalid_tool_calls
+        or message.additional_kwargs.get("tool_calls")
+        or message.additional_kwargs.get("function_call")
+    ):
         raise ValueError("ChatAlto: messages with tool calls are not supported")
     content = message.content
     if isinstance(content, str):

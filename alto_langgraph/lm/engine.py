@@ -40,6 +40,8 @@ class SamplingParams:
             raise ValueError(
                 f"SamplingParams.max_tokens must be a positive int, got {self.max_tokens!r}"
             )
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         if self.temperature < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
 

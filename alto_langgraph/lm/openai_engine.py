@@ -94,8 +94,12 @@ class OpenAIEngine(Engine):
             payload["seed"] = params.seed
         chat = route.startswith("chat")
         self._counts["requests"] += 1
+        self._active[request_id] = None  # abort() before the answer starts: marked only
         try:
             async with client.stream("POST", f"{self.base_url}/{route}", json=payload) as resp:
+                if request_id in self._aborted:  # closing the connection aborts it there
+                    yield Delta("", (), "abort")
+                    return
                 if resp.status_code != 200:
                     await resp.aread()
                     raise _http_error(resp)
@@ -136,10 +140,11 @@ class OpenAIEngine(Engine):
             self._aborted.discard(request_id)
 
     async def abort(self, request_id: str) -> None:
-        resp = self._active.pop(request_id, None)
-        if resp is not None:
+        if request_id in self._active:
             self._aborted.add(request_id)
-            await resp.aclose()
+            resp = self._active[request_id]
+            if resp is not None:
+                await resp.aclose()
 
     def stats(self) -> EngineStats:
         c = self._counts

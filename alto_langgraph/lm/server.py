@@ -90,7 +90,7 @@ class OpenAIServer:
         for unsupported in ("tools", "functions", "logprobs"):
             if req.get(unsupported):
                 raise BadRequest(f"{unsupported} are not supported by this server")
-        if req.get("n", 1) != 1:
+        if req.get("n") not in (None, 1):
             raise BadRequest("n must be 1: this server makes one choice per request")
         if req.get("model", self.model) != self.model:
             raise BadRequest(
@@ -98,7 +98,9 @@ class OpenAIServer:
             )
         try:
             # chat clients send max_completion_tokens now; OpenAI's defaults otherwise
-            limit = req.get("max_completion_tokens", req.get("max_tokens"))
+            limit = req.get("max_completion_tokens")
+            if limit is None:
+                limit = req.get("max_tokens")
             params = SamplingParams(
                 max_tokens=int(limit) if limit is not None else (DEFAULT_CHAT if chat else 16),
                 temperature=float(req.get("temperature") or 0.0),
@@ -126,7 +128,7 @@ class OpenAIServer:
             # one answer at the end: watch the connection meanwhile, so that a client
             # that leaves aborts its request as a streaming one does
             whole = asyncio.ensure_future(_collect(stream))
-            gone = asyncio.ensure_future(reader.read(1))
+            gone = asyncio.ensure_future(_until_closed(reader))
             await asyncio.wait({whole, gone}, return_when=asyncio.FIRST_COMPLETED)
             gone.cancel()
             if not whole.done():
@@ -183,6 +185,14 @@ class OpenAIServer:
             "choices": [choice],
             "usage": {"completion_tokens": n},
         }
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> None:
+    """Returns once the client has closed the connection (anything it sends meanwhile
+    is ignored; a client that shuts down only its sending side counts as gone)."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(65536):
+            pass
 
 
 async def _collect(stream: AsyncIterator[Delta]) -> tuple[str, Any, int]:
@@ -243,7 +253,10 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
     headers = {
         k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
     }
-    length = int(headers.get("content-length") or 0)
+    try:
+        length = int(headers.get("content-length") or 0)
+    except ValueError:
+        raise BadRequest(f"bad Content-Length {headers.get('content-length')!r}") from None
     if length > MAX_BODY:
         raise BadRequest(f"the body is over {MAX_BODY} bytes")
     body = await reader.readexactly(length) if length else b""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import random
 import re
 import zlib
@@ -55,8 +56,9 @@ class Timing:
 
     def __post_init__(self) -> None:
         for name in ("step_base", "step_per_request", "prefill_per_token"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Timing.{name} must be >= 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"Timing.{name} must be a finite number >= 0, got {value!r}")
         for name in ("max_batch", "block_size", "cache_blocks"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Timing.{name} must be a positive int")
@@ -258,8 +260,7 @@ class SimulatedEngine(Engine):
                 self._by_id.pop(req.id, None)
                 req.deltas.put_nowait(exc)  # type: ignore[arg-type]
             self._waiting.clear()
-            self._running.clear()
-            raise
+            self._running.clear()  # (the next request starts a new scheduler)
 
     async def _run_batches(self) -> None:
         wake = self._wake

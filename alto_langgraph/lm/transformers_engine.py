@@ -23,8 +23,8 @@ from . import models
 from .engine import Delta, EngineError, SamplingParams, stop_cut
 from .tokenized import TokenizedEngine
 
-#: what close() puts in the result queue of every request still running
-_CLOSED = object()
+#: what abort() and close() put in the result queue of a request they end
+_ABORTED = object()
 _DTYPES = ("float32", "float16", "bfloat16")
 
 #: how long a cancelled request's handler stays (transformers sends no final result for
@@ -84,7 +84,9 @@ class TransformersEngine(TokenizedEngine):
             model, random_config=random_config, device=device, dtype=dtype
         )
         # a request must fit in the KV cache: one that outgrows it fails the whole engine
-        limit = min(getattr(self.model.config, "max_position_embeddings", 2048), cache_tokens)
+        num_blocks = max(cache_tokens // page_size, 2 * max_batch)
+        positions = getattr(self.model.config, "max_position_embeddings", 2048)
+        limit = min(positions, num_blocks * page_size)
         if max_context is not None and max_context > limit:
             raise ValueError(
                 f"transformers engine: max_context={max_context} is over what the model and "
@@ -100,7 +102,7 @@ class TransformersEngine(TokenizedEngine):
         )
         batching = ContinuousBatchingConfig(
             page_size=page_size,
-            num_blocks=max(cache_tokens // page_size, 2 * max_batch),
+            num_blocks=num_blocks,
             max_batch_tokens=max(1024, 4 * page_size),
             max_requests_per_batch=max_batch,
         )
@@ -163,11 +165,12 @@ class TransformersEngine(TokenizedEngine):
             raise EngineError(f"{self.name}: the engine is not accepting requests")
         tokens: list[int] = []
         shown = 0  # how much of the text went out
+        unsent: tuple[int, ...] = ()  # token ids not handed out yet
         finished = False  # transformers is done with the request
         try:
             while True:
                 out = await results.get()
-                if out is _CLOSED:
+                if out is _ABORTED:
                     yield Delta("", (), "abort")
                     return
                 self._status[request_id] = "running" if out.status.name == "DECODING" else "waiting"
@@ -185,13 +188,15 @@ class TransformersEngine(TokenizedEngine):
                     reason = "stop" if tokens and tokens[-1] == self.eos else "length"
                     upto = len(text)
                 elif text.endswith("\ufffd"):  # a character cut between tokens: wait
+                    unsent = (*unsent, *new)
                     continue
                 piece, shown = text[shown : max(upto, shown)], max(upto, shown)
+                ids, unsent = (*unsent, *new), ()
                 if reason is not None:
-                    yield Delta(piece, tuple(new), reason)  # type: ignore[arg-type]
+                    yield Delta(piece, ids, reason)  # type: ignore[arg-type]
                     return
-                if piece or new:
-                    yield Delta(piece, tuple(new))
+                if piece or ids:
+                    yield Delta(piece, ids)
         finally:
             self._done(request_id)
             self._queues.pop(inner, None)
@@ -202,21 +207,27 @@ class TransformersEngine(TokenizedEngine):
                 )
 
     async def abort(self, request_id: str) -> None:
-        for inner in [k for k in self._queues if k.rpartition("#")[0] == request_id]:
-            self._manager.cancel_request(inner)
+        for inner, (loop, results) in list(self._queues.items()):
+            if inner.rpartition("#")[0] == request_id:
+                self._end(inner, loop, results)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         for inner, (loop, results) in list(self._queues.items()):
-            self._manager.cancel_request(inner)
-            with contextlib.suppress(RuntimeError):  # its generator ends with "abort"
-                loop.call_soon_threadsafe(results.put_nowait, _CLOSED)
+            self._end(inner, loop, results)
         await asyncio.to_thread(self._manager.stop, block=True, timeout=30)
         self._dispatch.call_soon_threadsafe(self._dispatch.stop)
 
     # -- helpers ---------------------------------------------------------------------
+    def _end(self, inner: str, loop: asyncio.AbstractEventLoop, results: Any) -> None:
+        """Abort a request: transformers stops it but sends no final result for it, so
+        its generator is told here (it ends with "abort")."""
+        self._manager.cancel_request(inner)
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+            loop.call_soon_threadsafe(results.put_nowait, _ABORTED)
+
     def _on_dispatch(self, func: Any, *args: Any) -> None:
         """Run ``func(*args)`` on the dispatch loop, and wait for it."""
 

@@ -383,3 +383,37 @@ def test_a_stream_given_a_config_does_not_route_other_calls() -> None:
                 await llm.ainvoke("hi")
 
         asyncio.run(left_early())
+
+
+def test_a_killed_lm_instance_fails_its_request_and_the_next_is_answered() -> None:
+    """An LM instance that dies mid-generation fails the request waiting on it with
+    StageInstanceLost naming the instance (a ConnectionError: a RetryPolicy retries
+    it); the supervisor restarts the instance and the next request is answered."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from alto_langgraph.runtime.cluster import StageInstanceLost
+
+    slow = {"engine": "simulated", "timing": Timing(step_base=0.05), "texts": ["word " * 2000]}
+    slow["max_context"] = 5000
+    llm = ChatAlto(model="slow")
+
+    def ask(s: dict) -> dict:  # s["q"] is the number of tokens to ask for
+        return {"answers": [(s["q"], llm.invoke("go", max_tokens=s["q"]).content)]}
+
+    builder = StateGraph(S)
+    builder.add_node("ask", ask)
+    builder.add_conditional_edges(START, lambda s: [Send("ask", {"q": q}) for q in s["qs"]])
+    with builder.compile(backend="alto", lm={"slow": slow}, start="compile") as app:
+        victim = app.deployment.pids[("lm:slow", 0)]
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        lost = r"lm:slow#0 \(pid \d+\) was killed by signal 9"
+        with pytest.raises(StageInstanceLost, match=lost):
+            app.invoke({"qs": [2000]})  # 100 s of steps
+        deadline = time.monotonic() + 10
+        while app.deployment.pids[("lm:slow", 0)] == victim and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert app.deployment.pids[("lm:slow", 0)] != victim
+        assert app.invoke({"qs": [3]})["answers"] == [(3, "word word word")]

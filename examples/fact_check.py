@@ -216,13 +216,24 @@ async def compare(n: int, concurrency: int) -> int:
         walls[name] = time.perf_counter() - t0
     apps["alto"].close()  # stops its worker processes
 
-    same = [a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"], strict=True)]
     print()
     print(f"fact-check pipeline, {n} questions, {concurrency} concurrent")
     print(
         f"  superstep (BSP) path {barrier_path():.2f} s, "
         f"dataflow critical path {critical_path():.2f} s"
     )
+    print_comparison(results, walls)
+    example = results["alto"][0][1]
+    print(f"example: {example['question']!r} -> {example['report']}")
+    return 0 if same_answers(results) else 1
+
+
+def same_answers(results: dict[str, list[tuple[float, Any]]]) -> bool:
+    return all(a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"], strict=True))
+
+
+def print_comparison(results: dict[str, list[tuple[float, Any]]], walls: dict[str, float]) -> None:
+    """The latency table of the two backends, the speedup, and whether they agreed."""
     print()
     header = f"{'backend':<10} {'mean s':>8} {'p50 s':>8} {'max s':>8} {'wall s':>8}"
     print(header)
@@ -233,15 +244,11 @@ async def compare(n: int, concurrency: int) -> int:
             f"{name:<10} {statistics.mean(lat):>8.3f} {statistics.median(lat):>8.3f} "
             f"{max(lat):>8.3f} {walls[name]:>8.3f}"
         )
-    speedup = statistics.mean(r[0] for r in results["langgraph"]) / statistics.mean(
-        r[0] for r in results["alto"]
-    )
+    mean = {k: statistics.mean(r[0] for r in v) for k, v in results.items()}
+    same = [a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"], strict=True)]
     print()
-    print(f"alto mean latency speedup: {speedup:.2f}x")
+    print(f"alto mean latency speedup: {mean['langgraph'] / mean['alto']:.2f}x")
     print(f"same final state on both backends: {sum(same)}/{len(same)}")
-    example = results["alto"][0][1]
-    print(f"example: {example['question']!r} -> {example['report']}")
-    return 0 if all(same) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import operator
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ from alto_langgraph import streaming
 from alto_langgraph.lm import ChatAlto
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fact_check import corpus, questions  # noqa: E402  (the bundled SQuAD and its BM25)
+# the bundled SQuAD and its BM25, and the side-by-side table
+from fact_check import corpus, print_comparison, questions, same_answers  # noqa: E402
 
 MODEL = "smollm2-135m"
 llm = ChatAlto(model=MODEL, max_tokens=64)
@@ -122,27 +122,13 @@ async def compare(n: int, concurrency: int) -> int:
         print(f"running {n} questions on {name} ({concurrency} at a time)...", flush=True)
         results[name], walls[name] = await run_all(app, qs, concurrency)
     apps["alto"].close()
-    print()
-    header = f"{'backend':<10} {'mean s':>8} {'p50 s':>8} {'max s':>8} {'wall s':>8}"
-    print(header)
-    print("-" * len(header))
-    for name, rs in results.items():
-        lat = [r[0] for r in rs]
-        print(
-            f"{name:<10} {statistics.mean(lat):>8.2f} {statistics.median(lat):>8.2f} "
-            f"{max(lat):>8.2f} {walls[name]:>8.2f}"
-        )
-    mean = {k: statistics.mean(r[0] for r in v) for k, v in results.items()}
-    same = [a[1] == b[1] for a, b in zip(results["langgraph"], results["alto"], strict=True)]
-    print()
-    print(f"alto mean latency speedup: {mean['langgraph'] / mean['alto']:.2f}x")
-    print(f"same final state on both backends: {sum(same)}/{len(same)}")
+    print_comparison(results, walls)
     example = results["alto"][0][1]
     print(f"example: {example['question']!r}")
     for claim in example["claims"]:
         print(f"  claim: {claim}")
     print(f"  evidence: {example['report']}")
-    return 0 if all(same) else 1
+    return 0 if same_answers(results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,22 +19,27 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
+from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
 from .compiler import Plan, lower
-from .lm.client import CONFIG_KEY_LM, LMRoutes
+from .config_keys import (
+    CONFIG_KEY_ANCESTRY,
+    CONFIG_KEY_IN_PROCESS,
+    CONFIG_KEY_LM,
+    CONFIG_KEY_REQUEST,
+)
+from .lm.client import LMRoutes
 from .lm.serving import LMServer
 from .options import AltoOptions
-from .runtime import worker
-from .runtime._pregel import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
-from .runtime.cluster import CONFIG_KEY_IN_PROCESS, CONFIG_KEY_REQUEST, Cluster, RemoteNode
-from .runtime.coordinator import (
+from .process import worker
+from .process.deployment import Deployment as Cluster
+from .process.remote import RemoteNode
+from .scheduling.coordinator import (
     AsyncRequestRun,
     RequestRun,
     SyncRequestRun,
     run_ahead_aware,
 )
-from .runtime.executor import Executor, make_executor
-from .runtime.messages import CONFIG_KEY_ANCESTRY
-from .runtime.tasks import NodeRunner, new_id, node_runners
+from .scheduling.tasks import NodeRunner, new_id, node_runners
 from .streams import is_fold, is_streaming, node_function
 
 logger = logging.getLogger("alto_langgraph")
@@ -59,8 +64,6 @@ class _AltoState:
     ) -> None:
         self.options = options
         self.cluster = cluster
-        # tasks are always bookkept in this process; node code runs where cluster says
-        self.executor: Executor = make_executor("inline")
         # from the nodes as alto rebuilt them: run-ahead tasks run these procs
         self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
         self.streaming, self.folds = _streaming_nodes(self.runners)
@@ -83,7 +86,6 @@ def _shipped_state(runners: dict[str, NodeRunner], plan: Plan) -> _AltoState:
     state = _AltoState.__new__(_AltoState)
     state.options = AltoOptions(executor="inline")
     state.cluster = None
-    state.executor = make_executor("inline")
     state.runners = runners
     state.streaming, state.folds = _streaming_nodes(runners)
     state.plan = plan
@@ -327,7 +329,6 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "root": merged.get(CONF, {}).get(CONFIG_KEY_ANCESTRY, ()),
             "runners": self._alto.runners,
             "retry_policy": self.retry_policy,
-            "executor": self._alto.executor,
             "streaming": self._alto.streaming,
             "folds": self._alto.folds,
         }

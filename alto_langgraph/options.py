@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .lm.engines import EngineSpec
-from .runtime.cluster import StageSpec, visible_gpus
-from .runtime.routing import make_policy
+from .process.gpus import visible_gpus
+from .process.routing import make_policy
+from .process.spec import StageSpec
 
 EXECUTORS = ("process", "inline")
 STARTS = ("first_run", "compile")

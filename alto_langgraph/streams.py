@@ -37,12 +37,12 @@ from typing import Any, Protocol
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.types import Command, Send
 
-from .runtime._pregel import CONFIG_KEY_TASK_ID
+from ._langgraph import CONFIG_KEY_TASK_ID
+from .config_keys import CONFIG_KEY_YIELD
 
 __all__ = ["CONFIG_KEY_YIELD", "StreamRef", "fold", "is_fold", "is_streaming", "streaming"]
 
 #: configurable key of a task whose streaming node applies items as they are yielded
-CONFIG_KEY_YIELD = "__alto_yield"
 
 
 class Sink(Protocol):

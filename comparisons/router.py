@@ -48,7 +48,7 @@ PAYLOAD = os.urandom(128)
 
 def echo(address: str, identity: bytes, bind: bool) -> None:
     """An instance that answers every task at once (runs in its own process)."""
-    from alto_langgraph.runtime import wire
+    from alto_langgraph.process import wire
 
     sock = zmq.Context().socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity)
@@ -77,7 +77,7 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def _round_trips(sock: Any, count: int, direct: bool) -> list[float]:
-    from alto_langgraph.runtime import wire
+    from alto_langgraph.process import wire
 
     times = []
     for i in range(count):
@@ -93,7 +93,7 @@ def _round_trips(sock: Any, count: int, direct: bool) -> list[float]:
 
 
 def _throughput(sock: Any, count: int, window: int) -> float:
-    from alto_langgraph.runtime import wire
+    from alto_langgraph.process import wire
 
     sent = received = 0
     t0 = time.perf_counter()
@@ -109,9 +109,9 @@ def _throughput(sock: Any, count: int, window: int) -> float:
 
 
 def measure(count: int, window: int) -> dict[str, Any]:
-    from alto_langgraph.runtime.cluster import _cloudpickled
-    from alto_langgraph.runtime.forkserver import fork_server
-    from alto_langgraph.runtime.routing import LeastOutstanding
+    from alto_langgraph.process.deployment import _cloudpickled
+    from alto_langgraph.process.forkserver import fork_server
+    from alto_langgraph.process.routing import LeastOutstanding
 
     tmp = tempfile.mkdtemp(prefix="alto-bench-")
     front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))

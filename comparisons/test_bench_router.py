@@ -23,10 +23,10 @@ import zmq
 from langgraph.graph import START, StateGraph
 
 import alto_langgraph  # noqa: F401
-from alto_langgraph.runtime import wire
-from alto_langgraph.runtime.cluster import _cloudpickled
-from alto_langgraph.runtime.forkserver import fork_server
-from alto_langgraph.runtime.routing import LeastOutstanding
+from alto_langgraph.process import wire
+from alto_langgraph.process.deployment import _cloudpickled
+from alto_langgraph.process.forkserver import fork_server
+from alto_langgraph.process.routing import LeastOutstanding
 
 
 @pytest.fixture(scope="module")

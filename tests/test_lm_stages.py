@@ -27,8 +27,8 @@ from langgraph.types import Send
 
 import alto_langgraph  # noqa: F401  (the backend="alto" plug)
 from alto_langgraph import streaming
+from alto_langgraph.errors import DeploymentError
 from alto_langgraph.lm import ChatAlto, Timing
-from alto_langgraph.runtime.cluster import DeploymentError
 
 FAST = Timing(step_base=0.001, step_per_request=0.0, prefill_per_token=0.0, block_size=4)
 SIM = {"engine": "simulated", "timing": FAST, "seed": 3}
@@ -363,7 +363,8 @@ def test_a_stream_given_a_config_does_not_route_other_calls() -> None:
     """The routes a config names apply to the call it was given to: while that stream
     is open, and after it was left, a call without the config runs locally (where
     "sim" is an unknown transformers model)."""
-    from alto_langgraph.lm.client import CONFIG_KEY_LM, LMRoutes
+    from alto_langgraph.config_keys import CONFIG_KEY_LM
+    from alto_langgraph.lm.client import LMRoutes
     from alto_langgraph.lm.models import ModelNotFound
 
     llm = ChatAlto(model="sim", max_tokens=20)
@@ -394,7 +395,7 @@ def test_a_killed_lm_instance_fails_its_request_and_the_next_is_answered() -> No
     import threading
     import time
 
-    from alto_langgraph.runtime.cluster import StageInstanceLost
+    from alto_langgraph.errors import StageInstanceLost
 
     slow = {"engine": "simulated", "timing": Timing(step_base=0.05), "texts": ["word " * 2000]}
     slow["max_context"] = 5000

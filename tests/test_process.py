@@ -25,17 +25,13 @@ from langgraph.types import RetryPolicy, Send
 from typing_extensions import TypedDict
 
 import alto_langgraph
-from alto_langgraph.runtime import wire
-from alto_langgraph.runtime.cluster import (
-    DeploymentError,
-    StageInstanceLost,
-    StageSpec,
-    _pid_alive,
-    assign_gpus,
-)
-from alto_langgraph.runtime.forkserver import fork_server
-from alto_langgraph.runtime.routing import ConsistentHash, LeastOutstanding, make_policy
-from alto_langgraph.runtime.shipping import ShippingError
+from alto_langgraph.errors import DeploymentError, ShippingError, StageInstanceLost
+from alto_langgraph.process import wire
+from alto_langgraph.process.deployment import _pid_alive
+from alto_langgraph.process.forkserver import fork_server
+from alto_langgraph.process.gpus import assign_gpus
+from alto_langgraph.process.routing import ConsistentHash, LeastOutstanding, make_policy
+from alto_langgraph.process.spec import StageSpec
 
 
 class Log(TypedDict):
@@ -177,7 +173,7 @@ def test_router_forwards_payloads_it_cannot_unpickle_untouched(tmp_path: Any) ->
     server = fork_server()
     exited = threading.Event()
     table = [("s", [inst], LeastOutstanding())]
-    from alto_langgraph.runtime.cluster import _cloudpickled
+    from alto_langgraph.process.deployment import _cloudpickled
 
     pid = server.spawn(
         "router",
@@ -411,7 +407,7 @@ _APP_SCRIPT = textwrap.dedent(
     g.add_edge(START, "a")
     app = g.compile(backend="alto", replicas={"a": 2})
     worker = app.invoke({"log": []})["log"][0]
-    from alto_langgraph.runtime.forkserver import fork_server
+    from alto_langgraph.process.forkserver import fork_server
     pids = [*app.deployment.pids.values(), fork_server().proc.pid]
     assert worker in pids and worker != os.getpid()
     print(" ".join(map(str, pids)), flush=True)
@@ -460,7 +456,7 @@ class _Unloadable:
 
 
 def _explode_load() -> Any:
-    from alto_langgraph.runtime import worker
+    from alto_langgraph.process import worker
 
     if worker.IN_STAGE_INSTANCE:
         raise ImportError("no luck")
@@ -677,7 +673,7 @@ class _DiesWhileLoading:
 
 
 def _die_in_worker() -> Any:
-    from alto_langgraph.runtime import worker
+    from alto_langgraph.process import worker
 
     if worker.IN_STAGE_INSTANCE:
         os._exit(7)  # no FAILED message: as a crash in a C extension would
@@ -733,7 +729,7 @@ def test_an_exception_with_its_own_init_arrives_as_itself() -> None:
 def test_module_constants_keep_identity_and_module_state_travels_by_value() -> None:
     from langgraph.pregel._read import DEFAULT_BOUND
 
-    from alto_langgraph.runtime import shipping
+    from alto_langgraph.process import shipping
 
     assert shipping.loads(shipping.dumps_value(DEFAULT_BOUND, "x")) is DEFAULT_BOUND
     import langchain_core.globals as lc_globals
@@ -885,7 +881,7 @@ def test_the_graph_draws_as_on_stock_langgraph() -> None:
         drawn = app.get_graph(xray=True)
         assert drawn.draw_mermaid() == stock.draw_mermaid()
         assert drawn.to_json()["nodes"][1] == stock.to_json()["nodes"][1]  # node 'a'
-        from alto_langgraph.runtime.cluster import RemoteNode
+        from alto_langgraph.process.remote import RemoteNode
 
         assert isinstance(app.nodes["a"].bound, RemoteNode)  # what runs is unchanged
 

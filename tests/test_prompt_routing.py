@@ -6,7 +6,7 @@ from __future__ import annotations
 import cloudpickle
 import pytest
 
-from alto_langgraph.runtime.routing import (
+from alto_langgraph.process.routing import (
     BLOCK_HASH,
     PrefixCacheAware,
     make_policy,

@@ -9,13 +9,14 @@ import time
 from typing import Annotated, Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
 from langgraph.types import Command, RetryPolicy, Send
 from typing_extensions import TypedDict
 
 import alto_langgraph  # noqa: F401
-from alto_langgraph.runtime.coordinator import RequestRun
+from alto_langgraph.scheduling.coordinator import RequestRun
 
 
 def _backend(backend: str) -> dict:
@@ -483,40 +484,36 @@ def test_twin_waiting_on_a_task_call_is_released_when_the_request_fails() -> Non
     assert finished.wait(5)
 
 
-class _RecordingExecutor:
-    """The inline executor, recording every message header it runs."""
-
-    name = "inline"
-
-    def __init__(self) -> None:
-        from alto_langgraph.runtime.executor import InlineExecutor
-
-        self.inner = InlineExecutor()
-        self.headers: list[Any] = []
-
-    def run(self, message: Any) -> Any:
-        self.headers.append(message.header)
-        return self.inner.run(message)
-
-    def run_sync(self, message: Any) -> Any:
-        self.headers.append(message.header)
-        return self.inner.run_sync(message)
-
-
 @pytest.mark.parametrize("style", ["sync", "async"])
 def test_every_item_carries_its_nested_ancestry(style: str) -> None:
-    """Headers name each fan-out an item descends from (DESIGN.md section 5), including
-    Sends of a sender LangGraph ran inline and items of a subgraph invoked per item."""
+    """Each task's config names each fan-out its item descends from (DESIGN.md section
+    5), including Sends of a sender LangGraph ran inline and items of a subgraph
+    invoked per item."""
+    from alto_langgraph.config_keys import CONFIG_KEY_ANCESTRY
+
+    seen: set[tuple[str, Any]] = set()
+
+    def record(stage: str, config: RunnableConfig) -> None:
+        seen.add((stage, config["configurable"][CONFIG_KEY_ANCESTRY]))
 
     class Inner(TypedDict):
         log: Annotated[list, operator.add]
 
+    def fan(s: dict, config: RunnableConfig) -> Command:
+        record("c", config)  # the subgraph's entry node: the scope of the item running c
+        return Command(goto=[Send("leaf", {"k": k}) for k in range(2)])
+
+    def leaf(p: dict, config: RunnableConfig) -> dict:
+        record("leaf", config)
+        return {"log": [f"leaf{p['k']}"]}
+
     inner = StateGraph(Inner)
-    inner.add_node("fan", lambda s: Command(goto=[Send("leaf", {"k": k}) for k in range(2)]))
-    inner.add_node("leaf", lambda p: {"log": [f"leaf{p['k']}"]})
+    inner.add_node("fan", fan)
+    inner.add_node("leaf", leaf)
     inner.add_edge(START, "fan")
 
-    def b(p: dict) -> Command:
+    def b(p: dict, config: RunnableConfig) -> Command:
+        record("b", config)
         time.sleep(0.02 * (2 - p["i"]))  # b1 finishes first: its c runs ahead
         return Command(goto=[Send("c", {"log": []})])
 
@@ -526,14 +523,9 @@ def test_every_item_carries_its_nested_ancestry(style: str) -> None:
     g.add_node("c", inner.compile())
     g.add_edge(START, "a")
     app = g.compile(backend="alto", executor="inline")
-    recorder = _RecordingExecutor()
-    app._alto.executor = recorder
-    for sub in (n.bound for n in app.nodes.values() if hasattr(n.bound, "_alto")):
-        sub._alto.executor = recorder
     inputs = {"log": [], "fail": False}
     out = app.invoke(inputs) if style == "sync" else asyncio.run(app.ainvoke(inputs))
     assert sorted(out["log"]) == ["leaf0", "leaf0", "leaf1", "leaf1"]
-    seen = {(h.stage, h.ancestry) for h in recorder.headers}
     for i in range(2):
         assert ("b", (("a", i),)) in seen  # a ran alone, inline
         assert ("c", (("a", i), ("b", 0))) in seen

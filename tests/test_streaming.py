@@ -647,7 +647,7 @@ def test_a_failed_stream_ends_the_other_streams_of_its_item(executor: str) -> No
 def test_a_fold_in_another_process_gets_the_producers_exception(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from alto_langgraph.runtime import coordinator
+    from alto_langgraph.scheduling import coordinator
 
     seen: list[tuple[str, BaseException | None]] = []
     settle = coordinator._settle
@@ -753,8 +753,8 @@ def test_a_sends_timeout_survives_collecting_its_streams() -> None:
 
 
 def test_a_call_cancelled_before_it_starts_leaves_no_input_streams() -> None:
-    from alto_langgraph.runtime import wire
-    from alto_langgraph.runtime.worker import StageInstance
+    from alto_langgraph.process import wire
+    from alto_langgraph.process.worker import StageInstance
 
     async def go() -> dict:
         inst = StageInstance("f", b"f#0", asyncio.get_running_loop())

@@ -9,13 +9,13 @@ from langgraph.channels import BinaryOperatorAggregate
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
-from ..runtime._pregel import ChannelWrite
+from .._langgraph import ChannelWrite
 from ..streams import is_fold, is_streaming, node_function
 from .plan import Aggregator, Plan, Queue, Splitter, Stage
 
 if TYPE_CHECKING:
     from ..options import AltoOptions
-    from ..runtime.cluster import StageSpec
+    from ..process.spec import StageSpec
 
 
 def lower(

@@ -10,8 +10,9 @@
   call goes (an LM stage through the router, or an engine in this process).
 """
 
+from ..errors import EngineError
 from .chat import ChatAlto
-from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
+from .engine import Delta, Engine, EngineStats, SamplingParams
 from .engines import ENGINES, EngineSpec
 from .simulated import SimulatedEngine, Timing
 

@@ -27,16 +27,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from ..runtime import shipping, wire
-from ..runtime.client import client_for
-from ..runtime.cluster import StageInstanceLost
-from ..runtime.routing import prompt_key
-from .engine import Delta, Engine, EngineError
+from ..config_keys import CONFIG_KEY_LM
+from ..errors import EngineError, StageInstanceLost
+from ..process import shipping, wire
+from ..process.routing import prompt_key
+from ..process.rpc import client_for, process_lm_stages
+from .engine import Delta, Engine
 from .engines import EngineSpec
 from .serving import LMRequest, serve
-
-#: the run config key (in ``configurable``) naming the app's LM stages: ``LMRoutes``
-CONFIG_KEY_LM = "__pregel_alto_lm"
 
 END = object()
 Put = Callable[[Any], None]
@@ -49,7 +47,7 @@ class Backend(Protocol):
 
 class StageBackend:
     def __init__(self, caller: Any, stage: str) -> None:
-        self.caller = caller  # the app's Cluster, or this process's RouterClient
+        self.caller = caller  # the app's Deployment, or this process's RpcClient
         self.stage = stage
 
     def start(self, request: LMRequest, put: Put) -> Callable[[], None]:
@@ -88,17 +86,8 @@ class LMRoutes:
         return StageBackend(self.caller, stage)
 
 
-_process_routes: LMRoutes | None = None
-
-
-def bind_process(address: str, stages: Mapping[str, str]) -> None:
-    """In a stage instance: LM calls made here go to these stages of its deployment."""
-    global _process_routes
-    _process_routes = LMRoutes(_LazyClient(address), dict(stages)) if stages else None
-
-
-class _LazyClient:
-    """The process's router client, connected on the first LM call."""
+class _ProcessClient:
+    """This stage instance's router client, connected on the first LM call."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -110,6 +99,12 @@ class _LazyClient:
         client_for(self.address).cancel(call_id)
 
 
+def _process_routes() -> LMRoutes | None:
+    """In a stage instance: its deployment's LM stages (``rpc.bind_process``)."""
+    address, stages = process_lm_stages()
+    return LMRoutes(_ProcessClient(address), stages) if stages else None
+
+
 def routes_in(configurable: Mapping[str, Any]) -> LMRoutes | None:
     """The LM stages a run's ``configurable`` names (None: none)."""
     return configurable.get(CONFIG_KEY_LM)
@@ -118,7 +113,7 @@ def routes_in(configurable: Mapping[str, Any]) -> LMRoutes | None:
 def routes(configurable: Mapping[str, Any]) -> LMRoutes | None:
     """The LM stages a call made with this ``configurable`` goes to: the run's, or in a
     stage instance its deployment's (None: an engine in this process)."""
-    return routes_in(configurable) or _process_routes
+    return routes_in(configurable) or _process_routes()
 
 
 # -- engines in this process ---------------------------------------------------------
@@ -243,7 +238,6 @@ __all__ = [
     "LocalBackend",
     "StageBackend",
     "astream",
-    "bind_process",
     "local_backend",
     "routes",
     "stream",

@@ -21,10 +21,6 @@ from typing import Literal
 FinishReason = Literal["stop", "length", "abort"]
 
 
-class EngineError(RuntimeError):
-    """A generation failed in the engine (not because of its input)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """How to generate. ``temperature=0`` is greedy decoding, which is reproducible."""

@@ -17,7 +17,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams
+from ..errors import EngineError
+from .engine import Delta, Engine, EngineStats, SamplingParams
 
 
 class OpenAIEngine(Engine):

@@ -26,7 +26,8 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from .engine import Delta, Engine, EngineError, EngineStats, SamplingParams, stop_cut
+from ..errors import EngineError
+from .engine import Delta, Engine, EngineStats, SamplingParams, stop_cut
 
 _PIECE = re.compile(r"\s*\S+")
 

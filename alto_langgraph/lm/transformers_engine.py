@@ -19,8 +19,9 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..errors import EngineError
 from . import models
-from .engine import Delta, EngineError, SamplingParams, stop_cut
+from .engine import Delta, SamplingParams, stop_cut
 from .tokenized import TokenizedEngine
 
 #: what abort() and close() put in the result queue of a request they end

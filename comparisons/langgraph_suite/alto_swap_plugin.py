@@ -31,7 +31,7 @@ from langgraph.graph import StateGraph
 import alto_langgraph  # noqa: F401  (installs the backend= patch)
 from alto_langgraph import _plug
 from alto_langgraph.graph import AltoCompiledStateGraph
-from alto_langgraph.runtime import coordinator
+from alto_langgraph.scheduling import coordinator
 
 _lock = threading.Lock()
 _current_test: list[str] = ["<collection>"]

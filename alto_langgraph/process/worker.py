@@ -24,7 +24,7 @@ import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from .. import streams
-from . import relay, shipping, wire
+from . import relay, rpc, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
 #: the least time between two heartbeat messages of one call
@@ -51,9 +51,7 @@ def serve(
     global IN_STAGE_INSTANCE
     IN_STAGE_INSTANCE = True
     if lm_routes:  # ChatAlto calls made by node code here go to the app's LM stages
-        from ..lm import client
-
-        client.bind_process(front_address, lm_routes)
+        rpc.bind_process(front_address, lm_routes)
     for p in reversed(sys_path):  # node code is pickled by reference to its modules
         if p not in sys.path:
             sys.path.insert(0, p)

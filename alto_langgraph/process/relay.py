@@ -26,7 +26,7 @@ from langchain_core.callbacks.manager import ahandle_event, handle_event
 # node streams tokens only if one listens) and that tap streamed outputs
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
-from ._pregel import StreamMessagesHandler
+from .._langgraph import StreamMessagesHandler
 
 #: callback event -> the handler attribute that opts out of it (as LangChain's managers)
 EVENTS: dict[str, str | None] = {

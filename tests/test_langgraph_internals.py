@@ -1,4 +1,4 @@
-"""The LangGraph internals alto relies on (runtime/_pregel.py), checked directly, so
+"""The LangGraph internals alto relies on (_langgraph.py), checked directly, so
 that a LangGraph upgrade that moves one fails here with a clear name."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
 
-from alto_langgraph.runtime import _pregel
+from alto_langgraph import _langgraph as _pregel
 
 
 class S(TypedDict):

@@ -3,7 +3,7 @@
 Starting a fresh Python for every stage instance costs about a second of imports
 (LangGraph); forking a process that has imported them costs milliseconds. So the
 first deployment of a Python process starts one fork server (``python -m
-alto_langgraph.runtime._fork_main``, a clean interpreter, never a fork of the app, whose
+alto_langgraph.process._fork_main``, a clean interpreter, never a fork of the app, whose
 threads would not survive a fork) and asks it for routers and stage instances.
 
 No orphans: the app holds the only write end of a *lifeline* pipe; the fork server and
@@ -34,8 +34,8 @@ _LEN = struct.Struct("!I")
 #: how the app stops one of its processes before resorting to SIGKILL
 STOP_SIGNAL = signal.SIGUSR1
 TARGETS = {
-    "router": "alto_langgraph.runtime.router:serve",
-    "worker": "alto_langgraph.runtime.worker:serve",
+    "router": "alto_langgraph.process.router:serve",
+    "worker": "alto_langgraph.process.worker:serve",
 }
 
 
@@ -86,7 +86,7 @@ class ForkServer:
             [
                 sys.executable,
                 "-m",
-                "alto_langgraph.runtime._fork_main",
+                "alto_langgraph.process._fork_main",
                 str(ctl_r),
                 str(rep_w),
                 str(life_r),

@@ -20,9 +20,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from ..streams import CONFIG_KEY_YIELD
-from . import relay
-from ._pregel import (
+from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
@@ -36,7 +34,9 @@ from ._pregel import (
     no_op_heartbeat,
     no_op_stream_writer,
 )
-from .messages import CONFIG_KEY_ANCESTRY
+from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD
+from ..errors import ShippingError, StageError
+from . import relay
 
 
 def _sentinel(module: str, name: str) -> Any:
@@ -136,11 +136,6 @@ def _pickle(value: Any) -> bytes:
     return buf.getvalue()
 
 
-class ShippingError(TypeError):
-    """Node code, a node's input or output, or a runtime context could not be sent to
-    (or from) a stage instance in a worker process."""
-
-
 def _dumps(value: Any, what: str) -> bytes:
     try:
         return _pickle(value)
@@ -169,27 +164,6 @@ def ship_code(stage: str, node: Any) -> bytes:
 
 def dumps_value(value: Any, what: str) -> bytes:
     return _dumps(value, what)
-
-
-class StageError(RuntimeError):
-    """An exception a node raised in a stage instance that could not travel back as
-    itself (it does not pickle, or does not unpickle): its type name, message and the
-    instance's traceback."""
-
-    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
-        self.message = message
-        self.remote_traceback = remote_traceback
-
-    def __reduce__(self) -> Any:
-        return (StageError, (self.type_name, self.message, self.remote_traceback))
-
-    def __str__(self) -> str:
-        return (
-            f"{self.type_name}: {self.message} (raised in a stage instance; its traceback "
-            "is in .remote_traceback)"
-        )
 
 
 def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:

@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import patch_config
 
-from ._pregel import (
+from .._langgraph import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_READ,

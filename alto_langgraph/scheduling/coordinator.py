@@ -37,8 +37,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.types import Command
 
-from ..streams import CONFIG_KEY_YIELD
-from ._pregel import (
+from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
     CONFIG_KEY_RUNNER_SUBMIT,
@@ -50,11 +49,12 @@ from ._pregel import (
     PregelExecutableTask,
     PregelNode,
     Send,
+    arun_with_retry,
     chain_future,
     loop_of,
+    run_with_retry,
 )
-from .executor import Executor, gather_cancelled
-from .messages import CONFIG_KEY_ANCESTRY, Frame, Header, Message
+from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
 from .partial import StreamedUpdates, TaskSink
 from .tasks import NodeRunner, push_task_for, scratchpad_of
 
@@ -160,7 +160,6 @@ class RequestRun:
         request_id: str,
         runners: Mapping[str, NodeRunner],
         retry_policy: Sequence[Any],
-        executor: Executor,
         root: tuple[Frame, ...] = (),
         streaming: frozenset[str] = frozenset(),
         folds: Mapping[str, str] | None = None,
@@ -171,7 +170,6 @@ class RequestRun:
         self.root = root
         self.runners = runners
         self.retry_policy = retry_policy
-        self.executor = executor
         # (step, node, id(Send.arg)) -> run-aheads in the order they were started
         self._ready: dict[tuple[int, Any, int], deque[RunAhead]] = defaultdict(deque)
         # loop task id -> the twin the submit hook matched it with
@@ -236,8 +234,8 @@ class RequestRun:
             self._find_loop(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
             if task.name in self.streaming:
                 conf[CONFIG_KEY_YIELD] = self._sink(task, ancestry)
-        msg = Message(self._header(task, ancestry), (fn, (task, *args), kwargs))
-        return self._execute(msg, task, ahead, kwargs)
+        work = functools.partial(fn, task, *args, **kwargs)
+        return self._execute(work, task, ancestry, ahead, kwargs)
 
     def _pop_ancestry(self, key: tuple[int, Any, int]) -> tuple[Frame, ...]:
         # no lock: only the runner's thread touches this table (the submit hook, and
@@ -329,9 +327,15 @@ class RequestRun:
 
     # what the two paths implement
     def _execute(
-        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
+        self,
+        work: Callable[[], Any],
+        task: PregelExecutableTask,
+        ancestry: tuple[Frame, ...],
+        ahead: RunAhead | None,
+        kwargs: dict,
     ) -> Any:
-        """Run the loop's task (``ahead``: the twin its proc will adopt, if any)."""
+        """Run the loop's task: ``work`` is the task function bound to its arguments;
+        ``ahead`` the twin its proc will adopt, if any."""
         raise NotImplementedError
 
     def _launch(self, ahead: RunAhead) -> None:
@@ -341,14 +345,6 @@ class RequestRun:
         raise NotImplementedError
 
     # -- run-ahead ---------------------------------------------------------------
-    def _header(self, task: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> Header:
-        return Header(
-            request_id=self.request_id,
-            ancestry=ancestry,
-            stage=task.name,
-            step=scratchpad_of(task).step,
-        )
-
     def _start_sends(
         self, sender: Any, ancestry: tuple[Frame, ...], sends: list[Send] | None = None
     ) -> None:
@@ -519,12 +515,17 @@ class AsyncRequestRun(RequestRun):
         t.add_done_callback(self._owned.discard)
         return t
 
-    async def _run_limited(self, msg: Message) -> Any:
+    async def _run_limited(self, work: Callable[[], Awaitable[Any]]) -> Any:
         async with self._limit:  # type: ignore[union-attr]
-            return await self.executor.run(msg)
+            return await work()
 
     def _execute(
-        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
+        self,
+        work: Callable[[], Any],
+        task: PregelExecutableTask,
+        ancestry: tuple[Frame, ...],
+        ahead: RunAhead | None,
+        kwargs: dict,
     ) -> Any:
         # LangGraph streams procs when an astream_events/astream_log handler listens;
         # twins must do the same to produce the same events
@@ -534,9 +535,9 @@ class AsyncRequestRun(RequestRun):
         # A task adopting a twin takes no concurrency slot: it waits for the twin,
         # which may need one (only a retry after a failed twin runs beyond the limit).
         if self._limit is None or ahead is not None:
-            coro = self.executor.run(msg)
+            coro = work()
         else:
-            coro = self._run_limited(msg)
+            coro = self._run_limited(work)
         t = self._own(coro, task.name)
         t.add_done_callback(functools.partial(self._sends_after, task))
         return t
@@ -548,19 +549,14 @@ class AsyncRequestRun(RequestRun):
             self._start_sends(task, task.config[CONF][CONFIG_KEY_ANCESTRY])
 
     def _launch(self, ahead: RunAhead) -> None:
-        from langgraph.pregel._retry import arun_with_retry
-
-        msg = Message(
-            self._header(ahead.task, ahead.ancestry),
-            (arun_with_retry, (ahead.task, None), {"stream": self._stream_procs}),
-        )
+        work = functools.partial(arun_with_retry, ahead.task, None, stream=self._stream_procs)
 
         async def execute_ahead() -> None:
             try:
                 if self._limit is None:
-                    await self.executor.run(msg)
+                    await work()
                 else:
-                    await self._run_limited(msg)
+                    await self._run_limited(work)
             except asyncio.CancelledError:
                 ahead.done.cancel()
                 raise
@@ -617,11 +613,16 @@ class SyncRequestRun(RequestRun):
             owner.discard(fut)
 
     def _execute(
-        self, msg: Message, task: PregelExecutableTask, ahead: RunAhead | None, kwargs: dict
+        self,
+        work: Callable[[], Any],
+        task: PregelExecutableTask,
+        ancestry: tuple[Frame, ...],
+        ahead: RunAhead | None,
+        kwargs: dict,
     ) -> Any:
         def execute() -> Any:
-            value = self.executor.run_sync(msg)
-            self._start_sends(task, msg.header.ancestry)
+            value = work()
+            self._start_sends(task, ancestry)
             return value
 
         if ahead is None:
@@ -639,15 +640,11 @@ class SyncRequestRun(RequestRun):
         return result
 
     def _launch(self, ahead: RunAhead) -> None:
-        from langgraph.pregel._retry import run_with_retry
-
-        msg = Message(
-            self._header(ahead.task, ahead.ancestry), (run_with_retry, (ahead.task, None), {})
-        )
+        work = functools.partial(run_with_retry, ahead.task, None)
 
         def execute_ahead() -> None:
             try:
-                self.executor.run_sync(msg)
+                work()
             except BaseException as exc:  # the loop's task raises it at hand-over
                 _settle(ahead, exc=exc)
                 return
@@ -808,3 +805,11 @@ def _writers_config(config: RunnableConfig, output: Any) -> RunnableConfig:
     if isinstance(output, Command) and output.graph is not None:
         return config
     return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}  # type: ignore[return-value]
+
+
+async def gather_cancelled(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has finished (no fire-and-forget)."""
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

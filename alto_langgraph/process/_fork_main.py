@@ -2,6 +2,6 @@
 
 import sys
 
-from alto_langgraph.runtime.forkserver import main
+from alto_langgraph.process.forkserver import main
 
 main(*(int(a) for a in sys.argv[1:4]))

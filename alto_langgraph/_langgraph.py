@@ -35,6 +35,7 @@ from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._messages import StreamMessagesHandler
 from langgraph.pregel._read import PregelNode
+from langgraph.pregel._retry import arun_with_retry, run_with_retry
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
 from langgraph.runtime import DEFAULT_RUNTIME, Runtime
 from langgraph.runtime import _no_op_heartbeat as no_op_heartbeat
@@ -70,6 +71,8 @@ __all__ = [
     "Send",
     "StreamMessagesHandler",
     "TASKS",
+    "arun_with_retry",
+    "run_with_retry",
     "no_op_heartbeat",
     "no_op_stream_writer",
     "loop_of",

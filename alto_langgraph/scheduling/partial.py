@@ -18,8 +18,8 @@ from typing import Any
 
 from langgraph.types import Command
 
+from .._langgraph import CONF, CONFIG_KEY_SEND, TASKS
 from ..streams import StreamRef
-from ._pregel import CONF, CONFIG_KEY_SEND, TASKS
 
 
 class StreamedUpdates:

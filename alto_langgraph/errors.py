@@ -1,0 +1,73 @@
+"""Every exception and warning alto raises of its own, under one base class.
+
+``except alto_langgraph.AltoError`` catches them all. Each also subclasses the built-in
+exception an app would already catch for that kind of failure (a lost worker is a
+``ConnectionError``, so LangGraph's default ``RetryPolicy`` retries it), so adopting
+alto changes no ``except`` clause. Exceptions a node raises are never wrapped: a
+request fails with the node's own exception, as on stock LangGraph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AltoError(Exception):
+    """Base class of the exceptions alto raises itself."""
+
+
+class ShippingError(AltoError, TypeError):
+    """Node code, a node's input or output, or a runtime context could not be sent to
+    (or from) a stage instance in a worker process; the message names the value and
+    the object inside it that does not pickle."""
+
+
+class DeploymentError(AltoError, RuntimeError):
+    """The deployment could not start: a stage's code did not load in its worker, or
+    the processes did not become ready in time."""
+
+
+class StageInstanceLost(AltoError, ConnectionError):
+    """The stage instance running a call died (or could not start). A
+    ``ConnectionError``, so LangGraph's default ``RetryPolicy`` retries the node."""
+
+
+class StageError(AltoError, RuntimeError):
+    """An exception a node raised in a stage instance that could not travel back as
+    itself (it does not pickle, or does not unpickle): its type name, message and the
+    instance's traceback."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> Any:
+        return (StageError, (self.type_name, self.message, self.remote_traceback))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.type_name}: {self.message} (raised in a stage instance; its traceback "
+            "is in .remote_traceback)"
+        )
+
+
+class EngineError(AltoError, RuntimeError):
+    """A generation failed in the LM engine (not because of its input)."""
+
+
+class AltoFallbackWarning(UserWarning):
+    """A run used a feature alto does not run yet, so stock LangGraph ran it instead
+    (the answer is LangGraph's). Issued once per compiled app and feature."""
+
+
+__all__ = [
+    "AltoError",
+    "AltoFallbackWarning",
+    "DeploymentError",
+    "EngineError",
+    "ShippingError",
+    "StageError",
+    "StageInstanceLost",
+]

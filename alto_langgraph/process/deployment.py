@@ -1,0 +1,354 @@
+"""``Deployment``: one app's router and stage instances, in worker processes.
+
+A deployment runs what the plan places in worker processes (``compiler/``): one
+router process and ``replicas`` instances of every process stage, all forked by this
+process's fork server (``forkserver.py``), started on the first run (or at compile).
+Tasks are still bookkept in the app process; a node of a process stage runs there as
+a ``RemoteNode`` (``remote.py``) that calls an instance through the router over the
+deployment's ``RpcClient``. Exits are handled by ``supervision.py``; GPUs are handed
+out by ``gpus.py``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import DeploymentError, StageInstanceLost
+from . import shipping, wire
+from .forkserver import STOP_SIGNAL, ForkServer, fork_server
+from .gpus import assign_gpus, visible_gpus
+from .routing import make_policy
+from .rpc import Deliver, RpcClient
+from .spec import StageSpec
+from .supervision import Supervisor
+
+#: how long ``start`` waits for every instance to be ready
+START_TIMEOUT = 120.0
+
+
+class Deployment:
+    """One app's router and stage instances. Thread-safe; started once, on demand."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, StageSpec] = (),  # type: ignore[assignment]
+        code: Mapping[str, Any] = (),  # type: ignore[assignment]
+        *,
+        transport: str = "ipc",
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.specs: dict[str, StageSpec] = dict(specs)
+        self._code = dict(code)
+        self.transport = transport
+        self.host = host
+        self._lock = threading.Lock()  # start and close
+        #: spawning against tearing down
+        self.spawn_lock = threading.Lock()
+        self._running = False  # the processes exist (from the router's start to teardown)
+        #: counts deployments: exits and teardowns of an earlier one leave the next alone
+        self._generation = 0
+        self._started = False
+        self._closed = False
+        self._server: ForkServer | None = None
+        #: the connection to this generation's router (None while none runs)
+        self.rpc: RpcClient | None = None
+        self._identity = os.urandom(6).hex().encode()
+        self._dir: str | None = None
+        #: pid of the router and of every instance (``(stage, index)``), for tests and stats
+        self.pids: dict[Any, int] = {}
+        self._supervisor = Supervisor()
+        self._addresses: tuple[str, str] = ("", "")
+        self._gpus: dict[tuple[str, int], str] = {}
+        self._finalizer: weakref.finalize | None = None
+        #: model name -> the LM stage serving it (every instance is told, for its nodes)
+        self.lm_routes: dict[str, str] = {}
+
+    def add_stage(self, spec: StageSpec, node: Any, *, serves: str | None = None) -> None:
+        """Register a stage (before the deployment starts): its spec and its node's code;
+        an LM stage ``serves`` a model."""
+        if self._started:
+            raise RuntimeError("alto: stages are fixed once the deployment has started")
+        self.specs[spec.name] = spec
+        self._code[spec.name] = node
+        if serves is not None:
+            self.lm_routes[serves] = spec.name
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """Whether the deployment is up (every instance has been ready)."""
+        return self._started
+
+    def is_current(self, generation: int) -> bool:
+        """Whether processes of ``generation`` are this deployment's running ones."""
+        return self._running and generation == self._generation
+
+    def start(self) -> None:
+        """Start the router and every instance; returns once all are ready. Idempotent."""
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            if self._closed:
+                raise RuntimeError("alto: this app was closed; compile it again to run it")
+            shipped = {name: shipping.ship_code(name, node) for name, node in self._code.items()}
+            gpus = assign_gpus(self.specs, visible_gpus())
+            table = _cloudpickled(
+                [
+                    (
+                        name,
+                        [wire.instance_id(name, i) for i in range(s.replicas)],
+                        make_policy(s.policy, stateful=s.stateful),
+                    )
+                    for name, s in self.specs.items()
+                ]
+            )
+            self._shipped, self._gpus = shipped, gpus
+            self._server = server = fork_server()
+            self.pids = {}  # this deployment's (an earlier one's finalizer holds its own)
+            self._generation += 1
+            gen = self._generation
+            try:
+                front, back = self._addresses = self._make_addresses()
+                with self.spawn_lock:
+                    self._running = True
+                    self._finalizer = weakref.finalize(
+                        self, _shutdown, server, self.pids, [], self._dir
+                    )
+                    self.pids["router"] = server.spawn(
+                        "router",
+                        {"front_address": front, "back_address": back, "stages": table},
+                        {},
+                        _weakly(self._router_exited, gen),
+                    )
+                    self.rpc = RpcClient(front, identity=self._identity, name="alto-client")
+                    self._finalizer.detach()
+                    self._finalizer = weakref.finalize(
+                        self, _shutdown, server, self.pids, [self.rpc], self._dir
+                    )
+                    for name, spec in self.specs.items():
+                        for i in range(spec.replicas):
+                            self.spawn_instance(name, i)
+                kind, detail = self.rpc.control(wire.CTL_WAIT_READY).result(timeout=START_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                self.teardown()
+                raise DeploymentError(
+                    f"alto: the deployment did not become ready within {START_TIMEOUT:.0f} s"
+                ) from None
+            except BaseException:
+                self.teardown()
+                raise
+            if kind != wire.READY:
+                self.teardown()
+                raise DeploymentError(f"alto: the deployment did not start: {detail.decode()}")
+            self._started = True
+
+    def _make_addresses(self) -> tuple[str, str]:
+        if self.transport == "ipc":
+            self._dir = tempfile.mkdtemp(prefix="alto-")  # mode 0700: this user only
+            assert self._server is not None
+            self._server.remove_at_exit(self._dir)  # even if this app is SIGKILLed
+            return f"ipc://{self._dir}/front", f"ipc://{self._dir}/back"
+        ports = _free_ports(self.host, 2)
+        return f"tcp://{self.host}:{ports[0]}", f"tcp://{self.host}:{ports[1]}"
+
+    def spawn_instance(self, name: str, index: int) -> None:
+        assert self._server is not None
+        gen = self._generation
+        env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
+        self.pids[(name, index)] = self._server.spawn(
+            "worker",
+            {
+                "back_address": self._addresses[1],
+                "identity": wire.instance_id(name, index),
+                "stage": name,
+                "code": self._shipped[name],
+                "sys_path": list(sys.path),
+                "front_address": self._addresses[0],
+                "lm_routes": self.lm_routes,
+            },
+            env,
+            _weakly(self._instance_exited, gen, name, index),
+        )
+
+    def close(self) -> None:
+        """Stop the router and every instance, and fail calls still in flight."""
+        with self._lock:
+            self._closed = True
+            self.teardown()
+
+    def teardown(
+        self,
+        reason: str = "alto: the app was closed while this call was running",
+        generation: int | None = None,
+    ) -> None:
+        with self.spawn_lock:  # no restart can spawn into a deployment being torn down
+            if not self._running or generation not in (None, self._generation):
+                return
+            self._running = False
+            self._started = False
+            # this deployment's, taken now: a next one may start as soon as we unlock
+            finalizer, self._finalizer = self._finalizer, None
+            rpc, self.rpc = self.rpc, None
+        if finalizer is not None:
+            finalizer()  # kills the processes, waits for them, removes the socket dir
+        if rpc is not None:
+            rpc.fail_all(reason)
+
+    def fail_calls(self, reason: str) -> None:
+        if self.rpc is not None:
+            self.rpc.fail_all(reason)
+
+    # supervision, on the fork server's reader thread
+    def _router_exited(self, generation: int, code: int | None) -> None:
+        self._supervisor.router_exited(self, generation, code)
+
+    def _instance_exited(self, generation: int, name: str, index: int, code: int | None) -> None:
+        self._supervisor.instance_exited(self, generation, name, index, code)
+
+    # -- calls -----------------------------------------------------------------------
+    def call(
+        self, stage: str, header: bytes, payload: bytes, key: bytes, deliver: Deliver
+    ) -> bytes:
+        """Send one task to an instance of ``stage`` (starting the deployment first if
+        need be); ``deliver(kind, env, payload)`` gets each message of the call (on the
+        I/O thread), a terminal one last. Returns the call id."""
+        if not self._started:
+            self.start()
+        rpc = self.rpc
+        if rpc is None or not self._running:  # closed meanwhile
+            raise StageInstanceLost("alto: the app was closed before this call was sent")
+        call_id = rpc.call(stage, header, payload, key, deliver)
+        if self.rpc is not rpc:  # torn down meanwhile, maybe before the call was registered
+            rpc.fail_all("alto: the app was closed before this call was sent")
+        return call_id
+
+    def cancel(self, call_id: bytes) -> None:
+        """The caller gave up on a call: stop it on its instance (its reply is dropped)."""
+        if self.rpc is not None:
+            self.rpc.cancel(call_id)
+
+    def feed(self, call_id: bytes, stage: str, payload: bytes) -> None:
+        """An event of a stream in a call's input, for the instance that has the call."""
+        if self.rpc is not None:
+            self.rpc.feed(call_id, stage, payload)
+
+    def reply_call(self, instance: bytes, call_id: bytes, sub: bytes, ok: bool, value: Any) -> None:
+        """The outcome of a @task call made by a node on ``instance`` (``relay.py``)."""
+        if self.rpc is not None:
+            self.rpc.reply_call(instance, call_id, sub, ok, value)
+
+    def stats(self) -> dict[str, Any]:
+        """The router's counters: messages forwarded, calls in flight per instance, live
+        instances per stage."""
+        import ast
+
+        self.start()
+        assert self.rpc is not None
+        kind, payload = self.rpc.control(wire.CTL_STATS).result(timeout=10)
+        return ast.literal_eval(payload.decode())
+
+
+def _weakly(method: Any, *args: Any) -> Callable[..., None]:
+    """``method`` (bound, with ``args`` first) called through a weak reference: the fork
+    server must not keep a deployment alive, or one its app dropped without
+    ``close()`` would never be finalized (and its processes would run until the
+    interpreter exits)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*more: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args, *more)
+
+    return call
+
+
+def _cloudpickled(value: Any) -> Any:
+    """The router's table: routing policies may be user classes (cloudpickle ships them)."""
+    import cloudpickle
+
+    return _Unpickle(cloudpickle.dumps(value))
+
+
+class _Unpickle:
+    """Carried through the fork server's plain pickle, opened by cloudpickle on arrival."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        import cloudpickle
+
+        return (cloudpickle.loads, (self.data,))
+
+
+def _free_ports(host: str, n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            try:
+                s.bind((host, 0))
+            except OSError as exc:
+                msg = f"alto option transport='tcp': cannot bind host={host!r}: {exc}"
+                raise ValueError(msg) from exc
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _shutdown(
+    server: ForkServer, pids: dict[Any, int], clients: list[RpcClient], socket_dir: str | None
+) -> None:
+    """Stop a deployment's processes: ``STOP_SIGNAL`` (they flush their output), SIGKILL
+    after a grace period; wait until they are gone, remove the socket directory."""
+    if server.pid != os.getpid():
+        return  # a forked child of the app, exiting: the deployment is the parent's
+    for client in clients:
+        client.close()
+    remaining = set(pids.values())
+    for sig, grace in ((STOP_SIGNAL, 1.0), (signal.SIGKILL, 5.0)):
+        for pid in remaining:
+            _kill(server, pid, sig)
+        deadline = time.monotonic() + grace
+        while remaining and time.monotonic() < deadline:
+            remaining = {p for p in remaining if _pid_alive(p)}
+            if remaining:
+                time.sleep(0.005)
+        if not remaining:
+            break
+    if socket_dir is not None:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _kill(server: ForkServer, pid: int, sig: int) -> None:
+    if server.alive():  # it knows which pids are still its children: never a stranger
+        server.kill(pid, sig)
+    elif pid in server.orphans:  # it died: what it still ran is ours to stop
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie not yet reaped by the fork server counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False

@@ -1,0 +1,277 @@
+"""``RemoteNode``: a node's runnable whose code runs on an instance of its stage.
+
+It takes the node runnable's place inside the task's proc in the app process, so only
+the node's own code moves; LangGraph's writers, retries, timeouts and callbacks stay
+here:
+
+    task (app) --TASK--> router --> instance k of the stage --RESULT--> router --> task
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from .. import streams
+from .._langgraph import CONF, CONFIG_KEY_CALL, CONFIG_KEY_RUNTIME, CONFIG_KEY_SEND, DEFAULT_RUNTIME
+from ..config_keys import (
+    CONFIG_KEY_ANCESTRY,
+    CONFIG_KEY_IN_PROCESS,
+    CONFIG_KEY_REQUEST,
+    CONFIG_KEY_YIELD,
+)
+from ..errors import StageInstanceLost
+from ..streams import StreamChannel
+from . import relay, shipping, wire
+from .rpc import TERMINAL, Deliver
+from .spec import routing_key
+
+if TYPE_CHECKING:
+    from .deployment import Deployment
+
+
+class RemoteNode(Runnable[Any, Any]):
+    """A node's runnable, run on an instance of its stage in a worker process.
+
+    It takes the node runnable's place inside the task's proc, so only the node's own
+    code moves: LangGraph's writers, retries, timeouts and callbacks stay here. While
+    the call runs, its stream-writer chunks, callback events and @task calls come back
+    (``relay.py``) and are handled here, on the calling thread or event loop, in order.
+    """
+
+    def __init__(self, stage: str, node: Runnable[Any, Any], deployment: Deployment) -> None:
+        self.stage = stage
+        self.node = node
+        self.deployment = deployment
+        self.spec = deployment.specs[stage]
+        self.name = node.get_name()
+
+    def __reduce__(self) -> Any:
+        # shipped inside node code (an alto graph invoked in a node): the node itself
+        return (_identity, (self.node,))
+
+    def __repr__(self) -> str:
+        return f"RemoteNode(stage={self.stage!r}, node={self.node!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # what LangGraph and tools read off a node's runnable (a ToolNode's
+        # tools_by_name, say) is the node's own
+        node = self.__dict__.get("node")
+        if node is None:
+            raise AttributeError(name)
+        return getattr(node, name)
+
+    def _send(
+        self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool, call: _Call
+    ) -> bytes:
+        conf = config.get(CONF) or {}
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
+        request_id = conf.get(CONFIG_KEY_REQUEST, "")
+        payload = shipping.ship_call(self.stage, input, config, streamed)  # type: ignore[arg-type]
+        header = repr((request_id, ancestry)).encode()
+        key = routing_key(self.spec, request_id, ancestry)
+        call_id = self.deployment.call(self.stage, header, payload, key, deliver)
+        # streams in the input (a fold's): their chunks follow the task, as they come
+        for ref in streams.stream_refs(input):
+            call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
+        return call_id
+
+    def _feeder(self, call_id: bytes, sid: str) -> Callable[[str, Any], None]:
+        def feed(event: str, value: Any) -> None:
+            if event == streams.FAIL:
+                value = shipping.dumps_error(value)
+            what = f"a chunk of the stream into node {self.stage!r}"
+            self.deployment.feed(
+                call_id, self.stage, shipping.dumps_value((sid, event, value), what)
+            )
+
+        return feed
+
+    def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
+        """A @task call made by the node: through this task's own call machinery."""
+        _, call_id, instance, sub = wire.decode(env)
+        func, input, kwargs = shipping.loads(payload)
+
+        def done(fut: Any) -> None:
+            exc = fut.exception()
+            ok = exc is None
+            self.deployment.reply_call(instance, call_id, sub, ok, fut.result() if ok else exc)
+
+        try:
+            impl = config[CONF][CONFIG_KEY_CALL]
+            fut = impl(func, input, callbacks=config.get("callbacks"), **kwargs)
+        except Exception as exc:
+            self.deployment.reply_call(instance, call_id, sub, False, exc)
+            return
+        fut.add_done_callback(done)
+
+    def _ahead_of_result(
+        self, config: RunnableConfig, call: _Call, kind: bytes, env: bytes, payload: Any
+    ) -> Any:
+        """Act on a message the node's call sent ahead of its result (``relay.py``);
+        a callback event is returned, for the caller to replay (sync or async)."""
+        if kind == wire.CALLBACK:
+            return shipping.loads(payload)
+        if kind == wire.YIELD:
+            with streams.receiving(call.streams):
+                item = shipping.loads(payload)
+            config[CONF][CONFIG_KEY_YIELD].apply(item)
+        elif kind == wire.STREAM:
+            sid, event, value = shipping.loads(payload)
+            if event == streams.FAIL:
+                value = shipping.loads(value)
+            channel = call.streams.get(sid) or call.streams.setdefault(sid, StreamChannel())
+            channel.event(event, value)
+        if kind == wire.EMIT:
+            _runtime(config).stream_writer(shipping.loads(payload))
+        elif kind == wire.HEARTBEAT:
+            _runtime(config).heartbeat()
+        elif kind == wire.WRITES:
+            config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
+        elif kind == wire.CALL:
+            self._call(config, env, payload)
+        return None
+
+    def _run(self, input: Any, config: RunnableConfig | None, streamed: bool) -> Iterator[Any]:
+        """The node's output chunks (streamed) or its output (one item), handling the
+        call's other messages on the way, on this thread."""
+        config = config or {}
+        inbox: queue.SimpleQueue[tuple[bytes, bytes, Any]] = queue.SimpleQueue()
+        call = _Call()
+        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed, call)
+        callbacks = relay.Replayer(config.get("callbacks"))
+        try:
+            while True:
+                kind, env, payload = inbox.get()
+                if kind == wire.CHUNK:
+                    yield shipping.loads(payload)
+                elif kind in TERMINAL:
+                    output = _outcome(kind, payload)
+                    if not streamed:
+                        yield output
+                    return
+                elif (event := self._ahead_of_result(config, call, kind, env, payload)) is not None:
+                    callbacks.replay(event)
+        except BaseException as exc:
+            self.deployment.cancel(call_id)
+            call.end(exc)
+            raise
+        finally:
+            call.end(None)
+
+    async def _arun(
+        self, input: Any, config: RunnableConfig | None, streamed: bool
+    ) -> AsyncIterator[Any]:
+        """``_run`` on the caller's event loop."""
+        config = config or {}
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[tuple[bytes, bytes, Any]] = asyncio.Queue()
+        call = _Call()
+        call_id = self._send(
+            input,
+            config,
+            lambda *msg: loop.call_soon_threadsafe(inbox.put_nowait, msg),
+            streamed,
+            call,
+        )
+        callbacks = relay.Replayer(config.get("callbacks"))
+        try:
+            while True:
+                kind, env, payload = await inbox.get()
+                if kind == wire.CHUNK:
+                    yield shipping.loads(payload)
+                elif kind in TERMINAL:
+                    output = _outcome(kind, payload)
+                    if not streamed:
+                        yield output
+                    return
+                elif (event := self._ahead_of_result(config, call, kind, env, payload)) is not None:
+                    await callbacks.areplay(event)
+        except BaseException as exc:
+            self.deployment.cancel(call_id)
+            call.end(exc)
+            raise
+        finally:
+            call.end(None)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if _in_process(config):
+            return self.node.invoke(input, config, **kwargs)
+        run = self._run(input, config, streamed=False)
+        try:
+            return next(run)
+        finally:
+            run.close()
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if _in_process(config):
+            return await self.node.ainvoke(input, config, **kwargs)
+        run = self._arun(input, config, streamed=False)
+        try:
+            return await anext(run)
+        finally:
+            await run.aclose()
+
+    # LangGraph streams a task's proc when an astream_events/astream_log handler listens
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        if _in_process(config):
+            yield from self.node.stream(input, config, **kwargs)
+        else:
+            yield from self._run(input, config, streamed=True)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        chunks = (
+            self.node.astream(input, config, **kwargs)
+            if _in_process(config)
+            else self._arun(input, config, streamed=True)
+        )
+        async for chunk in chunks:
+            yield chunk
+
+
+class _Call:
+    """A call's stream plumbing on the caller's side: the streams its node produces
+    (fed by its STREAM messages) and the feeds of the streams in its input."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, StreamChannel] = {}
+        self.unlisten: list[Callable[[], None]] = []
+
+    def end(self, exc: BaseException | None) -> None:
+        """The call is over: stop feeding its input streams; a stream it produced and
+        did not end fails (with the call's exception), so its reader does not wait."""
+        for stop in self.unlisten:
+            stop()
+        self.unlisten.clear()
+        for channel in self.streams.values():
+            channel.event(
+                streams.FAIL, exc or RuntimeError("alto: the producer's call ended mid-stream")
+            )
+
+
+def _runtime(config: RunnableConfig) -> Any:
+    return (config.get(CONF) or {}).get(CONFIG_KEY_RUNTIME) or DEFAULT_RUNTIME
+
+
+def _in_process(config: RunnableConfig | None) -> bool:
+    return bool(config and (config.get(CONF) or {}).get(CONFIG_KEY_IN_PROCESS))
+
+
+def _outcome(kind: bytes, payload: Any) -> Any:
+    if kind == wire.RESULT:
+        return shipping.loads(payload)
+    if kind == wire.ERROR:
+        raise shipping.loads(payload)  # checked to unpickle in the instance
+    raise StageInstanceLost(bytes(payload).decode(errors="replace"))
+
+
+def _identity(x: Any) -> Any:
+    return x

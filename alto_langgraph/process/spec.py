@@ -1,0 +1,33 @@
+"""``StageSpec``: what one stage of a deployment needs, and how many instances of it
+run; and the routing key that keeps an aggregation group on one instance."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """What one stage needs, and how many instances of it run."""
+
+    name: str
+    replicas: int = 1
+    #: items of one aggregation group must all reach the same instance
+    stateful: bool = False
+    #: for a stateful stage: how many trailing ancestry frames an item's group leaves
+    #: out (1: the items of one fan-out, i.e. siblings, form a group)
+    group_depth: int = 1
+    #: GPUs per instance: each instance gets its own ``CUDA_VISIBLE_DEVICES``
+    gpus: int = 0
+    #: a routing policy (name or object, see ``routing.py``); None: by ``stateful``
+    policy: Any = None
+
+
+def routing_key(spec: StageSpec, request_id: str, ancestry: tuple[Any, ...]) -> bytes:
+    """The aggregation group of an item bound for ``spec``: its request and the ancestry
+    prefix it shares with the other members (b"" for a stateless stage)."""
+    if not spec.stateful:
+        return b""
+    prefix = ancestry[: max(0, len(ancestry) - spec.group_depth)]
+    return repr((request_id, prefix)).encode()

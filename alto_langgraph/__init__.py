@@ -9,22 +9,40 @@
 with the same answers, on stock LangGraph.
 
 Importing the package makes ``StateGraph.compile`` accept ``backend=``;
-``alto_langgraph.compile(graph)`` does the same without that patch.
+``alto_langgraph.compile(graph)`` does the same without that patch. It changes nothing
+else in the process (no environment variables), and imports ``alto_langgraph.lm``
+(language models) only for an app that serves one. Every exception alto raises of its
+own is an ``AltoError``.
 """
 
 from . import aggregate
 from ._plug import compile, install, uninstall
 from .compiler import Plan
-from .graph import AltoCompiledStateGraph, AltoFallbackWarning
+from .errors import (
+    AltoError,
+    AltoFallbackWarning,
+    DeploymentError,
+    EngineError,
+    ShippingError,
+    StageError,
+    StageInstanceLost,
+)
+from .graph import AltoCompiledStateGraph
 from .options import AltoOptions
 from .streams import StreamRef, fold, streaming
 
 __version__ = "0.1.0"
 __all__ = [
     "AltoCompiledStateGraph",
+    "AltoError",
     "AltoFallbackWarning",
     "AltoOptions",
+    "DeploymentError",
+    "EngineError",
     "Plan",
+    "ShippingError",
+    "StageError",
+    "StageInstanceLost",
     "StreamRef",
     "aggregate",
     "compile",

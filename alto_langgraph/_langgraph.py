@@ -77,6 +77,7 @@ __all__ = [
     "no_op_stream_writer",
     "loop_of",
     "new_scratchpad",
+    "resolve_checkpointer",
 ]
 
 
@@ -90,3 +91,10 @@ def loop_of(call: Any) -> Any:
 def new_scratchpad(task_id: str, checkpoint_ns: str, step: int, stop: int) -> PregelScratchpad:
     """A fresh scratchpad for a task that has no resume values (alto never resumes)."""
     return _scratchpad(None, [], task_id, checkpoint_ns, None, step, stop)
+
+
+def resolve_checkpointer(graph: Any, config: Any) -> Any:
+    """The checkpointer a run of ``graph`` with ``config`` uses (None: none), as
+    LangGraph decides it: ``checkpointer=False`` none, else the one a parent lends
+    through the config, else the graph's own."""
+    return graph._resolve_checkpointer(config)

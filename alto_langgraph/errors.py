@@ -59,7 +59,7 @@ class EngineError(AltoError, RuntimeError):
 
 class AltoFallbackWarning(UserWarning):
     """A run used a feature alto does not run yet, so stock LangGraph ran it instead
-    (the answer is LangGraph's). Issued once per compiled app and feature."""
+    (the answer is LangGraph's)."""
 
 
 __all__ = [

@@ -8,7 +8,6 @@ replaced (``invoke``, ``ainvoke``, ``batch`` and ``abatch`` go through them), so
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -16,80 +15,58 @@ from contextlib import aclosing
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
-from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, CONFIG_KEY_RUNTIME, ensure_config
-from .compiler import Plan, lower
+from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
+from .compiler import Plan, lower, passes
+from .compiler.fallback import fallbacks
 from .config_keys import (
     CONFIG_KEY_ANCESTRY,
     CONFIG_KEY_IN_PROCESS,
     CONFIG_KEY_LM,
     CONFIG_KEY_REQUEST,
 )
-from .lm.client import LMRoutes
-from .lm.serving import LMServer
+from .errors import AltoFallbackWarning
 from .options import AltoOptions
 from .process import worker
-from .process.deployment import Deployment as Cluster
+from .process.deployment import Deployment
 from .process.remote import RemoteNode
-from .scheduling.coordinator import (
-    AsyncRequestRun,
-    RequestRun,
-    SyncRequestRun,
-    run_ahead_aware,
-)
+from .scheduling.coordinator import AsyncRequestRun, RequestRun, SyncRequestRun
 from .scheduling.tasks import NodeRunner, new_id, node_runners
 from .streams import is_fold, is_streaming, node_function
 
 logger = logging.getLogger("alto_langgraph")
 
-
-class AltoFallbackWarning(UserWarning):
-    """A run used a feature alto does not run yet, so stock LangGraph ran it instead."""
+__all__ = ["AltoCompiledStateGraph", "AltoFallbackWarning"]
 
 
 class _AltoState:
-    """What alto keeps beside the compiled graph; built once, shared by copies.
-
-    ``cluster`` is the deployment of the ``process`` executor (None inline); a graph and
-    its subgraphs share one, whose stages are all their nodes."""
+    """What alto keeps beside a compiled graph: its plan, the deployment running the
+    plan's process stages (None if it has none; a graph and its subgraphs share one),
+    and the node runners run-ahead tasks use. Built once, shared by copies."""
 
     def __init__(
-        self,
-        graph: CompiledStateGraph,
-        options: AltoOptions,
-        cluster: Cluster | None,
-        prefix: str = "",
+        self, plan: Plan, deployment: Deployment | None, runners: dict[str, NodeRunner]
     ) -> None:
-        self.options = options
-        self.cluster = cluster
+        self.plan = plan
+        self.deployment = deployment
         # from the nodes as alto rebuilt them: run-ahead tasks run these procs
-        self.runners: dict[str, NodeRunner] = node_runners(graph.nodes)
-        self.streaming, self.folds = _streaming_nodes(self.runners)
-        self.plan: Plan = lower(graph, options, cluster.specs if cluster else {}, prefix)
+        self.runners = runners
+        self.streaming, self.folds = _streaming_nodes(runners)
 
     def lm_config(self) -> dict[str, Any]:
         """The configurable entry that sends a run's ``ChatAlto`` calls to this app's LM
         stages (none: they run where they are made, or where the caller's run sends them)."""
-        cluster = self.cluster
-        if cluster is None or not cluster.lm_routes:
+        deployment = self.deployment
+        if deployment is None or not deployment.lm_routes:
             return {}
-        return {CONFIG_KEY_LM: LMRoutes(cluster, cluster.lm_routes)}
+        from .lm.client import LMRoutes  # only apps that serve models import lm/
+
+        return {CONFIG_KEY_LM: LMRoutes(deployment, deployment.lm_routes)}
 
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
-        return (_shipped_state, (self.runners, self.plan))
-
-
-def _shipped_state(runners: dict[str, NodeRunner], plan: Plan) -> _AltoState:
-    state = _AltoState.__new__(_AltoState)
-    state.options = AltoOptions(executor="inline")
-    state.cluster = None
-    state.runners = runners
-    state.streaming, state.folds = _streaming_nodes(runners)
-    state.plan = plan
-    return state
+        return (_AltoState, (self.plan, None, self.runners))
 
 
 def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], dict[str, str]]:
@@ -101,10 +78,6 @@ def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], di
     )
 
 
-def _is_fold(bound: Any) -> bool:
-    return is_fold(node_function(bound))
-
-
 class AltoCompiledStateGraph(CompiledStateGraph):
     """A compiled ``StateGraph`` whose runs are scheduled by alto. Build it with
     ``builder.compile(backend="alto")`` or ``alto_langgraph.compile(graph)``."""
@@ -113,52 +86,33 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def _adopt(
-        cls,
-        graph: CompiledStateGraph,
-        options: AltoOptions,
-        cluster: Cluster | None = None,
-        prefix: str = "",
-    ) -> AltoCompiledStateGraph:
-        """Turn a freshly compiled stock graph (owned by the caller) into an alto graph.
+    def _adopt(cls, graph: CompiledStateGraph, options: AltoOptions) -> AltoCompiledStateGraph:
+        """Turn a freshly compiled stock graph (owned by the caller) into an alto graph:
+        lower it to a plan, then carry the plan out (``compiler/passes.py``)."""
+        plan = lower(graph, options, in_instance=worker.IN_STAGE_INSTANCE)
+        options.check_stage_names(
+            [s.qualname for s in plan.all_stages() if s.kind in ("node", "lm")]
+        )
+        deployment = passes.deploy(plan)
+        app = cls._rewrite(graph, plan, deployment)
+        if deployment is not None and options.start == "compile":
+            deployment.start()
+        return app
 
-        With the process executor, the top-level graph creates the deployment and every
-        node, its subgraphs' nodes included, becomes a stage of it (named
-        ``prefix + node``)."""
-        top = not prefix
-        if worker.IN_STAGE_INSTANCE and options.executor != "inline":
-            options = AltoOptions(executor="inline")  # compiled inside a stage instance
-        # the process executor's deployment; LM stages are processes on either executor
-        if top and (options.executor == "process" or options.lm_stages):
-            cluster = Cluster({}, {}, transport=options.transport, host=options.host)
-            for served in options.lm_stages:
-                # replicas= / stages= / a config file may name an LM stage too
-                fields = dataclasses.asdict(served.stage)
-                spec = options.stage_spec(fields.pop("name"), **fields)
-                cluster.add_stage(spec, LMServer(served.engine), serves=served.model)
-        _alto_subgraphs(graph, options, cluster, prefix)
-        if cluster is not None and options.executor == "process":
-            for name, node in list(graph.nodes.items()):
-                if name == START or isinstance(node.bound, CompiledStateGraph):
-                    continue  # input mapping stays here; a subgraph's nodes are stages
-                stage = prefix + name
-                # a fold's stream is one item: each goes whole to one instance
-                implied = {"stateful": True, "group_depth": 0} if _is_fold(node.bound) else {}
-                cluster.add_stage(options.stage_spec(stage, **implied), node.bound)
-                graph.nodes[name] = node.copy({"bound": RemoteNode(stage, node.bound, cluster)})
+    @classmethod
+    def _rewrite(
+        cls, graph: CompiledStateGraph, plan: Plan, deployment: Deployment | None
+    ) -> AltoCompiledStateGraph:
+        passes.adopt_subgraphs(graph, plan, lambda sub, sp: cls._rewrite(sub, sp, deployment))
+        passes.place_stages(graph, plan, deployment)
+        runners = node_runners(graph.nodes)
+        passes.run_ahead_aware(graph)
         graph.__class__ = cls
-        graph._alto = _AltoState(graph, options, cluster, prefix)
-        if graph._alto.streaming:
+        graph._alto = alto = _AltoState(plan, deployment, runners)
+        if alto.streaming:
             # the loop hands out stream chunks while tasks run, not only between steps:
             # partial updates are worth seeing as they come
             graph.stream_eager = True
-        # the loop's tasks: procs that adopt a run-ahead result when run inline
-        for name, node in list(graph.nodes.items()):
-            graph.nodes[name] = run_ahead_aware(node)
-        if top and cluster is not None:
-            options.check_stage_names(list(cluster.specs))
-            if options.start == "compile":
-                cluster.start()
         return graph  # type: ignore[return-value]
 
     def copy(self, update: dict[str, Any] | None = None) -> AltoCompiledStateGraph:
@@ -173,16 +127,17 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
     # -- lifecycle ---------------------------------------------------------------
     @property
-    def deployment(self) -> Cluster | None:
-        """The router and stage instances of the process executor (None inline): their
-        ``specs``, ``pids`` and router ``stats()``."""
-        return self._alto.cluster
+    def deployment(self) -> Deployment | None:
+        """The router and stage instances running this app's process stages (None if
+        every stage runs in the app process): their ``specs``, ``pids`` and router
+        ``stats()``."""
+        return self._alto.deployment
 
     def close(self) -> None:
         """Stop this app's worker processes (also on leaving ``with``/``async with``,
         and at interpreter exit). Calls still in flight fail; the app cannot run again."""
-        if self._alto.cluster is not None:
-            self._alto.cluster.close()
+        if self._alto.deployment is not None:
+            self._alto.deployment.close()
 
     def __enter__(self) -> AltoCompiledStateGraph:
         return self
@@ -228,24 +183,8 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
     # -- execution ---------------------------------------------------------------
     def _fallback_reason(self, merged: RunnableConfig, kwargs: dict[str, Any]) -> str | None:
-        if self._resolve_checkpointer(merged) is not None:
-            return "a checkpointer"
-        if kwargs.get("interrupt_before") or self.interrupt_before_nodes:
-            return "interrupt_before"
-        if kwargs.get("interrupt_after") or self.interrupt_after_nodes:
-            return "interrupt_after"
-        if self.cache is not None:
-            return "a node cache"
-        if self.step_timeout is not None:
-            # a step whose Send targets ran ahead ends sooner: a different answer
-            return "step_timeout"
-        # the store a run uses, as LangGraph picks it (a parent lends its own)
-        conf = merged.get(CONF, {})
-        store = conf[CONFIG_KEY_RUNTIME].store if CONFIG_KEY_RUNTIME in conf else self.store
-        if store is not None:
-            # nodes may talk through the store across steps; run-ahead would reorder it
-            return "a store"
-        return None
+        reasons = fallbacks(self, merged, kwargs)
+        return reasons[0] if reasons else None
 
     def _warn_fallback(self, reason: str) -> None:
         msg = (
@@ -262,16 +201,16 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         reason = self._fallback_reason(merged, kwargs)
         if reason is not None:
             self._warn_fallback(reason)
-            if self._alto.lm_config() and not self._alto.cluster.started:  # type: ignore[union-attr]
-                await asyncio.to_thread(self._alto.cluster.start)  # type: ignore[union-attr]
+            if self._alto.lm_config() and not self._alto.deployment.started:  # type: ignore[union-attr]
+                await asyncio.to_thread(self._alto.deployment.start)  # type: ignore[union-attr]
             stock = super().astream(input, self._in_process(config, merged), **kwargs)
             async with aclosing(stock) as stream:
                 async for chunk in stream:
                     yield chunk
             return
-        cluster = self._alto.cluster
-        if cluster is not None and not cluster.started:
-            await asyncio.to_thread(cluster.start)  # the first run starts the processes
+        deployment = self._alto.deployment
+        if deployment is not None and not deployment.started:
+            await asyncio.to_thread(deployment.start)  # the first run starts the processes
         run = AsyncRequestRun(
             max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
         )
@@ -294,11 +233,11 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         if reason is not None:
             self._warn_fallback(reason)
             if self._alto.lm_config():  # its nodes' ChatAlto calls go to the LM stages
-                self._alto.cluster.start()  # type: ignore[union-attr]
+                self._alto.deployment.start()  # type: ignore[union-attr]
             yield from super().stream(input, self._in_process(config, merged), **kwargs)
             return
-        if self._alto.cluster is not None:
-            self._alto.cluster.start()  # the first run starts the processes
+        if self._alto.deployment is not None:
+            self._alto.deployment.start()  # the first run starts the processes
         run = SyncRequestRun(config=merged, **self._run_args(merged))
         try:
             yield from super().stream(input, _with_hook(config, run, self._alto), **kwargs)
@@ -346,17 +285,3 @@ def _with_hook(config: RunnableConfig | None, run: RequestRun, alto: _AltoState)
         **alto.lm_config(),
     }
     return config  # type: ignore[return-value]
-
-
-def _alto_subgraphs(
-    graph: CompiledStateGraph, options: AltoOptions, cluster: Cluster | None, prefix: str
-) -> None:
-    """Subgraph nodes run on alto too: each gets an alto copy (the user's object is
-    untouched) whose nodes are stages of the same deployment."""
-    for name, node in list(graph.nodes.items()):
-        sub = node.bound
-        if isinstance(sub, CompiledStateGraph) and not isinstance(sub, AltoCompiledStateGraph):
-            alto_sub = AltoCompiledStateGraph._adopt(
-                sub.copy({"nodes": dict(sub.nodes)}), options, cluster, f"{prefix}{name}/"
-            )
-            graph.nodes[name] = node.copy({"bound": alto_sub, "subgraphs": [alto_sub]})

@@ -6,30 +6,36 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .lm.engines import EngineSpec
 from .process.gpus import visible_gpus
 from .process.routing import make_policy
-from .process.spec import StageSpec
 
-EXECUTORS = ("process", "inline")
+if TYPE_CHECKING:
+    from .lm.engines import EngineSpec
+
+EXECUTORS = ("auto", "process", "inline")
 STARTS = ("first_run", "compile")
 TRANSPORTS = ("ipc", "tcp")
-_STAGE_KEYS = {f.name for f in dataclasses.fields(StageSpec)} - {"name", "replicas"}
+#: what a stage table may set (``replicas`` comes from ``[instances]`` or ``replicas=``)
+STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy")
 
 
 @dataclasses.dataclass(frozen=True)
 class AltoOptions:
     """What ``compile(backend="alto", **options)`` accepts.
 
-    executor: where node code runs. ``"process"`` (default): each stage (node) runs in
-        worker processes ("instances") behind a router process, over pyzmq.
-        ``"inline"``: in the calling process (async nodes on its event loop, sync nodes
-        on its threads); for tests and debugging.
+    executor: where node code runs. ``"auto"`` (default): in the app process, as on
+        stock LangGraph, except the stages that ask for worker processes (``replicas``,
+        ``gpus``, a stage table, ``process=True``); LM stages always run in workers.
+        ``"process"``: every node in worker processes ("instances") behind a router
+        process, over pyzmq (a stage may stay with ``process=False``). ``"inline"``:
+        every node in the app process (async nodes on its event loop, sync nodes on its
+        threads). Scheduling (run-ahead, streaming) is the same on all three.
     replicas: instances per stage, e.g. ``{"search": 4}`` (default 1 each). Stages are
         named after their nodes; a subgraph's nodes as ``"subgraph_node/inner_node"``.
     stages: what each stage needs, e.g. ``{"bm25": {"stateful": True, "gpus": 0}}``:
+        ``process`` (run in worker processes; False: stay in the app process),
         ``stateful`` (items of one aggregation group reach one instance),
         ``group_depth`` (ancestry frames a group leaves out, default 1: one fan-out's
         items), ``gpus`` (per instance), ``policy`` (a routing policy name or object).
@@ -49,7 +55,7 @@ class AltoOptions:
         instances of the transformers engine split the cores (``threads``) by default.
     """
 
-    executor: str = "process"
+    executor: str = "auto"
     replicas: Mapping[str, int] | None = None
     stages: Mapping[str, Mapping[str, Any]] | None = None
     config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
@@ -67,16 +73,24 @@ class AltoOptions:
             if value not in allowed:
                 raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
         per_stage = self._per_stage()
-        if per_stage and self.executor != "process":
+        if per_stage and self.executor == "inline":
             raise ValueError(
-                f"alto options replicas/stages/config need executor='process' "
-                f"(got executor={self.executor!r}, which runs every node in this process)"
+                "alto options replicas/stages/config place stages in worker processes, "
+                "but executor='inline' runs every node in this process; use the default "
+                "executor ('auto') or 'process'"
             )
-        object.__setattr__(self, "_specs", per_stage)
+        for name, settings in per_stage.items():
+            if settings.get("process") is False and settings.get("replicas", 1) > 1:
+                raise ValueError(
+                    f"alto options: stage {name!r} has process=False (it runs in this "
+                    f"process) but replicas={settings['replicas']}: instances are worker "
+                    "processes"
+                )
+        object.__setattr__(self, "_settings", per_stage)
         object.__setattr__(self, "lm_stages", _lm_stages(self.lm))
 
     def _per_stage(self) -> dict[str, dict[str, Any]]:
-        """Stage name -> StageSpec fields, from the config file then the keywords."""
+        """Stage name -> its settings, from the config file then the keywords."""
         merged: dict[str, dict[str, Any]] = {}
         paths = [self.config] if isinstance(self.config, (str, os.PathLike)) else self.config
         for path in paths or ():
@@ -85,13 +99,13 @@ class AltoOptions:
         _merge(merged, self.stages or {}, self.replicas or {}, "options")
         return merged
 
-    def stage_spec(self, name: str, **defaults: Any) -> StageSpec:
-        """What stage ``name`` gets: ``defaults`` (what its node implies), overridden by
-        what the user set."""
-        return StageSpec(name=name, **{**defaults, **self._specs.get(name, {})})  # type: ignore[attr-defined]
+    def stage_settings(self, name: str) -> dict[str, Any]:
+        """What the user set for stage ``name`` (config files, then keywords): keys of
+        ``STAGE_SETTINGS`` and ``replicas``; empty if nothing."""
+        return dict(self._settings.get(name, {}))  # type: ignore[attr-defined]
 
     def check_stage_names(self, known: Sequence[str]) -> None:
-        unknown = sorted(set(self._specs) - set(known))  # type: ignore[attr-defined]
+        unknown = sorted(set(self._settings) - set(known))  # type: ignore[attr-defined]
         if unknown:
             raise ValueError(
                 f"alto: no stage named {', '.join(map(repr, unknown))} in this graph; "
@@ -118,16 +132,24 @@ _GPU_ENGINES = frozenset({"transformers", "vllm", "sglang"})
 
 @dataclasses.dataclass(frozen=True)
 class LMStage:
-    """One served model: its stage and its engine."""
+    """One served model: its stage's settings and its engine."""
 
     model: str
-    stage: StageSpec
+    replicas: int
+    gpus: int
+    policy: Any
     engine: EngineSpec
+
+    @property
+    def stage(self) -> str:
+        return f"lm:{self.model}"
 
 
 def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...]:
     if lm is None:
         return ()
+    from .lm.engines import EngineSpec  # only apps that serve models import lm/
+
     if not isinstance(lm, Mapping):
         raise TypeError(f"alto option lm must map model names to settings, got {lm!r}")
     out = []
@@ -164,8 +186,7 @@ def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...
             make_policy(policy, stateful=False)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
-        stage = StageSpec(name=f"lm:{model}", replicas=replicas, gpus=gpus, policy=policy)
-        out.append(LMStage(model, stage, spec))
+        out.append(LMStage(model, replicas, gpus, policy, spec))
     return tuple(out)
 
 
@@ -199,17 +220,18 @@ def _merge(
             raise TypeError(
                 f"alto {where}: stage {name!r} must be a table of settings, got {fields!r}"
             )
-        bad = sorted(set(fields) - _STAGE_KEYS)
+        bad = sorted(set(fields) - set(STAGE_SETTINGS))
         if bad:
             raise ValueError(
                 f"alto {where}: stage {name!r} has unknown setting(s) {', '.join(bad)}; "
-                f"known: {', '.join(sorted(_STAGE_KEYS))}"
+                f"known: {', '.join(STAGE_SETTINGS)}"
             )
         for key in ("group_depth", "gpus"):
             if key in fields and (not isinstance(fields[key], int) or fields[key] < 0):
                 raise ValueError(f"alto {where}: stage {name!r}: {key} must be an integer >= 0")
-        if "stateful" in fields and not isinstance(fields["stateful"], bool):
-            raise ValueError(f"alto {where}: stage {name!r}: stateful must be true or false")
+        for key in ("stateful", "process"):
+            if key in fields and not isinstance(fields[key], bool):
+                raise ValueError(f"alto {where}: stage {name!r}: {key} must be true or false")
         if fields.get("policy") is not None:
             try:
                 make_policy(fields["policy"], stateful=bool(fields.get("stateful")))

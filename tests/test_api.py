@@ -161,7 +161,7 @@ def test_explain_shows_subgraph_plans() -> None:
     g.add_edge(START, "sub")
     plan = g.compile(backend="alto").plan
     assert plan.stage("sub").kind == "subgraph"
-    assert [p.name for p in plan.subplans] == ["inner"]
+    assert [p.name for _, p in plan.subplans] == ["inner"]
     assert "plan 'inner'" in str(plan)
 
 

@@ -8,7 +8,7 @@ import pytest
 from graphs import CASES
 from harness import assert_same
 
-EXECUTORS = ("inline", "process")
+EXECUTORS = ("auto", "inline", "process")
 PARAMS = [
     pytest.param(name, style, executor, id=f"{name}-{style}-{executor}")
     for name, case in CASES.items()

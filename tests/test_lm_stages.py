@@ -113,7 +113,7 @@ def test_prompts_sharing_a_prefix_go_where_that_prefix_is_cached() -> None:
     cached = {}
     for policy in ("prefix_cache_aware", "round_robin"):
         lm = {"sim": {**SIM, "replicas": 2, "policy": policy}}
-        with builder.compile(backend="alto", lm=lm) as app:
+        with builder.compile(backend="alto", executor="process", lm=lm) as app:
             cached[policy] = [c for _, c in app.invoke({"qs": QUESTIONS[:2]})["answers"]]
     assert cached["prefix_cache_aware"][0] == 0 and cached["prefix_cache_aware"][1] >= 16
     assert cached["round_robin"] == [0, 0]
@@ -130,7 +130,7 @@ def test_tokens_stream_into_the_messages_mode_as_on_stock_langgraph() -> None:
         return out
 
     stock = tokens(builder.compile())
-    with builder.compile(backend="alto", lm={"sim": SIM}) as app:
+    with builder.compile(backend="alto", executor="process", lm={"sim": SIM}) as app:
         alto = tokens(app)
     assert len(alto) == 2 and all(len(t) >= 6 for t in alto.values())
     assert sorted("".join(t) for t in alto.values()) == sorted("".join(t) for t in stock.values())
@@ -141,7 +141,7 @@ def test_a_failed_generation_fails_its_request_only() -> None:
     ValueError; the other requests, before and after, are answered."""
     builder = fan_out_graph(sim_llm(max_tokens=4))
     lm = {"sim": {**SIM, "max_context": 80}}
-    with builder.compile(backend="alto", lm=lm) as app:
+    with builder.compile(backend="alto", executor="process", lm=lm) as app:
         results = app.batch(
             [{"qs": ["short?"]}, {"qs": ["long " * 60]}, {"qs": ["short again?"]}],
             return_exceptions=True,
@@ -154,7 +154,7 @@ def test_a_failed_generation_fails_its_request_only() -> None:
 
 def test_a_model_the_app_does_not_serve_is_named_in_the_error() -> None:
     builder = fan_out_graph(ChatAlto(model="other"))
-    with builder.compile(backend="alto", lm={"sim": SIM}) as app:
+    with builder.compile(backend="alto", executor="process", lm={"sim": SIM}) as app:
         with pytest.raises(
             ValueError, match="model 'other' is not served by this app; it serves 'sim'"
         ):
@@ -179,14 +179,14 @@ def test_an_empty_prompt_is_refused() -> None:
 )
 def test_bad_lm_settings_fail_at_compile_time(lm: Any, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        fan_out_graph(sim_llm()).compile(backend="alto", lm=lm)
+        fan_out_graph(sim_llm()).compile(backend="alto", executor="process", lm=lm)
 
 
 def test_an_engine_that_fails_to_load_fails_the_deployment_with_its_reason() -> None:
     lm = {
         "tiny": {"model": "random", "random_config": {"hidden_size": 64, "num_attention_heads": 5}}
     }
-    app = fan_out_graph(ChatAlto(model="tiny")).compile(backend="alto", lm=lm)
+    app = fan_out_graph(ChatAlto(model="tiny")).compile(backend="alto", executor="process", lm=lm)
     with (
         app,
         pytest.raises(
@@ -204,7 +204,7 @@ def test_smollm2_gives_the_same_answers_on_an_lm_stage_as_in_process() -> None:
     questions = ["What is the capital of France?", "What is 2+2?", "Name a planet."]
     stock = builder.compile().invoke({"qs": questions})
     lm = {"smollm2-135m": {"replicas": 2}}  # the two instances split the cores
-    with builder.compile(backend="alto", lm=lm) as app:
+    with builder.compile(backend="alto", executor="process", lm=lm) as app:
         out = app.invoke({"qs": questions})
     assert sorted(out["answers"]) == sorted(stock["answers"])
     assert "Paris" in dict(out["answers"])["What is the capital of France?"]
@@ -214,12 +214,14 @@ def test_smollm2_gives_the_same_answers_on_an_lm_stage_as_in_process() -> None:
 def test_an_engine_whose_package_is_missing_names_the_extra_at_compile(engine: str) -> None:
     """vLLM and SGLang need a GPU and are not installed here: compile says what to do."""
     with pytest.raises(ImportError, match=rf"needs {engine}.*alto-langgraph\[{engine}\]"):
-        fan_out_graph(ChatAlto(model="m")).compile(backend="alto", lm={"m": {"engine": engine}})
+        fan_out_graph(ChatAlto(model="m")).compile(
+            backend="alto", executor="process", lm={"m": {"engine": engine}}
+        )
 
 
 def test_explain_lists_the_lm_stages() -> None:
     lm = {"sim": {**SIM, "replicas": 2}, "rr": {**SIM, "policy": "round_robin"}}
-    app = fan_out_graph(sim_llm()).compile(backend="alto", lm=lm)
+    app = fan_out_graph(sim_llm()).compile(backend="alto", executor="process", lm=lm)
     with app:
         text = str(app.plan)
     assert "LM stages (ChatAlto calls, through the router):" in text
@@ -248,7 +250,9 @@ def test_a_call_left_early_frees_its_place_in_the_lm_stage() -> None:
     builder = StateGraph(S)
     builder.add_node("ask", ask)
     builder.add_conditional_edges(START, lambda s: [Send("ask", {"q": q}) for q in s["qs"]])
-    with builder.compile(backend="alto", lm={"one": {"engine": "simulated", **long}}) as app:
+    with builder.compile(
+        backend="alto", executor="process", lm={"one": {"engine": "simulated", **long}}
+    ) as app:
         first = asyncio.run(app.ainvoke({"qs": ["first"]}))
         second = asyncio.run(app.ainvoke({"qs": ["second"]}))
     assert first["answers"] == [("first", "word word")]
@@ -339,7 +343,11 @@ def test_chat_messages_keep_their_roles_and_nothing_is_dropped_silently() -> Non
 
 def test_replicas_and_stages_options_may_name_an_lm_stage() -> None:
     app = fan_out_graph(sim_llm()).compile(
-        backend="alto", lm={"sim": SIM}, replicas={"lm:sim": 3}, stages={"lm:sim": {"gpus": 0}}
+        backend="alto",
+        executor="process",
+        lm={"sim": SIM},
+        replicas={"lm:sim": 3},
+        stages={"lm:sim": {"gpus": 0}},
     )
     with app:
         assert app.deployment.specs["lm:sim"].replicas == 3
@@ -352,7 +360,9 @@ def test_a_run_that_falls_back_to_stock_langgraph_still_uses_the_lm_stages() -> 
     from langgraph.checkpoint.memory import InMemorySaver
 
     builder = fan_out_graph(ChatAlto(model="sim", max_tokens=3), use_async=True)
-    app = builder.compile(backend="alto", lm={"sim": SIM}, checkpointer=InMemorySaver())
+    app = builder.compile(
+        backend="alto", executor="process", lm={"sim": SIM}, checkpointer=InMemorySaver()
+    )
     config = {"configurable": {"thread_id": "t"}}
     with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a checkpointer"):
         out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}, config))
@@ -368,7 +378,7 @@ def test_a_stream_given_a_config_does_not_route_other_calls() -> None:
     from alto_langgraph.lm.models import ModelNotFound
 
     llm = ChatAlto(model="sim", max_tokens=20)
-    with fan_out_graph(llm).compile(backend="alto", lm={"sim": SIM}) as app:
+    with fan_out_graph(llm).compile(backend="alto", executor="process", lm={"sim": SIM}) as app:
         app.deployment.start()
         config = {"configurable": {CONFIG_KEY_LM: LMRoutes(app.deployment, {"sim": "lm:sim"})}}
         chunks = llm.stream("Where is the Eiffel Tower?", config)
@@ -407,7 +417,9 @@ def test_a_killed_lm_instance_fails_its_request_and_the_next_is_answered() -> No
     builder = StateGraph(S)
     builder.add_node("ask", ask)
     builder.add_conditional_edges(START, lambda s: [Send("ask", {"q": q}) for q in s["qs"]])
-    with builder.compile(backend="alto", lm={"slow": slow}, start="compile") as app:
+    with builder.compile(
+        backend="alto", executor="process", lm={"slow": slow}, start="compile"
+    ) as app:
         victim = app.deployment.pids[("lm:slow", 0)]
         threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
         lost = r"lm:slow#0 \(pid \d+\) was killed by signal 9"

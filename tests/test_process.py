@@ -77,7 +77,9 @@ def test_items_of_one_group_reach_one_instance_of_a_stateful_stage() -> None:
     g.add_node("agg", agg)
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(groups, "split"))
-    with g.compile(backend="alto", replicas={"agg": 3}, stages={"agg": {"stateful": True}}) as app:
+    with g.compile(
+        backend="alto", executor="process", replicas={"agg": 3}, stages={"agg": {"stateful": True}}
+    ) as app:
         out = app.invoke({"log": []})
         assert app.deployment is not None
         instances = {app.deployment.pids[("agg", i)] for i in range(3)}
@@ -101,7 +103,7 @@ def test_stateless_items_spread_over_all_instances() -> None:
     g.add_node("work", work)
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(8, "work"))
-    with g.compile(backend="alto", replicas={"work": 2}) as app:
+    with g.compile(backend="alto", executor="process", replicas={"work": 2}) as app:
         out = asyncio.run(app.ainvoke({"log": []}))
         instances = {app.deployment.pids[("work", i)] for i in range(2)}
     assert len(out["log"]) == 8
@@ -147,7 +149,10 @@ def test_a_custom_routing_policy_runs_in_the_router() -> None:
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(6, "work"))
     with g.compile(
-        backend="alto", replicas={"work": 3}, stages={"work": {"policy": Last()}}
+        backend="alto",
+        executor="process",
+        replicas={"work": 3},
+        stages={"work": {"policy": Last()}},
     ) as app:
         out = app.invoke({"log": []})
         assert set(out["log"]) == {app.deployment.pids[("work", 2)]}
@@ -225,7 +230,7 @@ def test_closures_and_lambdas_run_in_workers() -> None:
     g.add_node("mul", make(3))
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(3, "mul"))
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         assert sorted(app.invoke({"log": []})["log"]) == [100, 103, 106]
 
 
@@ -244,11 +249,15 @@ def _locked_graph() -> StateGraph:
 
 def test_a_node_that_cannot_be_shipped_fails_at_compile_naming_it() -> None:
     with pytest.raises(ShippingError, match=r"node 'guarded' \(RunnableCallable\).*lock"):
-        _locked_graph().compile(backend="alto", start="compile")
+        _locked_graph().compile(backend="alto", executor="process", start="compile")
+    # by default it runs in the app process, as on stock LangGraph: nothing is shipped
+    with _locked_graph().compile(backend="alto", start="compile") as app:
+        assert app.deployment is None
+        assert app.invoke({"log": []}) == {"log": ["x"]}
 
 
 def test_a_node_that_cannot_be_shipped_fails_the_first_run_naming_it() -> None:
-    app = _locked_graph().compile(backend="alto")
+    app = _locked_graph().compile(backend="alto", executor="process")
     with pytest.raises(ShippingError, match="node 'guarded'"):
         app.invoke({"log": []})
     # and inline it runs: the lock never leaves the process
@@ -265,7 +274,7 @@ def test_an_input_that_cannot_be_shipped_fails_its_request_naming_node_and_type(
     g = StateGraph(St)
     g.add_node("use", lambda s: {"log": ["used"]})
     g.add_edge(START, "use")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(
             ShippingError, match=r"input of node 'use'.*field 'handle' holds a lock"
         ):
@@ -284,7 +293,7 @@ def test_a_node_that_raises_fails_its_request_with_that_exception() -> None:
     g.add_node("maybe", maybe)
     g.add_edge(START, "a")
     g.add_conditional_edges("a", lambda s: [Send("maybe", {"i": i}) for i in s["log"] or [0, 1]])
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(KeyError, match="no such claim"):
             app.invoke({"log": []})
         assert app.invoke({"log": [0, 2]})["log"] == [0, 2, 0, 2]
@@ -305,7 +314,7 @@ def _sleeper(seconds: float) -> StateGraph:
 
 
 def test_processes_start_on_first_run_and_stop_on_close() -> None:
-    app = _sleeper(0).compile(backend="alto")
+    app = _sleeper(0).compile(backend="alto", executor="process")
     assert app.deployment is not None and not app.deployment.started
     out = app.invoke({"log": []})
     pids = list(app.deployment.pids.values())
@@ -319,7 +328,7 @@ def test_processes_start_on_first_run_and_stop_on_close() -> None:
 
 def test_start_at_compile_and_async_with() -> None:
     async def go() -> list[int]:
-        async with _sleeper(0).compile(backend="alto", start="compile") as app:
+        async with _sleeper(0).compile(backend="alto", executor="process", start="compile") as app:
             assert app.deployment.started
             pids = list(app.deployment.pids.values())
             await app.ainvoke({"log": []})
@@ -329,7 +338,7 @@ def test_start_at_compile_and_async_with() -> None:
 
 
 def test_closing_fails_calls_in_flight_instead_of_hanging() -> None:
-    app = _sleeper(30).compile(backend="alto", start="compile")
+    app = _sleeper(30).compile(backend="alto", executor="process", start="compile")
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -348,7 +357,7 @@ def test_closing_fails_calls_in_flight_instead_of_hanging() -> None:
 
 
 def test_a_killed_worker_fails_its_request_and_is_restarted() -> None:
-    with _sleeper(30).compile(backend="alto", start="compile") as app:
+    with _sleeper(30).compile(backend="alto", executor="process", start="compile") as app:
         victim = app.deployment.pids[("slow", 0)]
         timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
         timer.start()
@@ -378,7 +387,7 @@ def test_a_retry_policy_retries_a_call_lost_with_its_worker() -> None:
     g.add_node("once_slow", once_slow, retry_policy=RetryPolicy(initial_interval=0.05))
     g.add_edge(START, "once_slow")
     try:
-        with g.compile(backend="alto", start="compile") as app:
+        with g.compile(backend="alto", executor="process", start="compile") as app:
             victim = app.deployment.pids[("once_slow", 0)]
             threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
             out = app.invoke({"log": []})
@@ -405,7 +414,7 @@ _APP_SCRIPT = textwrap.dedent(
     g = StateGraph(Log)
     g.add_node("a", lambda s: {"log": [table()["a"]]})
     g.add_edge(START, "a")
-    app = g.compile(backend="alto", replicas={"a": 2})
+    app = g.compile(backend="alto", executor="process", replicas={"a": 2})
     worker = app.invoke({"log": []})["log"][0]
     from alto_langgraph.process.forkserver import fork_server
     pids = [*app.deployment.pids.values(), fork_server().proc.pid]
@@ -442,7 +451,7 @@ def test_a_stage_whose_code_does_not_load_fails_the_deployment_clearly() -> None
     g.add_node("a", _Unloadable())
     g.add_edge(START, "a")
     with pytest.raises(DeploymentError, match="stage 'a'.*could not be loaded.*no luck"):
-        g.compile(backend="alto", start="compile")
+        g.compile(backend="alto", executor="process", start="compile")
 
 
 class _Unloadable:
@@ -469,12 +478,12 @@ def _explode_load() -> Any:
 def test_unknown_stage_names_and_bad_counts_are_clear_errors() -> None:
     g = _sleeper(0)
     with pytest.raises(ValueError, match="no stage named 'serch'.*'slow'"):
-        g.compile(backend="alto", replicas={"serch": 2})
+        g.compile(backend="alto", executor="process", replicas={"serch": 2})
     with pytest.raises(ValueError, match="stage 'slow' needs at least 1 instance"):
-        g.compile(backend="alto", replicas={"slow": 0})
+        g.compile(backend="alto", executor="process", replicas={"slow": 0})
     with pytest.raises(ValueError, match="unknown setting.*statefull"):
-        g.compile(backend="alto", stages={"slow": {"statefull": True}})
-    with pytest.raises(ValueError, match="need executor='process'"):
+        g.compile(backend="alto", executor="process", stages={"slow": {"statefull": True}})
+    with pytest.raises(ValueError, match="executor='inline' runs every node in this process"):
         g.compile(backend="alto", executor="inline", replicas={"slow": 2})
 
 
@@ -519,7 +528,7 @@ def test_subgraph_nodes_are_stages_named_by_their_path() -> None:
     g = StateGraph(Log)
     g.add_node("sub", inner.compile())
     g.add_edge(START, "sub")
-    with g.compile(backend="alto", replicas={"sub/leaf": 2}) as app:
+    with g.compile(backend="alto", executor="process", replicas={"sub/leaf": 2}) as app:
         assert set(app.deployment.specs) == {"sub/leaf"}
         out = app.invoke({"log": []})
         assert out["log"][0] in {app.deployment.pids[("sub/leaf", i)] for i in range(2)}
@@ -539,12 +548,14 @@ def test_gpu_stages_get_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> No
     g.add_node("lm", lambda p: {"log": [os.environ["CUDA_VISIBLE_DEVICES"]]})
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(4, "lm"))
-    with g.compile(backend="alto", replicas={"lm": 2}, stages={"lm": {"gpus": 1}}) as app:
+    with g.compile(
+        backend="alto", executor="process", replicas={"lm": 2}, stages={"lm": {"gpus": 1}}
+    ) as app:
         assert set(app.invoke({"log": []})["log"]) == {"3", "5"}
 
 
 def test_tcp_transport_binds_loopback() -> None:
-    with _sleeper(0).compile(backend="alto", transport="tcp") as app:
+    with _sleeper(0).compile(backend="alto", executor="process", transport="tcp") as app:
         assert app.invoke({"log": []})["log"]
         assert all(a.startswith("tcp://127.0.0.1:") for a in app.deployment._addresses)
 
@@ -553,12 +564,14 @@ def test_an_alto_graph_invoked_inside_a_node_runs_inline_in_the_worker() -> None
     inner = StateGraph(Log)
     inner.add_node("leaf", lambda s: {"log": [os.getpid()]})
     inner.add_edge(START, "leaf")
-    inner_app = inner.compile(backend="alto")  # process executor, but shipped by value
+    inner_app = inner.compile(
+        backend="alto", executor="process"
+    )  # process executor, but shipped by value
 
     g = StateGraph(Log)
     g.add_node("outer", lambda s: {"log": [os.getpid(), *inner_app.invoke({"log": []})["log"]]})
     g.add_edge(START, "outer")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         outer_pid, inner_pid = app.invoke({"log": []})["log"]
     assert outer_pid == inner_pid == app.deployment.pids[("outer", 0)]
     assert not inner_app.deployment.started  # the app's copy never started a deployment
@@ -567,7 +580,7 @@ def test_an_alto_graph_invoked_inside_a_node_runs_inline_in_the_worker() -> None
 def test_an_app_dropped_without_close_stops_its_processes() -> None:
     import gc
 
-    app = _sleeper(0).compile(backend="alto", start="compile")
+    app = _sleeper(0).compile(backend="alto", executor="process", start="compile")
     app.invoke({"log": []})
     pids = list(app.deployment.pids.values())
     assert all(_pid_alive(p) for p in pids)
@@ -613,7 +626,7 @@ def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None
 
     stock = drive(build().compile(checkpointer=InMemorySaver()))
     assert stock == ["first?", "second?", ["a", "b", os.getpid()]]
-    with build().compile(backend="alto", checkpointer=InMemorySaver()) as app:
+    with build().compile(backend="alto", executor="process", checkpointer=InMemorySaver()) as app:
         with pytest.warns(alto_langgraph.AltoFallbackWarning, match="checkpointer"):
             assert drive(app) == stock
 
@@ -630,7 +643,7 @@ def test_a_graph_with_a_store_runs_its_nodes_in_process_with_the_store() -> None
     g.add_node("remember", remember)
     g.add_edge(START, "remember")
     store = InMemoryStore()
-    with g.compile(backend="alto", store=store) as app:
+    with g.compile(backend="alto", executor="process", store=store) as app:
         with pytest.warns(alto_langgraph.AltoFallbackWarning, match="store"):
             assert app.invoke({"log": []}) == {"log": ["Ann", os.getpid()]}
         assert not app.deployment.started  # nothing needed a worker
@@ -644,7 +657,7 @@ def test_a_stage_that_keeps_crashing_fails_fast_instead_of_hanging() -> None:
     g = StateGraph(Log)
     g.add_node("die", lambda s: os._exit(1))
     g.add_edge(START, "die")
-    with g.compile(backend="alto", start="compile") as app:
+    with g.compile(backend="alto", executor="process", start="compile") as app:
         messages = []
         for _ in range(8):
             with pytest.raises(StageInstanceLost) as info:
@@ -660,7 +673,7 @@ def test_an_instance_dying_while_it_loads_fails_the_start_clearly() -> None:
     g.add_edge(START, "a")
     t0 = time.monotonic()
     with pytest.raises(DeploymentError, match="before it was ready.*not restarted"):
-        g.compile(backend="alto", start="compile")
+        g.compile(backend="alto", executor="process", start="compile")
     assert time.monotonic() - t0 < 30  # restarts, then gives up: not the start timeout
 
 
@@ -694,7 +707,7 @@ def _delay_graph() -> StateGraph:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_an_abandoned_event_loop_does_not_break_the_app() -> None:
-    with _delay_graph().compile(backend="alto", start="compile") as app:
+    with _delay_graph().compile(backend="alto", executor="process", start="compile") as app:
         loop = asyncio.new_event_loop()
         loop.create_task(app.ainvoke({"log": [0.3]}))
         loop.run_until_complete(asyncio.sleep(0.1))  # the call is in flight
@@ -720,7 +733,7 @@ def test_an_exception_with_its_own_init_arrives_as_itself() -> None:
     g = StateGraph(Log)
     g.add_node("fail", fail)
     g.add_edge(START, "fail")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(_CodedError, match="404: not found") as info:
             app.invoke({"log": []})
     assert info.value.code == 404
@@ -758,7 +771,7 @@ def test_heartbeats_refresh_the_idle_timeout_across_processes() -> None:
     g.add_node("beating", beating, timeout=policy)
     g.add_edge(START, "beating")
     stock = asyncio.run(g.compile().ainvoke({"log": []}))
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         assert asyncio.run(app.ainvoke({"log": []})) == stock == {"log": ["finished"]}
 
 
@@ -780,7 +793,7 @@ def test_node_output_reaches_a_piped_stdout() -> None:
         g = StateGraph(Log)
         g.add_node("shout", shout)
         g.add_edge(START, "shout")
-        app = g.compile(backend="alto")
+        app = g.compile(backend="alto", executor="process")
         app.invoke({"log": []})
         app.close()
         print("app done")
@@ -795,7 +808,7 @@ def test_node_output_reaches_a_piped_stdout() -> None:
 
 
 def test_losing_the_fork_server_fails_calls_and_close_still_stops_everything() -> None:
-    with _delay_graph().compile(backend="alto", start="compile") as app:
+    with _delay_graph().compile(backend="alto", executor="process", start="compile") as app:
         pids = list(app.deployment.pids.values())
         server = fork_server()
         threading.Timer(0.3, server.proc.kill).start()
@@ -803,7 +816,7 @@ def test_losing_the_fork_server_fails_calls_and_close_still_stops_everything() -
             app.invoke({"log": [5]})
     assert _wait_gone(pids) == []
     # the next deployment gets a new fork server
-    with _sleeper(0).compile(backend="alto") as app:
+    with _sleeper(0).compile(backend="alto", executor="process") as app:
         assert app.invoke({"log": []})["log"]
 
 
@@ -848,7 +861,7 @@ def test_an_exception_in_a_node_input_arrives_as_itself() -> None:
     g = StateGraph(Holder)
     g.add_node("read", lambda s: {"log": [type(s["err"]).__name__, s["err"].code, str(s["err"])]})
     g.add_edge(START, "read")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         out = app.invoke({"err": _CodedError(500, "boom"), "log": []})
     assert out["log"] == ["_CodedError", 500, "500: boom"]
 
@@ -864,7 +877,9 @@ def test_fallback_runs_stream_checkpoint_configs_without_alto_keys() -> None:
         ]
 
     stock = configs(_sleeper(0).compile(checkpointer=InMemorySaver()))
-    with _sleeper(0).compile(backend="alto", checkpointer=InMemorySaver()) as app:
+    with _sleeper(0).compile(
+        backend="alto", executor="process", checkpointer=InMemorySaver()
+    ) as app:
         with pytest.warns(alto_langgraph.AltoFallbackWarning):
             assert configs(app) == stock
     assert stock and all(keys == ["checkpoint_id", "checkpoint_ns", "thread_id"] for keys in stock)
@@ -877,7 +892,7 @@ def test_the_graph_draws_as_on_stock_langgraph() -> None:
     g.add_edge(START, "a")
     g.add_conditional_edges("a", _fan_out(2, "work"), ["work"])
     stock = g.compile().get_graph(xray=True)
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         drawn = app.get_graph(xray=True)
         assert drawn.draw_mermaid() == stock.draw_mermaid()
         assert drawn.to_json()["nodes"][1] == stock.to_json()["nodes"][1]  # node 'a'
@@ -889,7 +904,9 @@ def test_the_graph_draws_as_on_stock_langgraph() -> None:
 def test_killing_the_router_under_load_fails_calls_then_redeploys() -> None:
     """Every request ends (answered, or StageInstanceLost), and the app redeploys: the
     old deployment's exits must not tear down or confuse the new one."""
-    with _sleeper(0.002).compile(backend="alto", replicas={"slow": 2}, start="compile") as app:
+    with _sleeper(0.002).compile(
+        backend="alto", executor="process", replicas={"slow": 2}, start="compile"
+    ) as app:
         stop = time.monotonic() + 3
         outcomes: list[str] = []
 
@@ -925,7 +942,7 @@ def test_builtin_exceptions_keep_their_fields_and_sys_exit_ends_only_its_call() 
     g = StateGraph(Log)
     g.add_node("fail", fail)
     g.add_edge(START, "fail")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(UnicodeDecodeError) as info:
             app.invoke({"log": []})
         assert info.value.reason == "unexpected end of data" and info.value.object == b"caf\xe9"
@@ -937,7 +954,7 @@ def test_builtin_exceptions_keep_their_fields_and_sys_exit_ends_only_its_call() 
 
 
 def test_a_forked_child_exiting_leaves_the_parents_deployment_alone() -> None:
-    with _sleeper(0).compile(backend="alto", start="compile") as app:
+    with _sleeper(0).compile(backend="alto", executor="process", start="compile") as app:
         pids = list(app.deployment.pids.values())
         child = os.fork()
         if child == 0:  # what the child's exit would run: the deployment's finalizer
@@ -968,7 +985,7 @@ def test_a_scripts_own_sentinel_keeps_its_identity_in_the_worker() -> None:
         g = StateGraph(S)
         g.add_node("check", lambda s: {"log": [s["value"] is MISSING]})
         g.add_edge(START, "check")
-        with g.compile(backend="alto") as app:
+        with g.compile(backend="alto", executor="process") as app:
             print(app.invoke({"value": MISSING, "log": []})["log"])
         """
     )

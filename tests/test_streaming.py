@@ -254,7 +254,7 @@ def test_a_fold_reads_each_chunk_while_the_stream_is_generated(executor: str) ->
 def test_every_chunk_of_a_stream_reaches_one_fold_instance() -> None:
     streams = 12
     g, replicas = _streamed_fold(replicas=3, streams=streams)
-    with g.compile(backend="alto", replicas=replicas) as app:
+    with g.compile(backend="alto", executor="process", replicas=replicas) as app:
         out = app.invoke({})
         assert app.deployment is not None
         instances = {app.deployment.pids[("fold", i)] for i in range(3)}
@@ -300,7 +300,7 @@ def test_partial_updates_arrive_while_the_node_runs() -> None:
 
     g.add_node("producer", producer)
     g.add_edge(START, "producer")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         seen = []
         for chunk in app.stream({}, stream_mode="updates"):
             seen.append((time.monotonic(), chunk["producer"]["produced"][0]))
@@ -419,7 +419,7 @@ def test_after_a_failed_stream_the_same_app_serves_the_next_request() -> None:
     g.add_node("producer", producer)
     g.add_node("total", Sum().fold(over="q", into="total"))
     g.add_edge(START, "producer")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(Boom):
             app.invoke({"fail": True, "total": 0})
         assert app.invoke({"fail": False, "total": 0})["total"] == 3
@@ -671,7 +671,7 @@ def test_a_fold_in_another_process_gets_the_producers_exception(
     g.add_node("prod", prod)
     g.add_node("f", Count().fold(over="s", into="verdict"))
     g.add_edge(START, "prod")
-    with g.compile(backend="alto") as app:
+    with g.compile(backend="alto", executor="process") as app:
         with pytest.raises(Boom):
             app.invoke({})
         deadline = time.monotonic() + 5

@@ -1,8 +1,8 @@
-"""Lowering: read a compiled ``StateGraph`` (and its builder) into a ``Plan``."""
+"""Lowering: read a compiled ``StateGraph`` (and its builder) into a ``Plan``, deciding
+where each stage runs, how many instances it has and how items are routed to them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from langgraph.channels import BinaryOperatorAggregate
@@ -11,39 +11,47 @@ from langgraph.graph.state import CompiledStateGraph
 
 from .._langgraph import ChannelWrite
 from ..streams import is_fold, is_streaming, node_function
-from .plan import Aggregator, Plan, Queue, Splitter, Stage
+from .fallback import fallbacks
+from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage
 
 if TYPE_CHECKING:
     from ..options import AltoOptions
-    from ..process.spec import StageSpec
 
 
 def lower(
-    graph: CompiledStateGraph,
-    options: AltoOptions,
-    specs: Mapping[str, StageSpec] | None = None,
-    prefix: str = "",
+    graph: CompiledStateGraph, options: AltoOptions, prefix: str = "", in_instance: bool = False
 ) -> Plan:
-    """``specs``: the process executor's stages (named ``prefix + node``), if any."""
-    specs = specs or {}
+    """The plan of ``graph`` (its subgraphs' plans within it). ``prefix``: the names of
+    the subgraph nodes it runs in (``"outer/"``); ``in_instance``: compiled inside a
+    stage instance, where every node runs in that process."""
     builder = graph.builder
     send_targets = _send_targets(builder)
-    stages = [Stage(START, "entry", "runnable", run_ahead=False)]
+    stages = [Stage(START, "entry", "runnable", qualname=prefix + START)]
     subplans = []
     for name, spec in builder.nodes.items():
         node = graph.nodes[name]
         sub = node.bound if isinstance(node.bound, CompiledStateGraph) else None
-        if sub is not None and hasattr(sub, "plan"):
-            subplans.append(sub.plan)
-        late = sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite))
-        stage_spec = specs.get(prefix + name)
+        if sub is not None:
+            subplan = getattr(sub, "plan", None)  # already compiled for alto
+            if subplan is None:
+                subplan = lower(sub, options, f"{prefix}{name}/", in_instance)
+            subplans.append((name, subplan))
+        qualname = prefix + name
+        call = "graph" if sub is not None else _call_kind(spec.runnable)
+        placement, why, settings = _placement(options, qualname, sub is not None, in_instance)
+        if placement == "process" and call == "fold":
+            # a fold's stream is one item: each goes whole to one instance
+            settings = {"stateful": True, "group_depth": 0, **settings}
         stages.append(
             Stage(
                 name=name,
                 kind="subgraph" if sub is not None else "node",
-                call="graph" if sub is not None else _call_kind(spec.runnable),
+                call=call,
+                placement=placement,
+                placed_by=why,
+                qualname=qualname,
                 run_ahead=name in send_targets,
-                late_writers=late,
+                late_writers=sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite)),
                 retry=bool(spec.retry_policy),
                 defer=bool(spec.defer),
                 input_schema=(
@@ -51,14 +59,7 @@ def lower(
                     if spec.input_schema is not builder.state_schema
                     else None
                 ),
-                routing=(
-                    "in process"
-                    if stage_spec is None
-                    else "ancestry (consistent hash)"
-                    if stage_spec.stateful
-                    else "least outstanding"
-                ),
-                replicas=stage_spec.replicas if stage_spec else 1,
+                **{k: v for k, v in settings.items() if k != "process"},
             )
         )
     queues = [Queue(s, e, "edge") for s, e in sorted(builder.edges)]
@@ -99,33 +100,68 @@ def lower(
         for name, spec in builder.nodes.items()
         if is_fold(fn := node_function(spec.runnable))
     ]
-    fallbacks = []
-    if graph.checkpointer not in (None, False):
-        fallbacks.append("checkpointer (state persistence)")
-    if graph.interrupt_before_nodes or graph.interrupt_after_nodes:
-        fallbacks.append("interrupt_before/interrupt_after")
-    if graph.cache is not None:
-        fallbacks.append("node cache")
     return Plan(
         name=graph.get_name(),
-        executor=options.executor,
+        executor="inline" if in_instance else options.executor,
         stages=tuple(stages),
         queues=tuple(queues),
         splitters=tuple(splitters),
         aggregators=tuple(aggregators),
-        fallbacks=tuple(fallbacks),
+        fallbacks=tuple(fallbacks(graph)),
         subplans=tuple(subplans),
-        lm_stages=tuple(
-            f"{spec.name}: {lm.engine.engine} engine, "
-            f"routing={_policy_name(spec.policy)} x{spec.replicas}"
-            for lm in (options.lm_stages if not prefix else ())
-            for spec in [specs.get(lm.stage.name, lm.stage)]
-        ),
+        lm_stages=_lm_stages(options) if not prefix and not in_instance else (),
+        transport=options.transport,
+        host=options.host,
     )
 
 
-def _policy_name(policy: Any) -> str:
-    return policy if isinstance(policy, str) else type(policy).__name__
+def _placement(
+    options: AltoOptions, qualname: str, subgraph: bool, in_instance: bool
+) -> tuple[Placement, str, dict[str, Any]]:
+    """Where a node's code runs, why, and the stage settings the user gave it."""
+    if subgraph:
+        return "app", "its nodes are stages", {}
+    if in_instance:
+        return "app", "compiled inside a stage instance", {}
+    if options.executor == "inline":
+        return "app", "executor='inline'", {}
+    settings = options.stage_settings(qualname)
+    if settings.get("process") is False:
+        return "app", "process=False", settings
+    if options.executor == "process":
+        return "process", "executor='process'", settings
+    if settings:
+        asked = ", ".join(
+            k if v is True else f"{k}={v!r}" for k, v in settings.items() if k != "process"
+        )
+        return "process", f"asked for: {asked or 'process=True'}", settings
+    return "app", "default", {}
+
+
+def _lm_stages(options: AltoOptions) -> tuple[Stage, ...]:
+    out = []
+    for lm in options.lm_stages:
+        settings = {
+            "replicas": lm.replicas,
+            "gpus": lm.gpus,
+            "policy": lm.policy,
+            **options.stage_settings(lm.stage),
+        }
+        settings.pop("process", None)  # an LM stage is always its own processes
+        out.append(
+            Stage(
+                name=lm.stage,
+                kind="lm",
+                call=lm.engine.engine,
+                placement="process",
+                placed_by="LM stage",
+                qualname=lm.stage,
+                engine=lm.engine,
+                serves=lm.model,
+                **settings,
+            )
+        )
+    return tuple(out)
 
 
 def _send_targets(builder: Any) -> set[str]:

@@ -1,38 +1,84 @@
-"""The dataflow plan: a small, printable IR of a lowered graph.
+"""The dataflow plan: a small, printable IR of a lowered graph, and every decision in it.
 
 Stages run node code; queues carry items between them; splitters are where one task
 fans out into many (``Send``); aggregators are where items meet again (reducer
-channels, waiting edges, deferred nodes). ``print(plan)`` shows it all.
+channels, waiting edges, deferred nodes, folds). The plan also holds what the runtime
+does with each stage: where its code runs (``placement``, and why), how many
+instances, how items are routed to them, and which graph features send a run to
+stock LangGraph. The deployment and the rewrite of the compiled graph are built from
+it (``passes.py``), so ``print(plan)`` shows what runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
-StageKind = Literal["node", "subgraph", "entry"]
+StageKind = Literal["node", "subgraph", "entry", "lm"]
 QueueKind = Literal["edge", "join", "branch", "send"]
+#: "app": node code runs in the app process, as on stock LangGraph; "process": on
+#: instances of the stage in worker processes
+Placement = Literal["app", "process"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
     kind: StageKind
-    #: how the node's code runs: "async", "sync" (on a thread), "generator", "runnable"
+    #: how the node's code runs: "async", "sync" (on a thread), "generator",
+    #: "streaming", "fold", "runnable", "graph", or an LM engine's name
     call: str
+    placement: Placement = "app"
+    #: why it runs there (the option or setting that decided it)
+    placed_by: str = "default"
+    #: the name the deployment knows it by: ``"subgraph_node/node"`` inside subgraphs
+    qualname: str = ""
     #: a declared ``Send`` target (branch or ``Command`` ends): its tasks run ahead of
     #: their superstep. Undeclared Send targets run ahead too; this is for the reader.
-    run_ahead: bool
+    run_ahead: bool = False
     #: conditional edges after the node; they read the pre-step state, so for a task
     #: that ran ahead they run once its superstep is reached
     late_writers: int = 0
     retry: bool = False
     defer: bool = False
     input_schema: str | None = None
-    #: how items pick an instance: "in process" (inline executor), "least outstanding"
-    #: (stateless stage), "ancestry (consistent hash)" (stateful: one group, one instance)
-    routing: str = "in process"
+    # -- process stages ----------------------------------------------------------------
     replicas: int = 1
+    #: items of one aggregation group reach one instance
+    stateful: bool = False
+    #: trailing ancestry frames an item's group leaves out (1: one fan-out's items)
+    group_depth: int = 1
+    gpus: int = 0
+    #: the routing policy: a name in ``routing.POLICIES``, an object, or None (by
+    #: ``stateful``: consistent hash, else least outstanding)
+    policy: Any = None
+    #: LM stages: the engine (``lm.engines.EngineSpec``) and the model it serves
+    engine: Any = None
+    serves: str | None = None
+
+    @property
+    def routing(self) -> str:
+        """How items pick an instance, in words."""
+        if self.placement == "app":
+            return "in process"
+        if self.policy is None:
+            return "ancestry (consistent hash)" if self.stateful else "least outstanding"
+        return self.policy if isinstance(self.policy, str) else type(self.policy).__name__
+
+    def spec(self) -> Any:
+        """The deployment's ``StageSpec`` of a process stage."""
+        from ..process.spec import StageSpec
+
+        assert self.placement == "process", self.name
+        return StageSpec(
+            name=self.qualname or self.name,
+            replicas=self.replicas,
+            stateful=self.stateful,
+            group_depth=self.group_depth,
+            gpus=self.gpus,
+            policy=self.policy,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +100,7 @@ class Aggregator:
     """Where items of one request meet: a reducer channel or a barrier."""
 
     key: str
-    kind: str  # channel class, "join" or "defer"
+    kind: str  # channel class, "join", "defer" or "fold"
     detail: str = ""
 
 
@@ -66,17 +112,35 @@ class Plan:
     queues: tuple[Queue, ...]
     splitters: tuple[Splitter, ...]
     aggregators: tuple[Aggregator, ...]
-    #: graph features alto hands to stock LangGraph at run time, with the reason
+    #: features of the compiled graph that send its runs to stock LangGraph
     fallbacks: tuple[str, ...] = ()
-    subplans: tuple[Plan, ...] = ()
-    #: the LM stages ChatAlto calls reach (compile's ``lm``), one line each
-    lm_stages: tuple[str, ...] = ()
+    #: the plans of subgraph nodes, by node name
+    subplans: tuple[tuple[str, Plan], ...] = ()
+    #: the LM stages ChatAlto calls reach (compile's ``lm``)
+    lm_stages: tuple[Stage, ...] = ()
+    #: how the deployment is reached (process stages only)
+    transport: str = "ipc"
+    host: str = "127.0.0.1"
 
     def stage(self, name: str) -> Stage:
-        for s in self.stages:
+        for s in (*self.stages, *self.lm_stages):
             if s.name == name:
                 return s
         raise KeyError(f"no stage named {name!r} in plan {self.name!r}")
+
+    def subplan(self, node: str) -> Plan:
+        return dict(self.subplans)[node]
+
+    def all_stages(self) -> Iterator[Stage]:
+        """Every stage of this plan and its subplans, LM stages included."""
+        yield from self.stages
+        for _, sub in self.subplans:
+            yield from sub.all_stages()
+        yield from self.lm_stages
+
+    def process_stages(self) -> list[Stage]:
+        """The stages the deployment runs in worker processes."""
+        return [s for s in self.all_stages() if s.placement == "process"]
 
     def __str__(self) -> str:
         return "\n".join(self._lines(""))
@@ -85,19 +149,7 @@ class Plan:
         out = [f"{indent}plan {self.name!r} (executor: {self.executor})"]
         out.append(f"{indent}  stages:")
         for s in self.stages:
-            flags = [s.kind, s.call]
-            if s.run_ahead:
-                flags.append("Send target")
-            if s.late_writers:
-                flags.append(f"{s.late_writers} conditional edge(s) at step")
-            if s.retry:
-                flags.append("retry")
-            if s.defer:
-                flags.append("defer")
-            if s.input_schema:
-                flags.append(f"input={s.input_schema}")
-            flags.append(f"routing={s.routing} x{s.replicas}")
-            out.append(f"{indent}    {s.name:<16} {', '.join(flags)}")
+            out.append(f"{indent}    {s.name:<16} {', '.join(_flags(s))}")
         out.append(f"{indent}  queues:")
         for q in self.queues:
             label = f" [{q.label}]" if q.label else ""
@@ -115,9 +167,35 @@ class Plan:
         out.append(f"{indent}  tasks triggered by an edge wait for their request's frontier")
         if self.lm_stages:
             out.append(f"{indent}  LM stages (ChatAlto calls, through the router):")
-            out.extend(f"{indent}    {line}" for line in self.lm_stages)
+            for s in self.lm_stages:
+                out.append(
+                    f"{indent}    {s.name}: {s.call} engine, routing={s.routing} x{s.replicas}"
+                    + (f", {s.gpus} GPU(s) each" if s.gpus else "")
+                )
         for f in self.fallbacks:
-            out.append(f"{indent}  falls back to stock LangGraph: {f}")
-        for sub in self.subplans:
+            out.append(f"{indent}  runs fall back to stock LangGraph: the graph has {f}")
+        for _, sub in self.subplans:
             out.extend(sub._lines(indent + "  "))
         return out
+
+
+def _flags(s: Stage) -> list[str]:
+    flags = [s.kind, s.call]
+    if s.run_ahead:
+        flags.append("Send target")
+    if s.late_writers:
+        flags.append(f"{s.late_writers} conditional edge(s) at step")
+    if s.retry:
+        flags.append("retry")
+    if s.defer:
+        flags.append("defer")
+    if s.input_schema:
+        flags.append(f"input={s.input_schema}")
+    if s.kind in ("node", "lm"):
+        where = "app process" if s.placement == "app" else "worker processes"
+        flags.append(f"runs in the {where} ({s.placed_by})")
+    if s.placement == "process":
+        flags.append(f"routing={s.routing} x{s.replicas}")
+        if s.gpus:
+            flags.append(f"{s.gpus} GPU(s) each")
+    return flags

@@ -11,7 +11,8 @@
 * ``"random"``: a Llama of any shape with random weights (``random_config``: LlamaConfig
   fields), the same compute without any file; it borrows SmolLM2's tokenizer.
 
-No model hub is contacted: ``HF_HUB_OFFLINE`` is set before transformers is imported.
+No model hub is contacted: every load reads local files only (``local_files_only``), and
+nothing here changes the process's environment.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import os
 import shutil
 import tempfile
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SMOLLM2 = "smollm2-135m"
 RANDOM = "random"
@@ -76,8 +74,10 @@ def smollm2_folder() -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = os.path.split(gguf)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, local_files_only=True
+    )
     # The weights are dequantized already; transformers refuses to save a model that
     # still names the GGUF quantizer.
     model.hf_quantizer = None
@@ -110,7 +110,7 @@ def load(
     hf_logging.disable_progress_bar()  # a bar per load is noise; the conversion's is not
     torch_dtype = getattr(torch, dtype)
     if model == RANDOM:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         fields = {"vocab_size": len(tokenizer), **(random_config or {})}
         fields.setdefault("eos_token_id", tokenizer.eos_token_id)
         fields.setdefault("pad_token_id", tokenizer.pad_token_id)
@@ -127,6 +127,6 @@ def load(
     else:
         if random_config is not None:
             raise ValueError(f"random_config is for model={RANDOM!r}, not {model!r}")
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
     return lm.to(device).eval(), tokenizer

@@ -131,10 +131,8 @@ def _placement(
     if options.executor == "process":
         return "process", "executor='process'", settings
     if settings:
-        asked = ", ".join(
-            k if v is True else f"{k}={v!r}" for k, v in settings.items() if k != "process"
-        )
-        return "process", f"asked for: {asked or 'process=True'}", settings
+        asked = ", ".join(k if v is True else f"{k}={v!r}" for k, v in settings.items())
+        return "process", f"asked for: {asked}", settings
     return "app", "default", {}
 
 

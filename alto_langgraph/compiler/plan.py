@@ -59,11 +59,14 @@ class Stage:
 
     @property
     def routing(self) -> str:
-        """How items pick an instance, in words."""
+        """How items pick an instance: "in process" (app stages), else the routing
+        policy's name in ``routing.POLICIES`` (by default consistent hashing of the
+        ancestry for a stateful stage, the least outstanding instance otherwise), or a
+        custom policy's class name."""
         if self.placement == "app":
             return "in process"
         if self.policy is None:
-            return "ancestry (consistent hash)" if self.stateful else "least outstanding"
+            return "consistent_hash" if self.stateful else "least_outstanding"
         return self.policy if isinstance(self.policy, str) else type(self.policy).__name__
 
     def spec(self) -> Any:

@@ -200,6 +200,7 @@ class Router:
                     k.decode(): [i.decode() for i in st.live] for k, st in self.stages.items()
                 },
                 "pid": os.getpid(),
+                "policies": {k.decode(): type(st.policy).__name__ for k, st in self.stages.items()},
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
 

@@ -1,0 +1,156 @@
+"""The plan is what runs: where ``explain()`` says a stage runs, how it routes and which
+features fall back are held against the processes, the router and the warnings."""
+
+from __future__ import annotations
+
+import io
+import operator
+import os
+import warnings
+from typing import Annotated, Any
+
+import pytest
+from langgraph.graph import START, StateGraph
+from langgraph.store.memory import InMemoryStore
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+import alto_langgraph
+from alto_langgraph.process.routing import POLICIES
+
+
+class S(TypedDict):
+    ran: Annotated[list, operator.add]
+
+
+def _where(name: str) -> Any:
+    def node(state: dict) -> dict:
+        return {"ran": [(name, os.getpid())]}
+
+    return node
+
+
+def _graph() -> StateGraph:
+    """a -> Send x3 -> b -> c, and a subgraph node sub (x -> y)."""
+    inner = StateGraph(S)
+    inner.add_node("x", _where("sub/x"))
+    inner.add_node("y", _where("sub/y"))
+    inner.add_edge(START, "x")
+    inner.add_edge("x", "y")
+    g = StateGraph(S)
+    g.add_node("a", _where("a"))
+    g.add_node("b", _where("b"))
+    g.add_node("c", _where("c"))
+    g.add_node("sub", inner.compile())
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"ran": []}) for _ in range(3)], ["b"])
+    g.add_edge("b", "c")
+    g.add_edge(START, "sub")
+    return g
+
+
+OPTIONS = {
+    "auto": {},
+    "auto-asking": {
+        "replicas": {"b": 2, "sub/x": 1},
+        "stages": {"c": {"process": True, "policy": "round_robin"}},
+    },
+    "process": {"executor": "process", "stages": {"a": {"process": False}}},
+    "inline": {"executor": "inline"},
+}
+#: stage -> where it must run, per option set
+EXPECTED = {
+    "auto": {"a": "app", "b": "app", "c": "app", "sub/x": "app", "sub/y": "app"},
+    "auto-asking": {"a": "app", "b": "process", "c": "process", "sub/x": "process", "sub/y": "app"},
+    "process": {"a": "app", "b": "process", "c": "process", "sub/x": "process", "sub/y": "process"},
+    "inline": {"a": "app", "b": "app", "c": "app", "sub/x": "app", "sub/y": "app"},
+}
+
+
+def _stages(plan: alto_langgraph.Plan) -> dict[str, Any]:
+    return {s.qualname: s for s in plan.all_stages() if s.kind == "node"}
+
+
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_nodes_run_where_the_plan_places_them(case: str) -> None:
+    with _graph().compile(backend="alto", **OPTIONS[case]) as app:
+        stages = _stages(app.plan)
+        assert {n: s.placement for n, s in stages.items()} == EXPECTED[case]
+        out = app.invoke({"ran": []})
+        me = os.getpid()
+        for name, pid in out["ran"]:
+            where = "app" if pid == me else "process"
+            assert where == stages[name].placement, (name, stages[name].placed_by)
+        assert {n for n, _ in out["ran"]} == set(EXPECTED[case])
+        # the deployment runs exactly the plan's process stages, as the plan sets them
+        process = {s.qualname: s for s in app.plan.process_stages()}
+        if not process:
+            assert app.deployment is None
+            return
+        assert app.deployment.specs == {n: s.spec() for n, s in process.items()}
+        stats = app.deployment.stats()
+        assert set(stats["live"]) == set(process)
+        for name, stage in process.items():
+            assert len(stats["live"][name]) == stage.replicas
+            assert stats["policies"][name] == POLICIES[stage.routing].__name__
+
+
+def test_explain_says_where_each_stage_runs_and_why() -> None:
+    app = _graph().compile(backend="alto", **OPTIONS["auto-asking"])
+    buf = io.StringIO()
+    app.explain(file=buf)
+    text = buf.getvalue()
+    lines = {line.split()[0]: line for line in text.splitlines() if " node, " in line}
+    assert "runs in the app process (default)" in lines["a"]
+    assert "runs in the worker processes (asked for: replicas=2)" in lines["b"]
+    assert "routing=least_outstanding x2" in lines["b"]
+    assert "asked for: process, policy='round_robin'" in lines["c"]
+    assert "routing=round_robin x1" in lines["c"]
+    assert "runs in the app process (default)" in lines["y"]
+    app.close()
+
+
+def test_a_store_falls_back_as_explain_says() -> None:
+    """The fallback rule is one: what the plan lists is what a run warns about."""
+    plain = _graph().compile(backend="alto")
+    assert plain.plan.fallbacks == ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+        plain.invoke({"ran": []})
+    with_store = _graph().compile(backend="alto", store=InMemoryStore())
+    assert with_store.plan.fallbacks == ("a store",)
+    assert "runs fall back to stock LangGraph: the graph has a store" in str(with_store.plan)
+    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
+        with_store.invoke({"ran": []})
+
+
+def test_process_false_with_replicas_is_refused() -> None:
+    with pytest.raises(ValueError, match="stage 'b' has process=False.*replicas=2"):
+        _graph().compile(backend="alto", replicas={"b": 2}, stages={"b": {"process": False}})
+
+
+def test_an_unknown_stage_is_named_whatever_the_executor() -> None:
+    with pytest.raises(ValueError, match="no stage named 'bb'.*'sub/x'"):
+        _graph().compile(backend="alto", replicas={"bb": 2})
+
+
+def test_import_changes_no_environment_and_loads_no_lm() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; before = dict(os.environ); import alto_langgraph; "
+        "assert dict(os.environ) == before, 'environment changed'; "
+        "assert not [m for m in sys.modules if m.startswith('alto_langgraph.lm')], 'lm imported'; "
+        "assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_every_error_is_an_alto_error_and_a_builtin() -> None:
+    assert issubclass(alto_langgraph.StageInstanceLost, ConnectionError)
+    assert issubclass(alto_langgraph.ShippingError, TypeError)
+    assert issubclass(alto_langgraph.DeploymentError, RuntimeError)
+    for name in ("ShippingError", "DeploymentError", "StageInstanceLost", "StageError"):
+        assert issubclass(getattr(alto_langgraph, name), alto_langgraph.AltoError)

@@ -3,14 +3,20 @@
 alto keeps LangGraph's own Pregel loop as the bookkeeper of logical supersteps (it
 applies writes per step in task-path order, emits ``values``, counts the recursion
 limit) and replaces only *when* tasks execute, through the loop's runner-submit hook.
-The names below are private to LangGraph; pyproject pins the range they were checked
-against, and ``tests/test_pregel_internals.py`` fails loudly if one of them moves.
+The names below are private to LangGraph (and, for ``langchain_core``, to LangChain):
+no other module of alto imports one. pyproject states the range they were checked
+against (CI runs the conformance suite on its lowest and highest LangGraph), and
+``tests/test_langgraph_internals.py`` checks each, so a release that moves one fails a
+named test, never silently.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+from langchain_core.tracers._streaming import _StreamingCallbackHandler as StreamingCallbackHandler
 from langgraph._internal._config import ensure_config
 from langgraph._internal._constants import (
     CONF,
@@ -36,11 +42,17 @@ from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
 from langgraph.pregel._messages import StreamMessagesHandler
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._retry import arun_with_retry, run_with_retry
+from langgraph.pregel._tools import StreamToolCallHandler
 from langgraph.pregel._write import ChannelWrite, ChannelWriteEntry
-from langgraph.runtime import DEFAULT_RUNTIME, Runtime
+from langgraph.runtime import DEFAULT_RUNTIME, RunControl, Runtime
 from langgraph.runtime import _no_op_heartbeat as no_op_heartbeat
 from langgraph.runtime import _no_op_stream_writer as no_op_stream_writer
 from langgraph.types import PregelExecutableTask, Send
+
+try:  # LangGraph 1.2.23: a Send task's state, as an edge would give it (ToolNode reads it)
+    from langgraph._internal._constants import CONFIG_KEY_READ_STATE
+except ImportError:  # older: nothing sets it; ToolNode then reads CONFIG_KEY_READ
+    CONFIG_KEY_READ_STATE = "__pregel_read_state"
 
 __all__ = [
     "CONF",
@@ -50,6 +62,7 @@ __all__ = [
     "CONFIG_KEY_CHECKPOINTER",
     "CONFIG_KEY_NODE_ERROR",
     "CONFIG_KEY_READ",
+    "CONFIG_KEY_READ_STATE",
     "CONFIG_KEY_RUNNER_SUBMIT",
     "CONFIG_KEY_RUNTIME",
     "CONFIG_KEY_SCRATCHPAD",
@@ -67,9 +80,12 @@ __all__ = [
     "PregelExecutableTask",
     "PregelNode",
     "PregelScratchpad",
+    "RunControl",
     "Runtime",
     "Send",
     "StreamMessagesHandler",
+    "StreamToolCallHandler",
+    "StreamingCallbackHandler",
     "TASKS",
     "arun_with_retry",
     "run_with_retry",
@@ -77,7 +93,10 @@ __all__ = [
     "no_op_stream_writer",
     "loop_of",
     "new_scratchpad",
+    "read_task_state",
     "resolve_checkpointer",
+    "with_task_proc",
+    "wrap_loop_stream",
 ]
 
 
@@ -98,3 +117,53 @@ def resolve_checkpointer(graph: Any, config: Any) -> Any:
     LangGraph decides it: ``checkpointer=False`` none, else the one a parent lends
     through the config, else the graph's own."""
     return graph._resolve_checkpointer(config)
+
+
+def read_task_state(configurable: Any) -> Any:
+    """The state a Send task's node reads through its config (``ToolNode`` with a list
+    of tool calls as its payload: ``InjectedState``, ``ToolRuntime.state``), read now,
+    as LangGraph's ToolNode reads it; None when the task has no state reader."""
+    read_state = configurable.get(CONFIG_KEY_READ_STATE)
+    if read_state is not None:
+        return read_state()
+    read = configurable.get(CONFIG_KEY_READ)
+    if read is None:
+        return None
+    # CONFIG_KEY_READ is functools.partial(local_read, scratchpad, channels, ...)
+    return read(list(read.args[1]), True)
+
+
+def wrap_loop_stream(loop: Any, wrap: Callable[[Any, str], Any]) -> tuple[Any, Any] | None:
+    """Replace the stream a live Pregel loop writes its chunks to by ``wrap(stream,
+    checkpoint_ns)``; returns (the new stream, the loop's output keys), or None when the
+    loop streams nothing."""
+    if loop.stream is None:
+        return None
+    loop.stream = wrap(loop.stream, loop.checkpoint_ns)
+    return loop.stream, loop.output_keys
+
+
+def with_task_proc(node: PregelNode, wrap: Callable[[Any], Any]) -> PregelNode:
+    """A copy of ``node`` whose task proc (the node's runnable with its writers, which
+    LangGraph builds and caches on first use) is ``wrap(proc)``."""
+    return _WrappedProcNode(wrap, **_without_cached(node.__dict__))
+
+
+def _without_cached(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A PregelNode's ``__dict__`` less its cached properties (rebuilt on first use)."""
+    return {k: v for k, v in attrs.items() if k not in ("flat_writers", "node", "input_cache_key")}
+
+
+class _WrappedProcNode(PregelNode):
+    def __init__(self, wrap: Callable[[Any], Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wrap_proc = wrap
+
+    def copy(self, update: dict[str, Any]) -> PregelNode:
+        attrs = {k: v for k, v in {**self.__dict__, **update}.items() if k != "_wrap_proc"}
+        return with_task_proc(PregelNode(**_without_cached(attrs)), self._wrap_proc)
+
+    @functools.cached_property
+    def node(self) -> Any:  # type: ignore[override]
+        proc = PregelNode.node.func(self)  # type: ignore[attr-defined]
+        return None if proc is None else self._wrap_proc(proc)

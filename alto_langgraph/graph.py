@@ -17,7 +17,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config
+from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config, resolve_checkpointer
 from .compiler import Plan, lower, passes
 from .compiler.fallback import fallbacks
 from .config_keys import (
@@ -249,7 +249,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         checkpointer, store or cache is the app's, and LangGraph hands it to the node).
         Not when LangGraph refuses the run for want of a thread id: it checks that the
         caller's ``configurable`` is empty, and alto's key would hide that."""
-        if not merged.get(CONF) and self._resolve_checkpointer(merged):
+        if not merged.get(CONF) and resolve_checkpointer(self, merged):
             return config
         config = dict(config or {})
         config[CONF] = {

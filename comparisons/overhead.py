@@ -4,7 +4,8 @@
 
 Two shapes (DESIGN.md section 8): a fan-out of N Sends aggregated by one node, and a
 chain of N steps, async no-op nodes. Reports the time per task (fan-out) and per step
-(chain) for LangGraph and for alto with each executor (``inline``: node code in this
+(chain) for LangGraph and for alto with each executor (``auto``, the default: node code in
+this process, as no stage asks for worker processes; ``inline``: every node in this
 process; ``process``: every node call goes to a stage instance in a worker process and
 back), best and median of the runs, and alto's ratio to LangGraph (below 1.0 is
 cheaper than LangGraph).
@@ -69,6 +70,7 @@ async def run(sends: int, steps: int, repeat: int) -> dict[str, Any]:
     for shape, build, units in (("fan-out", fanout, sends), ("chain", chain, steps)):
         apps = {
             "pregel": build(units).compile(),
+            "alto-auto": build(units).compile(backend="alto"),  # the default executor
             "alto": build(units).compile(backend="alto", executor="inline"),
             "alto-process": build(units).compile(backend="alto", executor="process"),
         }
@@ -88,7 +90,8 @@ async def run(sends: int, steps: int, repeat: int) -> dict[str, Any]:
                 "median_ms_per_unit": statistics.median(ts) / units * 1e3,
             }
         print(f"  {shape}: {repeat} runs per backend done", flush=True)
-        apps["alto-process"].close()
+        for b in ("alto-auto", "alto", "alto-process"):
+            apps[b].close()
     return rows
 
 
@@ -101,20 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(run(args.sends, args.chain, args.repeat))
     print()
     print(
-        f"{'shape':<9} {'unit':<13} {'langgraph ms':>12} {'inline ms':>10} {'ratio':>6}"
-        f" {'process ms':>11} {'ratio':>6}"
+        f"{'shape':<9} {'unit':<13} {'langgraph ms':>12} {'auto ms':>8} {'ratio':>6}"
+        f" {'inline ms':>10} {'ratio':>6} {'process ms':>11} {'ratio':>6}"
     )
     for shape, unit in (("fan-out", "task"), ("chain", "step")):
         for stat in ("min", "median"):
             lg = rows[f"{shape}/pregel"][f"{stat}_ms_per_unit"]
+            au = rows[f"{shape}/alto-auto"][f"{stat}_ms_per_unit"]
             al = rows[f"{shape}/alto"][f"{stat}_ms_per_unit"]
             pr = rows[f"{shape}/alto-process"][f"{stat}_ms_per_unit"]
+            rows[f"{shape}/{stat}_ratio_auto"] = au / lg
             rows[f"{shape}/{stat}_ratio"] = al / lg
             rows[f"{shape}/{stat}_ratio_process"] = pr / lg
             label = f"{unit} ({stat})"
             print(
-                f"{shape:<9} {label:<13} {lg:>12.3f} {al:>10.3f} {al / lg:>6.2f}"
-                f" {pr:>11.3f} {pr / lg:>6.2f}"
+                f"{shape:<9} {label:<13} {lg:>12.3f} {au:>8.3f} {au / lg:>6.2f}"
+                f" {al:>10.3f} {al / lg:>6.2f} {pr:>11.3f} {pr / lg:>6.2f}"
             )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "overhead.json").write_text(json.dumps(rows, indent=2) + "\n")

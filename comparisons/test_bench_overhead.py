@@ -30,6 +30,7 @@ SHAPES = {"fan-out of 500 Sends": (fanout, 500, 502), "chain of 50 steps": (chai
 
 BACKENDS = {
     "langgraph": {},
+    "alto-auto": {"backend": "alto"},  # the default executor
     "alto-inline": {"backend": "alto", "executor": "inline"},
     "alto-process": {"backend": "alto", "executor": "process"},
 }
@@ -46,6 +47,6 @@ def test_overhead(benchmark: Any, shape: str, backend: str) -> None:
         result = benchmark.pedantic(once, rounds=5, warmup_rounds=1)
     finally:
         loop.close()
-        if backend == "alto-process":
+        if backend != "langgraph":
             app.close()
     assert result == {"n": expected}

@@ -508,7 +508,7 @@ def test_config_file_mirrors_the_papers_two_files(tmp_path: Any) -> None:
     g.add_edge(START, "a")
     app = alto_langgraph.compile(g, config=path, replicas={"agg": 2})  # keywords win
     assert app.plan.stage("agg").replicas == 2
-    assert app.plan.stage("agg").routing.startswith("ancestry")
+    assert app.plan.stage("agg").routing == "consistent_hash"
     assert app.deployment.specs["agg"] == StageSpec("agg", replicas=2, stateful=True)
     # or as two files, as in the paper: what each stage needs; how many of each
     (tmp_path / "stages.toml").write_text("[stages.agg]\nstateful = true\n")

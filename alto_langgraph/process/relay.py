@@ -24,9 +24,7 @@ from langchain_core.callbacks.manager import ahandle_event, handle_event
 
 # LangChain's marker for handlers that want runs to stream (a chat model inside the
 # node streams tokens only if one listens) and that tap streamed outputs
-from langchain_core.tracers._streaming import _StreamingCallbackHandler
-
-from .._langgraph import StreamMessagesHandler
+from .._langgraph import StreamingCallbackHandler, StreamMessagesHandler, StreamToolCallHandler
 
 #: callback event -> the handler attribute that opts out of it (as LangChain's managers)
 EVENTS: dict[str, str | None] = {
@@ -75,10 +73,14 @@ def callbacks_to_ship(callbacks: Any) -> dict[str, Any] | None:
         "inheritable_tags": list(manager.inheritable_tags) if manager else [],
         "metadata": dict(manager.metadata) if manager else {},
         "inheritable_metadata": dict(manager.inheritable_metadata) if manager else {},
-        "streaming": any(isinstance(h, _StreamingCallbackHandler) for h in handlers),
+        "streaming": any(isinstance(h, StreamingCallbackHandler) for h in handlers),
         # push_message() inside the node emits through these directly
         "messages": [
             (h.subgraphs, h.parent_ns) for h in handlers if isinstance(h, StreamMessagesHandler)
+        ],
+        # stream_mode="tools": ToolRuntime.emit_output_delta writes through these
+        "tools": [
+            (h.subgraphs, h.parent_ns) for h in handlers if isinstance(h, StreamToolCallHandler)
         ],
     }
 
@@ -145,10 +147,18 @@ class Replayer:
         mine = [h for h in self.handlers if isinstance(h, StreamMessagesHandler)]
         mine[index]._emit(meta, message, dedupe=False)
 
+    def _tool_delta(self, index: int, chunk: Any) -> None:
+        """A tool's output delta (``stream_mode="tools"``), for the caller's ``index``-th
+        tools handler, between the tool's relayed start and end events."""
+        mine = [h for h in self.handlers if isinstance(h, StreamToolCallHandler)]
+        mine[index].stream(chunk)
+
     def replay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
         if name == "emit_message":
             return self._emit_message(*args)
+        if name == "tool_delta":
+            return self._tool_delta(*args)
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=False)
@@ -165,6 +175,8 @@ class Replayer:
         name, args, kwargs = self._adopt(event)
         if name == "emit_message":
             return self._emit_message(*args)
+        if name == "tool_delta":
+            return self._tool_delta(*args)
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=True)
@@ -181,7 +193,7 @@ class Replayer:
         if run_id in self._taps:
             return self._taps[run_id]
         feed = _Feed()
-        streaming = [h for h in self.handlers if isinstance(h, _StreamingCallbackHandler)]
+        streaming = [h for h in self.handlers if isinstance(h, StreamingCallbackHandler)]
         taps = [
             h.tap_output_aiter(run_id, feed) if asynchronous else h.tap_output_iter(run_id, feed)
             for h in streaming
@@ -201,7 +213,7 @@ class ForwardingHandler(BaseCallbackHandler):
         self._send = send
 
 
-class StreamingForwardingHandler(ForwardingHandler, _StreamingCallbackHandler):
+class StreamingForwardingHandler(ForwardingHandler, StreamingCallbackHandler):
     """The same, when a handler of the caller wants streaming: runs inside the node
     stream (a chat model yields tokens) and their output chunks are relayed as taps."""
 
@@ -251,6 +263,22 @@ class RelayedMessagesHandler(StreamMessagesHandler):
     ignore_retriever = ignore_retry = ignore_custom_event = True  # type: ignore[assignment]
 
 
+class RelayedToolCallHandler(StreamToolCallHandler):
+    """Stands in for one of the caller's ``stream_mode="tools"`` handlers: it sets the
+    tool-call writer ``ToolRuntime.emit_output_delta`` writes to while a tool runs here,
+    and relays those deltas; the tool's start and end events reach the caller's
+    handler through the ``ForwardingHandler``, which emits them there."""
+
+    def __init__(self, index: int, subgraphs: bool, parent_ns: Any, send: Callable[..., None]):
+        super().__init__(self._relay, subgraphs, parent_ns=parent_ns)
+        self._index = index
+        self._send = send
+
+    def _relay(self, chunk: Any) -> None:
+        if chunk[2].get("event") == "tool-output-delta":
+            self._send("tool_delta", (self._index, chunk), {})
+
+
 def instance_callbacks(shipped: dict[str, Any], send: Callable[..., None]) -> CallbackManager:
     shipped = dict(shipped)
     cls = StreamingForwardingHandler if shipped.pop("streaming") else ForwardingHandler
@@ -258,6 +286,10 @@ def instance_callbacks(shipped: dict[str, Any], send: Callable[..., None]) -> Ca
     handlers += [
         RelayedMessagesHandler(i, subgraphs, parent_ns, send)
         for i, (subgraphs, parent_ns) in enumerate(shipped.pop("messages"))
+    ]
+    handlers += [
+        RelayedToolCallHandler(i, subgraphs, parent_ns, send)
+        for i, (subgraphs, parent_ns) in enumerate(shipped.pop("tools"))
     ]
     return CallbackManager(
         handlers=handlers, inheritable_handlers=handlers, parent_run_id=None, **shipped

@@ -10,7 +10,10 @@ here:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +81,10 @@ class RemoteNode(Runnable[Any, Any]):
         # streams in the input (a fold's): their chunks follow the task, as they come
         for ref in streams.stream_refs(input):
             call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
+        # a drain of the run requested while the node runs reaches its instance too
+        control = getattr(_runtime(config), "control", None)
+        if control is not None and not control.drain_requested:
+            call.unlisten.append(_DRAINS.watch(control, self._feeder(call_id, wire.DRAIN_SID)))
         return call_id
 
     def _feeder(self, call_id: bytes, sid: str) -> Callable[[str, Any], None]:
@@ -235,6 +242,54 @@ class RemoteNode(Runnable[Any, Any]):
         )
         async for chunk in chunks:
             yield chunk
+
+
+class _DrainWatch:
+    """Forwards drain requests of runs whose nodes run on instances.
+
+    ``RunControl.request_drain`` is a plain attribute write that nothing can hook, so
+    one daemon thread polls the controls of calls in flight (only while there are any)
+    and feeds each newly drained one's reason to its call once."""
+
+    INTERVAL = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[Any, Callable[[str, Any], None]]] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, control: Any, feed: Callable[[str, Any], None]) -> Callable[[], None]:
+        key = next(self._ids)
+        with self._lock:
+            self._watched[key] = (control, feed)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="alto-drain", daemon=True)
+                self._thread.start()
+        return lambda: self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._watched.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL)
+            with self._lock:
+                if not self._watched:
+                    self._thread = None
+                    return
+                drained = [(k, c, f) for k, (c, f) in self._watched.items() if c.drain_requested]
+                for key, _, _ in drained:
+                    del self._watched[key]
+            for _, control, feed in drained:
+                try:
+                    feed(streams.CHUNK, control.drain_reason)
+                except Exception:  # the call ended meanwhile
+                    pass
+
+
+_DRAINS = _DrainWatch()
 
 
 class _Call:

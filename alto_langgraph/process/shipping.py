@@ -25,14 +25,18 @@ from .._langgraph import (
     CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_NODE_ERROR,
+    CONFIG_KEY_READ,
+    CONFIG_KEY_READ_STATE,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
+    RunControl,
     Runtime,
     new_scratchpad,
     no_op_heartbeat,
     no_op_stream_writer,
+    read_task_state,
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD
 from ..errors import ShippingError, StageError
@@ -217,6 +221,11 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "streamed": streamed,
         # a streaming node's task: its items come back as they are yielded
         "yields": dict(sink.folds) if (sink := conf.get(CONFIG_KEY_YIELD)) else None,
+        # the state a ToolNode reads when its Send payload is a list of tool calls
+        # (InjectedState, ToolRuntime.state): read here, at the task's step. Read
+        # lazily from the instance it would deadlock: ToolNode reads it synchronously
+        # on the instance's event loop, which is the thread that takes the reply.
+        "state": read_task_state(conf) if _is_tool_calls(value) else None,
     }
     if runtime is not None:
         shipped["runtime"] = {
@@ -225,6 +234,9 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
             "execution_info": runtime.execution_info,
             "server_info": runtime.server_info,
         }
+        control = getattr(runtime, "control", None)
+        # a drain requested later reaches the instance as a DRAIN message (remote.py)
+        shipped["drain"] = (control.drain_reason or "") if control is not None else None
         shipped["writer"] = runtime.stream_writer is not no_op_stream_writer
         shipped["heartbeat"] = runtime.heartbeat is not no_op_heartbeat
     try:
@@ -262,7 +274,13 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     if rt is not None:
         writer = link.emit if shipped["writer"] else no_op_stream_writer
         beat = link.heartbeat if shipped["heartbeat"] else no_op_heartbeat
-        conf[CONFIG_KEY_RUNTIME] = Runtime(stream_writer=writer, heartbeat=beat, **rt)
+        runtime = Runtime(stream_writer=writer, heartbeat=beat, **rt)
+        if shipped.get("drain") is not None:
+            control = RunControl()
+            if shipped["drain"]:
+                control.request_drain(shipped["drain"])
+            runtime = runtime.override(control=control)
+        conf[CONFIG_KEY_RUNTIME] = runtime
     conf[CONFIG_KEY_SEND] = link.task_writes
     if shipped["call"]:
         conf[CONFIG_KEY_CALL] = link.call
@@ -270,6 +288,9 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
         conf[CONFIG_KEY_NODE_ERROR] = shipped["node_error"]
     if shipped["yields"] is not None:
         conf[CONFIG_KEY_YIELD] = link.yields(shipped["yields"], task_id)
+    if shipped["state"] is not None:
+        conf[CONFIG_KEY_READ_STATE] = functools.partial(_identity, shipped["state"])
+        conf[CONFIG_KEY_READ] = _StateRead(shipped["state"])
     config: dict[str, Any] = {
         "tags": shipped["tags"],
         "metadata": shipped["metadata"],
@@ -280,3 +301,33 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     if shipped["callbacks"] is not None:
         config["callbacks"] = relay.instance_callbacks(shipped["callbacks"], link.callback)
     return value, config, shipped["streamed"]
+
+
+def _is_tool_calls(value: Any) -> bool:
+    """A Send payload that is a list of tool calls: ToolNode then reads the graph state
+    through its config (langgraph.prebuilt's ``ToolNode._extract_state``)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and isinstance(value[-1], dict)
+        and value[-1].get("type") == "tool_call"
+    )
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _StateRead:
+    """``CONFIG_KEY_READ`` over a state read in the app: as LangGraph's reader (a
+    ``functools.partial`` whose ``args[1]`` holds the channels), for a LangGraph that
+    has no ``CONFIG_KEY_READ_STATE``."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.args = (None, dict(state) if isinstance(state, dict) else {})
+
+    def __call__(self, select: Any, fresh: bool = False) -> Any:
+        if isinstance(select, str):
+            return self.state[select]
+        return {k: self.state[k] for k in select if k in self.state}

@@ -54,6 +54,10 @@ CTL_RESTARTED = b"restarted"  # routing key field: the instance id (it will send
 CTL_FAILED = b"failed"  # routing key field: the instance id, given up on; payload: why
 CTL_STATS = b"stats"  # reply READY with payload: repr of per-instance counters
 
+#: the stream id of a FEED carrying the reason of a drain requested of the call's run
+#: (``Runtime.control``) while its node runs
+DRAIN_SID = "\0drain"
+
 SEP = b"\0"
 
 

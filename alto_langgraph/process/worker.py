@@ -24,6 +24,7 @@ import zmq.asyncio
 from langchain_core.runnables.config import var_child_runnable_config
 
 from .. import streams
+from .._langgraph import CONFIG_KEY_RUNTIME
 from . import relay, rpc, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
@@ -74,6 +75,8 @@ class StageInstance:
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
         #: per call: the streams in its input, fed by the caller's FEED messages
         self.inputs: dict[tuple[bytes, bytes], dict[str, streams.StreamChannel]] = {}
+        #: per call: its run's ``RunControl`` (or the reason of a drain that came first)
+        self.controls: dict[tuple[bytes, bytes], Any] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
         self.context = zmq.asyncio.Context()
@@ -122,7 +125,7 @@ class StageInstance:
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
-                self._feed(table, frames[3])
+                self._feed((client, call_id), table, frames[3])
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -140,12 +143,14 @@ class StageInstance:
         """A call is over (or was cancelled before it began): a fold still reading its
         input (a sync one, on its thread) must not wait for it forever."""
         self.running.pop(call, None)
+        self.controls.pop(call, None)
         for channel in self.inputs.pop(call, {}).values():
             channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
 
-    @staticmethod
-    def _feed(table: dict[str, streams.StreamChannel], payload: Any) -> None:
-        """An event of a stream in a call's input."""
+    def _feed(
+        self, call: tuple[bytes, bytes], table: dict[str, streams.StreamChannel], payload: Any
+    ) -> None:
+        """An event of a stream in a call's input (or a drain of its run)."""
         try:
             sid, event, value = shipping.loads(payload)
             if event == streams.FAIL:
@@ -154,8 +159,26 @@ class StageInstance:
             for channel in table.values():
                 channel.event(streams.FAIL, exc)
             return
+        if sid == wire.DRAIN_SID:  # before run() opened the call: it applies it then
+            control = self.controls.get(call)
+            if control is not None:
+                control.request_drain(value)
+            else:
+                self.controls[call] = value
+            return
         channel = table.get(sid) or table.setdefault(sid, streams.StreamChannel())
         channel.event(event, value)
+
+    def _bind_control(self, call: tuple[bytes, bytes], config: dict[str, Any]) -> None:
+        """Where a drain of the call's run goes; one that came first is applied now."""
+        runtime = config["configurable"].get(CONFIG_KEY_RUNTIME)
+        control = getattr(runtime, "control", None)
+        if control is None:
+            return
+        early = self.controls.get(call)
+        if isinstance(early, str):
+            control.request_drain(early)
+        self.controls[call] = control
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         send = self.send
@@ -164,6 +187,7 @@ class StageInstance:
         try:
             with streams.receiving(inputs):
                 value, config, streamed = shipping.open_call(bytes(payload), link)
+            self._bind_control((client, call_id), config)
             var_child_runnable_config.set(config)  # get_config() in node code
             if streamed:  # the caller streams the node's output: chunk by chunk
                 async for chunk in self.node.astream(value, config):

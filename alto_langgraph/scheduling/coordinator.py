@@ -53,10 +53,12 @@ from .._langgraph import (
     chain_future,
     loop_of,
     run_with_retry,
+    with_task_proc,
+    wrap_loop_stream,
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
 from .partial import StreamedUpdates, TaskSink
-from .tasks import NodeRunner, push_task_for, scratchpad_of
+from .tasks import NodeRunner, StateNotReady, push_task_for, scratchpad_of
 
 #: set on the config of every task the submit hook saw, to the run that saw it
 _SUBMITTED_BY = "__alto_submitted_by"
@@ -191,7 +193,7 @@ class RequestRun:
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
         #: counters, for tests and benchmarks: how many tasks ran ahead / were adopted
-        self.stats = {"run_ahead": 0, "adopted": 0}
+        self.stats = {"run_ahead": 0, "adopted": 0, "missed": 0}
 
     def __call__(self) -> Callable[..., Any]:
         # LangGraph calls the hook (a WeakMethod by default) to get the submit function.
@@ -296,15 +298,18 @@ class RequestRun:
         if self._updates is not None:
             return
         loop = loop_of(call)
-        if loop is None or loop.stream is None:
+        if loop is None:
             return
-        self._output_keys = loop.output_keys
-        if isinstance(loop.stream, StreamedUpdates):  # a run of the same loop (a retry)
-            self._updates = loop.stream
-            return
-        self._updates = loop.stream = StreamedUpdates(
-            loop.stream, loop.checkpoint_ns, self.streaming
+        found = wrap_loop_stream(
+            loop,
+            lambda stream, ns: (
+                stream  # a run of the same loop (a retry): wrapped already
+                if isinstance(stream, StreamedUpdates)
+                else StreamedUpdates(stream, ns, self.streaming)
+            ),
         )
+        if found is not None:
+            self._updates, self._output_keys = found
 
     def _sink(self, task: Any, ancestry: tuple[Frame, ...]) -> TaskSink:
         writer = self.runners[task.name].node.writers[0]  # StateGraph's update writer
@@ -457,6 +462,22 @@ class RequestRun:
         if not ahead.runner.late:
             return None
         return output, _writers_config(task.config, output)
+
+    def missed(self, ahead: RunAhead) -> bool:
+        """Whether the twin read graph state (not known before its step): then the
+        loop's task runs the node now, at its step, as LangGraph would (a miss)."""
+        if not isinstance(ahead.error, StateNotReady) or ahead.done.cancelled():
+            return False
+        with self._lock:
+            self.stats["missed"] += 1
+            self._sends_started.pop(ahead.task.id, None)
+        return True
+
+    def rerun(self, output: Any, ahead: RunAhead, task: _TaskView) -> Any:
+        """After a miss's run at its step: start the Sends it wrote (as a hand-over
+        does), and return its output."""
+        self._start_sends(task, ahead.ancestry)
+        return output
 
     def hand_over(self, ahead: RunAhead, task: _TaskView) -> None:
         if (late := self._deliver(ahead, task)) is not None:
@@ -710,6 +731,8 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             return self.proc.invoke(input, config, **kwargs)
         run, ahead, task = adopted
         _wait(ahead.done)
+        if run.missed(ahead):
+            return run.rerun(self.proc.invoke(input, task.config, **kwargs), ahead, task)
         return run.hand_over(ahead, task)
 
     def ainvoke(  # type: ignore[override]
@@ -719,11 +742,15 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         adopted, config = self._adopted(input, config)
         if adopted is None:
             return self.proc.ainvoke(input, config, **kwargs)
-        return self._ahand_over(*adopted)
+        return self._ahand_over(*adopted, input, kwargs)
 
-    @staticmethod
-    async def _ahand_over(run: RequestRun, ahead: RunAhead, task: _TaskView) -> Any:
+    async def _ahand_over(
+        self, run: RequestRun, ahead: RunAhead, task: _TaskView, input: Any, kwargs: Any
+    ) -> Any:
         await asyncio.wait([ahead.done])  # not shielded away: cancellation reaches us
+        if run.missed(ahead):
+            output = await self.proc.ainvoke(input, task.config, **kwargs)
+            return run.rerun(output, ahead, task)
         return await run.ahand_over(ahead, task)
 
     # LangGraph streams a task's proc when an astream_log/astream_events handler listens
@@ -736,7 +763,11 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         else:
             run, ahead, task = adopted
             _wait(ahead.done)
-            yield run.hand_over(ahead, task)
+            if run.missed(ahead):
+                yield from self.proc.stream(input, task.config, **kwargs)
+                run.rerun(None, ahead, task)
+            else:
+                yield run.hand_over(ahead, task)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -746,24 +777,19 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             async for chunk in self.proc.astream(input, config, **kwargs):
                 yield chunk
         else:
-            yield await self._ahand_over(*adopted)
-
-
-class _RunAheadAwareNode(PregelNode):
-    @functools.cached_property
-    def node(self) -> Runnable[Any, Any] | None:  # type: ignore[override]
-        proc = PregelNode.node.func(self)  # type: ignore[attr-defined]
-        return None if proc is None else RunAheadAwareProc(proc)
+            run, ahead, task = adopted
+            await asyncio.wait([ahead.done])
+            if run.missed(ahead):
+                async for chunk in self.proc.astream(input, task.config, **kwargs):
+                    yield chunk
+                run.rerun(None, ahead, task)
+            else:
+                yield await run.ahand_over(ahead, task)
 
 
 def run_ahead_aware(node: PregelNode) -> PregelNode:
     """``node`` whose task proc is a ``RunAheadAwareProc``."""
-    attrs = {
-        k: v
-        for k, v in node.__dict__.items()
-        if k not in ("flat_writers", "node", "input_cache_key")
-    }
-    return _RunAheadAwareNode(**attrs)
+    return with_task_proc(node, RunAheadAwareProc)
 
 
 def _settle(ahead: RunAhead, *, exc: BaseException | None = None) -> None:

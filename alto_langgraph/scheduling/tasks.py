@@ -17,6 +17,7 @@ from .._langgraph import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_READ,
+    CONFIG_KEY_READ_STATE,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
@@ -86,12 +87,28 @@ def node_runners(nodes: Mapping[str, PregelNode]) -> dict[str, NodeRunner]:
     return {name: r for name, node in nodes.items() if (r := NodeRunner.of(node)) is not None}
 
 
-def no_state_read(*_: Any, **__: Any) -> Any:
-    raise RuntimeError(
-        "alto: a task started ahead of its superstep tried to read graph state from "
-        "inside its node; only conditional edges may read state (they run once the "
-        "step is reached)"
-    )
+class StateNotReady(BaseException):
+    """A task that ran ahead of its superstep read graph state, which is not known
+    before its step: the twin is dropped and the node runs at its step (a miss). A
+    ``BaseException``, so node code that catches ``Exception`` cannot swallow it."""
+
+
+class _StateNotReadyReader:
+    """A twin's state readers (``CONFIG_KEY_READ``, ``CONFIG_KEY_READ_STATE``): any use
+    raises ``StateNotReady``; LangGraph's reader is a ``functools.partial``, and ToolNode
+    reads its ``args``, so those raise too."""
+
+    def __call__(self, *_: Any, **__: Any) -> Any:
+        raise StateNotReady("alto: a task that ran ahead of its step read graph state")
+
+    @property
+    def args(self) -> Any:
+        return self()
+
+    func = keywords = args
+
+
+STATE_NOT_READY = _StateNotReadyReader()
 
 
 def new_id() -> str:
@@ -187,7 +204,8 @@ def push_task_for(
         configurable={
             CONFIG_KEY_TASK_ID: task_id,
             CONFIG_KEY_SEND: writes.extend,
-            CONFIG_KEY_READ: no_state_read,
+            CONFIG_KEY_READ: STATE_NOT_READY,
+            CONFIG_KEY_READ_STATE: STATE_NOT_READY,
             CONFIG_KEY_CHECKPOINT_NS: task_ns,
             CONFIG_KEY_SCRATCHPAD: new_scratchpad(task_id, task_ns, step, stop),
             CONFIG_KEY_RUNTIME: runtime,

@@ -2,8 +2,9 @@
 
 Load it with ``-p alto_swap_plugin`` (this folder on PYTHONPATH). At import time,
 i.e. before any test module is collected, it replaces ``StateGraph.compile`` by a
-wrapper that defaults to ``backend="alto"`` (executor ``inline``, or
-``$ALTO_EXECUTOR``); nothing in the tests changes.
+wrapper that defaults to ``backend="alto"`` with alto's default executor (no
+``executor`` argument, i.e. ``"auto"``), or the one ``$ALTO_EXECUTOR`` names; nothing
+in the tests changes.
 
 It also counts, per test:
 
@@ -52,10 +53,11 @@ def _bump(key: str, reason: str | None = None, n: int = 1) -> None:
 def _swapped_compile(self: StateGraph, *args: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("backend", "alto")
     if kwargs["backend"] == "alto":
-        # LangGraph's tests watch nodes through in-process side effects (mocks, shared
-        # lists), which worker processes would not share: the scheduler is measured
-        # inline unless ALTO_EXECUTOR says otherwise
-        kwargs.setdefault("executor", os.environ.get("ALTO_EXECUTOR", "inline"))
+        # no executor argument: alto's default ("auto": node code in the app process,
+        # as on stock LangGraph, unless a stage asks for workers); $ALTO_EXECUTOR
+        # (auto, inline or process) names one explicitly
+        if os.environ.get("ALTO_EXECUTOR"):
+            kwargs.setdefault("executor", os.environ["ALTO_EXECUTOR"])
         _bump("compiles")
     return _plug._compile_with_backend(self, *args, **kwargs)
 
@@ -159,6 +161,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tot = _totals(counts)
     terminalreporter.write_sep("=", "alto swap")
+    terminalreporter.write_line(
+        "executor: " + (os.environ.get("ALTO_EXECUTOR") or "alto's default (auto)")
+    )
     terminalreporter.write_line(
         f"StateGraph.compile swapped to backend='alto': {tot['compiles']} compiles "
         f"in {tot['tests_with_compiles']} tests; runs on alto: {tot['alto_runs']} "

@@ -32,8 +32,23 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/python examples/fact_check.py
 
-test: $(VENV)/.dev
+# The oldest LangGraph alto supports (pyproject.toml's floor), in a venv of its own:
+# the conformance suite, the agent apps, placement and the internals run on it too.
+LANGGRAPH_FLOOR := 1.2.18
+FLOOR := .venv-floor
+FLOOR_TESTS := tests/test_conformance.py tests/test_agents.py tests/test_placement.py \
+	tests/test_langgraph_internals.py
+
+$(FLOOR)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR)/bin/python -m pip install -q -e ".[dev]" "langgraph==$(LANGGRAPH_FLOOR)"
+	touch $@
+
+test: $(VENV)/.dev $(FLOOR)/.dev
 	$(BIN)/python -m pytest
+	@echo "--- on the oldest supported LangGraph ($(LANGGRAPH_FLOOR)) ---"
+	$(FLOOR)/bin/python -m pytest $(FLOOR_TESTS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check alto_langgraph tests comparisons examples
@@ -54,4 +69,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python comparisons/lm_routing.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) $(FLOOR) .pytest_cache .benchmarks

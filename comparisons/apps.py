@@ -504,24 +504,30 @@ def _canon(value: Any) -> Any:
 
 APPS: dict[str, dict[str, Any]] = {
     "map_reduce": {
-        "build": map_reduce, "sync": True, "stages": 3,
+        "build": map_reduce, "sync": True,
         "input": lambda i: {"doc": i},
     },
     "react": {
-        "build": react, "sync": False, "stages": 2,  # model, tools
+        "build": react, "sync": False,
         "input": lambda i: {"messages": [HumanMessage(_question(i))]},
     },
     "rag": {
-        "build": rag, "sync": False, "stages": 5,
+        "build": rag, "sync": False,
         "input": lambda i: {"question": _question(i)},
     },
     "research": {
-        "build": research, "sync": False, "stages": 5,
+        "build": research, "sync": False,
         "input": lambda i: {"topic": _question(i)},
     },
 }
 
 BACKENDS = ("langgraph", "langgraph+threads", "alto", "alto-process")
+
+
+def stages(app: str) -> int:
+    """alto's stages of ``app``: one per node."""
+    built = APPS[app]["build"]()
+    return len((built if isinstance(built, StateGraph) else built.builder).nodes)
 
 
 def compile_app(app: str, backend: str) -> Any:
@@ -586,11 +592,11 @@ async def run_async(graph: Any, inputs: list[Any], conc: int, config: dict[str, 
 def measure(app: str, backend: str, cells: list[tuple[int, int]]) -> dict[int, dict[str, Any]]:
     """Every concurrency of one app on one backend (one deployment for all of them)."""
     spec = APPS[app]
-    threads = spec["stages"] * POOL
+    graph = compile_app(app, backend)
+    threads = stages(app) * POOL
     config: dict[str, Any] = {"recursion_limit": 100}
     if backend == "langgraph+threads" and spec["sync"]:
         config["max_concurrency"] = threads
-    graph = compile_app(app, backend)
     out: dict[int, dict[str, Any]] = {}
     try:
         if spec["sync"]:
@@ -636,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     for app in apps:
         results = {}
+        print(f"{app}: {stages(app)} stages; langgraph+threads gets {stages(app) * POOL} threads")
         for backend in backends:
             t0 = time.perf_counter()
             results[backend] = measure(app, backend, cells)
@@ -661,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
     total = time.perf_counter() - t_start
     print()
+    for backend in backends[1:]:
+        mine = [r for r in rows if r["backend"] == backend and "same_answers" in r]
+        same, n = sum(r["same_answers"] for r in mine), sum(r["requests"] for r in mine)
+        print(f"{backend}: same answers as langgraph: {same}/{n}")
     print(f"{scorer}; {total:.0f} s in all\n")
     print(
         "| app | nodes | concurrent | backend | mean s | p50 s | p99 s | req/s "

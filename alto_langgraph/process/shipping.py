@@ -41,6 +41,7 @@ from .._langgraph import (
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD
 from ..errors import ShippingError, StageError
 from . import relay
+from .culprit import name_unpicklable
 
 
 def _sentinel(module: str, name: str) -> Any:
@@ -144,22 +145,13 @@ def _dumps(value: Any, what: str) -> bytes:
     try:
         return _pickle(value)
     except Exception as exc:
+        culprit = name_unpicklable(value, _pickle) or f"{type(value).__name__}: {exc}"
         raise ShippingError(
-            f"alto: {what} ({type(value).__name__}) cannot be pickled to pass between the "
-            f"app and its worker processes: {exc}{_culprit(value)}. Make it picklable, or "
-            "compile with executor='inline'"
+            f"alto: {what} cannot be pickled to pass between the app and its worker "
+            f"processes: {culprit}. Keep the node in the app process (the default "
+            "placement, or stages={NODE: {'process': False}}), or make the object "
+            "picklable, e.g. create it inside the node"
         ) from exc
-
-
-def _culprit(value: Any) -> str:
-    """Which field of a dict-like value does not pickle, if one alone is to blame."""
-    items = value.items() if isinstance(value, dict) else getattr(value, "__dict__", {}).items()
-    for key, field in items:
-        try:
-            _pickle(field)
-        except Exception:
-            return f" (field {key!r} holds a {type(field).__name__})"
-    return ""
 
 
 def ship_code(stage: str, node: Any) -> bytes:

@@ -121,3 +121,135 @@ def test_a_tasks_call_hook_leads_to_its_loop_and_the_loop_streams_updates_per_ta
     assert loop is not None and callable(loop.stream) and "updates" in loop.stream.modes
     assert loop.checkpoint_ns == () and "log" in loop.output_keys
     assert chunks == [{"a": {"log": ["a"]}}]
+
+
+# -- signatures and field sets alto builds or calls -----------------------------------
+
+
+def _params(fn: Any) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(fn).parameters)
+
+
+def test_the_task_alto_builds_for_a_run_ahead_send_has_langgraphs_fields_in_order() -> None:
+    """tasks.push_task_for builds PregelExecutableTask positionally."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(_pregel.PregelExecutableTask)]
+    assert names[:10] == [
+        "name",
+        "input",
+        "proc",
+        "writes",
+        "config",
+        "triggers",
+        "retry_policy",
+        "cache_key",
+        "id",
+        "path",
+    ]
+    assert {"writers", "subgraphs", "timeout"} <= set(names)
+
+
+def test_retry_runners_take_the_task_and_a_retry_policy() -> None:
+    assert _params(_pregel.run_with_retry)[:2] == ["task", "retry_policy"]
+    assert _params(_pregel.arun_with_retry)[:2] == ["task", "retry_policy"]
+    assert "stream" in _params(_pregel.arun_with_retry)
+
+
+def test_runtime_has_the_fields_a_process_stage_ships() -> None:
+    """shipping.py rebuilds a node's Runtime in a worker from these fields."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(_pregel.Runtime)}
+    assert {"context", "store", "stream_writer", "heartbeat", "previous"} <= fields
+    assert {"execution_info", "server_info", "control"} <= fields
+    control = _pregel.RunControl()
+    runtime = _pregel.DEFAULT_RUNTIME.override(control=control)
+    control.request_drain("why")
+    assert runtime.control.drain_requested and runtime.control.drain_reason == "why"
+
+
+def test_callback_handlers_alto_relays_keep_their_constructors() -> None:
+    """relay.py subclasses these (stream_mode="messages" and "tools")."""
+    for cls in (_pregel.StreamMessagesHandler, _pregel.StreamToolCallHandler):
+        assert _params(cls.__init__)[1:4] == ["stream", "subgraphs", "parent_ns"]
+    assert "dedupe" in _params(_pregel.StreamMessagesHandler._emit)
+    tools = _pregel.StreamToolCallHandler(lambda chunk: None, False)
+    assert callable(tools.stream) and tools.run_inline
+    for name in ("tap_output_iter", "tap_output_aiter"):
+        assert callable(getattr(_pregel.StreamingCallbackHandler, name))
+
+
+def test_a_graph_resolves_its_checkpointer_from_the_config() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    assert _pregel.resolve_checkpointer(two_parallel_then_one().compile(), {}) is None
+    lent = {_pregel.CONF: {_pregel.CONFIG_KEY_CHECKPOINTER: saver}}
+    assert _pregel.resolve_checkpointer(two_parallel_then_one().compile(), lent) is saver
+
+
+def test_a_send_tasks_state_reader_gives_the_state_of_its_step() -> None:
+    """read_task_state: what a ToolNode reached by Send reads (READ_STATE, or READ's
+    channels on LangGraph before 1.2.23)."""
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import Send
+
+    read: list[Any] = []
+
+    def b(payload: dict, config: RunnableConfig) -> dict:
+        read.append(_pregel.read_task_state(config["configurable"]))
+        return {"log": ["b"]}
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", b)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("b", {})], ["b"])
+    g.compile().invoke({"log": []})
+    assert read == [{"log": ["a"]}]
+
+
+def test_a_node_proc_can_be_wrapped_and_copies_keep_the_wrapper() -> None:
+    wrapped: list[Any] = []
+
+    def wrap(proc: Any) -> Any:
+        wrapped.append(proc)
+        return proc
+
+    node = two_parallel_then_one().compile().nodes["a"]
+    new = _pregel.with_task_proc(node, wrap)
+    assert new.node is wrapped[0] and new.bound is node.bound
+    copied = new.copy({"tags": ["t"]})
+    assert copied.node is wrapped[1] and copied.tags == ["t"]
+
+
+def test_the_submit_hook_gets_only_keywords_alto_knows() -> None:
+    """coordinator.RequestRun.submit names LangGraph's private keywords; any other
+    would reach the task function."""
+    import concurrent.futures
+    import inspect
+
+    from alto_langgraph.scheduling.coordinator import RequestRun
+
+    passed: set[str] = set()
+
+    class Hook:
+        def __call__(self) -> Any:
+            return self.submit
+
+        def submit(self, fn: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
+            passed.update(kwargs)
+            private = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("__")}
+            assert private.keys() <= known
+            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            fut.set_result(fn(task, *args, **kwargs))
+            return fut
+
+    known = {k for k in inspect.signature(RequestRun.submit).parameters if k.startswith("__")}
+    app = two_parallel_then_one().compile()
+    app.invoke({"log": []}, {"configurable": {_pregel.CONFIG_KEY_RUNNER_SUBMIT: Hook()}})
+    assert {k for k in passed if k.startswith("__")} <= known
+    assert passed  # the hook was called with keywords at all

@@ -194,11 +194,12 @@ async def timed(app: Any, question: str) -> tuple[float, dict[str, Any]]:
 async def compare(n: int, concurrency: int) -> int:
     qs = questions(n)
     corpus()  # build the index before timing
-    # alto runs each node in its own worker process (the default "process" executor)
+    # the same graph on both; alto runs node code in this process, as LangGraph does
+    # (the default placement), and changes when tasks run
     apps = {"langgraph": build().compile(), "alto": build().compile(backend="alto")}
     results: dict[str, list[tuple[float, dict[str, Any]]]] = {}
     walls: dict[str, float] = {}
-    print("warming up (alto starts its worker processes; the search workers load the index)")
+    print("warming up")
     for app in apps.values():
         await app.ainvoke({"question": qs[0]})
     for name, app in apps.items():
@@ -214,7 +215,7 @@ async def compare(n: int, concurrency: int) -> int:
         t0 = time.perf_counter()
         results[name] = await asyncio.gather(*(one(q) for q in qs))
         walls[name] = time.perf_counter() - t0
-    apps["alto"].close()  # stops its worker processes
+    apps["alto"].close()  # stops its worker processes, if it has any
 
     print()
     print(f"fact-check pipeline, {n} questions, {concurrency} concurrent")

@@ -111,7 +111,7 @@ async def compare(n: int, concurrency: int) -> int:
     corpus()
     apps = {
         "langgraph": build().compile(),
-        # the model is an LM stage; every node runs in a worker process
+        # the model is an LM stage (worker processes); the nodes run in this process
         "alto": build().compile(backend="alto", lm={MODEL: {"max_batch": 8}}),
     }
     print("warming up (loads the model: in this process for LangGraph, in alto's LM stage)")

@@ -42,7 +42,6 @@ class Counter(TypedDict):
     n: Annotated[int, operator.add]
 
 
-HEADER = repr(("req-0123456789", (("split", 3), ("gen_queries", 1)))).encode()
 PAYLOAD = os.urandom(128)
 
 
@@ -60,7 +59,7 @@ def echo(address: str, identity: bytes, bind: bool) -> None:
         sock.connect(address)
         sock.send_multipart([b"", wire.envelope(wire.READY, b"", b"echo"), b""])
     while True:
-        client, env, _header, payload = sock.recv_multipart()
+        client, env, payload = sock.recv_multipart()
         kind, call_id, _, _ = env.split(b"\0", 3)
         sock.send_multipart([client, wire.envelope(wire.RESULT, call_id), payload])
 
@@ -84,7 +83,7 @@ def _round_trips(sock: Any, count: int, direct: bool) -> list[float]:
         call_id = str(i).encode()
         env = wire.envelope(wire.TASK, call_id, b"echo")
         # a ROUTER reaching the echo directly names it, and plays the router's part
-        frames = [b"direct", b"client", env, HEADER, PAYLOAD] if direct else [env, HEADER, PAYLOAD]
+        frames = [b"direct", b"client", env, PAYLOAD] if direct else [env, PAYLOAD]
         t0 = time.perf_counter()
         sock.send_multipart(frames)
         sock.recv_multipart()
@@ -99,9 +98,7 @@ def _throughput(sock: Any, count: int, window: int) -> float:
     t0 = time.perf_counter()
     while received < count:
         while sent < count and sent - received < window:
-            sock.send_multipart(
-                [wire.envelope(wire.TASK, str(sent).encode(), b"echo"), HEADER, PAYLOAD]
-            )
+            sock.send_multipart([wire.envelope(wire.TASK, str(sent).encode(), b"echo"), PAYLOAD])
             sent += 1
         sock.recv_multipart()
         received += 1

@@ -154,3 +154,31 @@ def test_every_error_is_an_alto_error_and_a_builtin() -> None:
     assert issubclass(alto_langgraph.DeploymentError, RuntimeError)
     for name in ("ShippingError", "DeploymentError", "StageInstanceLost", "StageError"):
         assert issubclass(getattr(alto_langgraph, name), alto_langgraph.AltoError)
+
+
+def test_each_pass_does_one_thing() -> None:
+    """The passes of compiler/passes.py, one at a time, on a freshly compiled graph."""
+    from alto_langgraph.compiler import lower, passes
+    from alto_langgraph.options import AltoOptions
+    from alto_langgraph.process.remote import RemoteNode
+
+    stock = _graph().compile()
+    assert passes.deploy(lower(stock, AltoOptions())) is None  # nothing asks for processes
+    plan = lower(stock, AltoOptions(replicas={"b": 2, "sub/x": 1}))
+    deployment = passes.deploy(plan)
+    assert deployment is not None and not deployment.started and deployment.specs == {}
+    passes.place_stages(stock, plan, deployment)
+    assert isinstance(stock.nodes["b"].bound, RemoteNode)
+    assert not isinstance(stock.nodes["a"].bound, RemoteNode)
+    assert set(deployment.specs) == {"b"}  # the subgraph's stage is its own pass's
+    rewritten: list[str] = []
+    passes.adopt_subgraphs(stock, plan, lambda sub, subplan: rewritten.append(subplan) or sub)
+    assert [p.name for p in rewritten] == [plan.subplan("sub").name]
+    procs_before = {n: node.node for n, node in stock.nodes.items()}
+    passes.run_ahead_aware(stock)
+    assert all(
+        type(node.node).__name__ == "RunAheadAwareProc"
+        for n, node in stock.nodes.items()
+        if procs_before[n] is not None
+    )
+    deployment.close()

@@ -64,7 +64,7 @@ class StageBackend:
                 put(StageInstanceLost(bytes(data).decode(errors="replace")))
 
         key = prompt_key(request.key_text())
-        call_id = self.caller.call(self.stage, b"", payload, key, deliver)
+        call_id = self.caller.call(self.stage, payload, key, deliver)
         return lambda: self.caller.cancel(call_id)
 
 
@@ -72,7 +72,7 @@ class StageBackend:
 class LMRoutes:
     """The LM stages of one deployment: model name -> stage name."""
 
-    caller: Any  # has call(stage, header, payload, key, deliver) and cancel(call_id)
+    caller: Any  # has call(stage, payload, key, deliver) and cancel(call_id)
     stages: Mapping[str, str]
 
     def backend(self, model: str) -> StageBackend:

@@ -218,9 +218,7 @@ class Deployment:
         self._supervisor.instance_exited(self, generation, name, index, code)
 
     # -- calls -----------------------------------------------------------------------
-    def call(
-        self, stage: str, header: bytes, payload: bytes, key: bytes, deliver: Deliver
-    ) -> bytes:
+    def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:
         """Send one task to an instance of ``stage`` (starting the deployment first if
         need be); ``deliver(kind, env, payload)`` gets each message of the call (on the
         I/O thread), a terminal one last. Returns the call id."""
@@ -229,7 +227,7 @@ class Deployment:
         rpc = self.rpc
         if rpc is None or not self._running:  # closed meanwhile
             raise StageInstanceLost("alto: the app was closed before this call was sent")
-        call_id = rpc.call(stage, header, payload, key, deliver)
+        call_id = rpc.call(stage, payload, key, deliver)
         if self.rpc is not rpc:  # torn down meanwhile, maybe before the call was registered
             rpc.fail_all("alto: the app was closed before this call was sent")
         return call_id

@@ -75,9 +75,8 @@ class RemoteNode(Runnable[Any, Any]):
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
         request_id = conf.get(CONFIG_KEY_REQUEST, "")
         payload = shipping.ship_call(self.stage, input, config, streamed)  # type: ignore[arg-type]
-        header = repr((request_id, ancestry)).encode()
         key = routing_key(self.spec, request_id, ancestry)
-        call_id = self.deployment.call(self.stage, header, payload, key, deliver)
+        call_id = self.deployment.call(self.stage, payload, key, deliver)
         # streams in the input (a fold's): their chunks follow the task, as they come
         for ref in streams.stream_refs(input):
             call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))

@@ -1,7 +1,7 @@
 """The router process: forwards messages between coordinators and stage instances.
 
-It reads only the envelope frame (``wire.py``) of each message: the header and payload
-frames pass through as bytes, never deserialised. Per stage it keeps the live
+It reads only the envelope frame (``wire.py``) of each message: the payload frame
+passes through as bytes, never deserialised. Per stage it keeps the live
 instances and a routing policy; per instance, the calls in flight, so that when an
 instance dies each of its callers gets a ``LOST`` reply instead of waiting forever.
 """
@@ -80,7 +80,7 @@ class Router:
         elif kind == wire.CANCEL:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
-                back.send_multipart([inst, client, env, b"", b""])
+                back.send_multipart([inst, client, env, b""])
         elif kind == wire.FEED:  # to the instance that has the call, after its TASK
             inst = self.inflight.get((client, call_id))
             if inst is not None:
@@ -90,7 +90,7 @@ class Router:
             ):
                 route.waiting.append(frames)  # its TASK waits for an instance: after it
         elif kind == wire.CALL_RESULT:  # to the instance that waits for it
-            back.send_multipart([stage, client, env, b"", frames[-1]])
+            back.send_multipart([stage, client, env, frames[-1]])
         elif kind == wire.CONTROL:
             self._control(client, call_id, stage, key, frames[-1], front)
         self.forwarded += 1

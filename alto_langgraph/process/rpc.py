@@ -44,28 +44,24 @@ class RpcClient:
             name=name,
         )
 
-    def call(
-        self, stage: str, header: bytes, payload: bytes, key: bytes, deliver: Deliver
-    ) -> bytes:
+    def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:
         """Send one task to an instance of ``stage`` (chosen by the router from ``key``);
         ``deliver(kind, envelope, payload)`` gets each message of the call. Returns the
         call id."""
         call_id = str(next(self._ids)).encode()
         self._calls[call_id] = deliver
-        self._endpoint.send(
-            [wire.envelope(wire.TASK, call_id, stage.encode(), key), header, payload]
-        )
+        self._endpoint.send([wire.envelope(wire.TASK, call_id, stage.encode(), key), payload])
         return call_id
 
     def cancel(self, call_id: bytes) -> None:
         """The caller gave up on a call: stop it on its instance (its reply is dropped)."""
         if self._calls.pop(call_id, None) is not None:
-            self._endpoint.send([wire.envelope(wire.CANCEL, call_id), b"", b""])
+            self._endpoint.send([wire.envelope(wire.CANCEL, call_id), b""])
 
     def feed(self, call_id: bytes, stage: str, payload: bytes) -> None:
         """An event of a stream in a call's input, for the instance that has the call."""
         if call_id in self._calls:
-            self._endpoint.send([wire.envelope(wire.FEED, call_id, stage.encode()), b"", payload])
+            self._endpoint.send([wire.envelope(wire.FEED, call_id, stage.encode()), payload])
 
     def reply_call(self, instance: bytes, call_id: bytes, sub: bytes, ok: bool, value: Any) -> None:
         """The outcome of a @task call made by a node on ``instance`` (``relay.py``)."""
@@ -73,20 +69,20 @@ class RpcClient:
             payload = shipping.dumps_value((ok, value), "the result of a @task call")
         except shipping.ShippingError as exc:
             payload = shipping.dumps_value((False, exc), "an error")
-        self._endpoint.send([wire.envelope(wire.CALL_RESULT, call_id, instance, sub), b"", payload])
+        self._endpoint.send([wire.envelope(wire.CALL_RESULT, call_id, instance, sub), payload])
 
     def control(self, command: bytes) -> concurrent.futures.Future[tuple[bytes, bytes]]:
         """Ask the router something (``wire.CTL_*``); the future gets (kind, payload)."""
         fut: concurrent.futures.Future[tuple[bytes, bytes]] = concurrent.futures.Future()
         call_id = b"c" + str(next(self._ids)).encode()
         self._calls[call_id] = lambda kind, env, payload: fut.set_result((kind, bytes(payload)))
-        self._endpoint.send([wire.envelope(wire.CONTROL, call_id, command), b"", b""])
+        self._endpoint.send([wire.envelope(wire.CONTROL, call_id, command), b""])
         return fut
 
     def tell(self, command: bytes, instance: bytes, detail: str = "") -> None:
         """Tell the router something about an instance (dead, failed, restarted)."""
         env = wire.envelope(wire.CONTROL, b"", command, instance)
-        self._endpoint.send([env, b"", detail.encode()])
+        self._endpoint.send([env, detail.encode()])
 
     def fail_all(self, reason: str) -> None:
         """End every call in flight with ``LOST`` (the deployment is gone)."""

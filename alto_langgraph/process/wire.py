@@ -5,14 +5,14 @@ sender's identity is the *envelope*: four ``NUL``-separated byte fields
 
     kind, call id, destination stage, routing key
 
-which is all the router ever reads. What follows (a pickled header of the item: request
-id, ancestry, logical step; and the payload) is opaque to it: the router forwards those
-frames without deserialising them.
+which is all the router ever reads. The payload that follows (a pickle: the call's
+input and config, an output, an exception) is opaque to it: the router forwards it
+without deserialising it.
 
 Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets):
 
-    coordinator -> router      envelope, header, payload
-    router -> instance         client id, envelope, header, payload
+    coordinator -> router      envelope, payload
+    router -> instance         client id, envelope, payload
     instance -> router         client id, envelope, payload      (result, error, emit)
     router -> coordinator      envelope, payload
 

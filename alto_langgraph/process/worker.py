@@ -119,13 +119,13 @@ class StageInstance:
         if kind == wire.TASK:
             # now, not in run(): the call's FEEDs may come before run() starts
             self.inputs[(client, call_id)] = {}
-            task = self.loop.create_task(self.run(client, call_id, frames[3]))
+            task = self.loop.create_task(self.run(client, call_id, frames[2]))
             self.running[(client, call_id)] = task
             task.add_done_callback(lambda _, k=(client, call_id): self._ended(k))
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
-                self._feed((client, call_id), table, frames[3])
+                self._feed((client, call_id), table, frames[2])
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -134,7 +134,7 @@ class StageInstance:
             fut = self.waiting.pop((client, call_id, sub), None)
             if fut is not None:
                 try:
-                    ok, value = shipping.loads(frames[3])
+                    ok, value = shipping.loads(frames[2])
                 except Exception as exc:  # fails that @task call, not the instance
                     ok, value = False, exc
                 relay.settle(fut, ok, value)

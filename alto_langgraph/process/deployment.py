@@ -70,6 +70,8 @@ class Deployment:
         self._addresses: tuple[str, str] = ("", "")
         self._gpus: dict[tuple[str, int], str] = {}
         self._finalizer: weakref.finalize | None = None
+        #: why the last deployment went down (the reason calls made meanwhile fail with)
+        self._down_reason = "alto: the app was closed before this call was sent"
         #: model name -> the LM stage serving it (every instance is told, for its nodes)
         self.lm_routes: dict[str, str] = {}
 
@@ -198,6 +200,7 @@ class Deployment:
                 return
             self._running = False
             self._started = False
+            self._down_reason = reason
             # this deployment's, taken now: a next one may start as soon as we unlock
             finalizer, self._finalizer = self._finalizer, None
             rpc, self.rpc = self.rpc, None
@@ -225,11 +228,11 @@ class Deployment:
         if not self._started:
             self.start()
         rpc = self.rpc
-        if rpc is None or not self._running:  # closed meanwhile
-            raise StageInstanceLost("alto: the app was closed before this call was sent")
+        if rpc is None or not self._running:  # torn down meanwhile
+            raise StageInstanceLost(self._down_reason)
         call_id = rpc.call(stage, payload, key, deliver)
         if self.rpc is not rpc:  # torn down meanwhile, maybe before the call was registered
-            rpc.fail_all("alto: the app was closed before this call was sent")
+            rpc.fail_all(self._down_reason)
         return call_id
 
     def cancel(self, call_id: bytes) -> None:

@@ -153,12 +153,24 @@ class Replayer:
         mine = [h for h in self.handlers if isinstance(h, StreamToolCallHandler)]
         mine[index].stream(chunk)
 
+    def _emitted(self, name: str, args: tuple[Any, ...]) -> bool:
+        """Emit an event that goes to a handler's stream directly (not a callback)."""
+        if name == "emit_message":
+            self._emit_message(*args)
+        elif name == "tool_delta":
+            self._tool_delta(*args)
+        else:
+            return False
+        return True
+
+    def _tap_end(self, run_id: Any, end: bool) -> None:
+        if end:
+            del self._taps[run_id]
+
     def replay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
-        if name == "emit_message":
-            return self._emit_message(*args)
-        if name == "tool_delta":
-            return self._tool_delta(*args)
+        if self._emitted(name, args):
+            return
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=False)
@@ -166,17 +178,13 @@ class Replayer:
                 if not end:
                     feed.push(chunk)
                 next(tap, None)
-            if end:
-                del self._taps[run_id]
-            return
+            return self._tap_end(run_id, end)
         handle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
 
     async def areplay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
-        if name == "emit_message":
-            return self._emit_message(*args)
-        if name == "tool_delta":
-            return self._tool_delta(*args)
+        if self._emitted(name, args):
+            return
         if name == "tap":
             run_id, chunk, end = args
             feed, taps = self._tapped(run_id, asynchronous=True)
@@ -184,9 +192,7 @@ class Replayer:
                 if not end:
                     feed.push(chunk)
                 await anext(tap, None)
-            if end:
-                del self._taps[run_id]
-            return
+            return self._tap_end(run_id, end)
         await ahandle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
 
     def _tapped(self, run_id: Any, asynchronous: bool) -> tuple[_Feed, list[Any]]:

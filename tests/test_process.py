@@ -993,3 +993,23 @@ def test_a_scripts_own_sentinel_keeps_its_identity_in_the_worker() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[True]"
+
+
+def test_alto_sleeps_nowhere_an_app_patching_time_sleep_would_see() -> None:
+    """Tests patch time.sleep to watch their retries' backoff (LangGraph's own do):
+    alto's threads in the app process must not call it while a node runs remotely."""
+    from unittest import mock
+
+    def slow(state: dict) -> dict:
+        import time as worker_time
+
+        worker_time.sleep(0.3)  # in the worker: the app's patch does not reach it
+        return {"log": ["slow"]}
+
+    g = StateGraph(Log)
+    g.add_node("slow", slow)
+    g.add_edge(START, "slow")
+    with g.compile(backend="alto", executor="process", start="compile") as app:
+        with mock.patch("time.sleep") as sleep:
+            assert app.invoke({"log": []}) == {"log": ["slow"]}
+        assert sleep.call_args_list == []

@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -272,8 +271,9 @@ class _DrainWatch:
             self._watched.pop(key, None)
 
     def _run(self) -> None:
+        tick = threading.Event()  # never set: a wait that apps patching time.sleep don't see
         while True:
-            time.sleep(self.INTERVAL)
+            tick.wait(self.INTERVAL)
             with self._lock:
                 if not self._watched:
                     self._thread = None

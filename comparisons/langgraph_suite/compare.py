@@ -1,8 +1,10 @@
 """Select the "pure StateGraph" tests and compare a stock run with an alto run.
 
-usage: python compare.py LG_DIR STOCK.xml ALTO.xml ALTO_COUNTS.json > table.md
+usage: python compare.py LG_DIR STOCK.xml ALTO.xml ALTO_COUNTS.json [NAME=OTHER.xml ...] > table.md
 
-LG_DIR is the langgraph package dir holding tests/ (the 1.2.22 sdist, unpacked).
+LG_DIR is the langgraph package dir holding tests/ (the sdist, unpacked). ALTO.xml and
+its counts are the main alto run (alto's default executor); each NAME=OTHER.xml adds
+the outcome of another alto run (e.g. ``inline=alto_inline.xml``) as a column.
 A top-level test is "pure StateGraph" when its source builds a StateGraph and does not
 use a checkpointer (fixture or argument), interrupts, get_state/update_state, or the
 functional API (@entrypoint/@task). The static selection is cross-checked with the
@@ -81,6 +83,8 @@ def results(path: str) -> dict[str, str]:
 
 def main() -> None:
     lg_dir, stock_xml, alto_xml, counts_json = sys.argv[1:5]
+    others = [arg.split("=", 1) for arg in sys.argv[5:]]
+    other = [(name, results(path)) for name, path in others]
     pure = classify(lg_dir)
     stock, alto = results(stock_xml), results(alto_xml)
     counts = json.load(open(counts_json))
@@ -100,6 +104,7 @@ def main() -> None:
                 ar,
                 fb,
                 how,
+                *(res.get(nid, "missing") for _, res in other),
             )
         )
     sel = [r for r in rows if r[1]]
@@ -107,16 +112,29 @@ def main() -> None:
         f"pure StateGraph: {len({base(r[0]) for r in sel})} tests, {len(sel)} items; "
         f"stock pass {sum(r[2] == 'passed' for r in sel)}; "
         f"alto pass {sum(r[3] == 'passed' for r in sel)}; how they ran on alto: "
-        f"{dict(Counter(r[7] for r in sel))}\n"
+        f"{dict(Counter(r[7] for r in sel))}"
+        + "".join(
+            f"; {name} pass {sum(r[8 + i] == 'passed' for r in sel)}"
+            for i, (name, _) in enumerate(other)
+        )
+        + "\n"
     )
     print(
         f"all items in the 8 files: {len(rows)}; stock pass "
-        f"{sum(r[2] == 'passed' for r in rows)}; alto pass {sum(r[3] == 'passed' for r in rows)}\n"
+        f"{sum(r[2] == 'passed' for r in rows)}; alto pass {sum(r[3] == 'passed' for r in rows)}"
+        + "".join(
+            f"; {name} pass {sum(r[8 + i] == 'passed' for r in rows)}"
+            for i, (name, _) in enumerate(other)
+        )
+        + "\n"
     )
-    print("| test | pure | stock | alto | compiles | alto runs | fallbacks | ran on |")
-    print("|---|---|---|---|---|---|---|---|")
+    head = ["test", "pure", "stock", "alto", "compiles", "alto runs", "fallbacks", "ran on"]
+    head += [name for name, _ in other]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for r in rows:
-        if r[1] or (r[2] == "passed" and r[3] != "passed"):
+        # pure tests, and any test that passed on stock but failed on an alto run
+        if r[1] or (r[2] == "passed" and any(x != "passed" for x in (r[3], *r[8:]))):
             print("| " + " | ".join(str(x) for x in r) + " |")
 
 

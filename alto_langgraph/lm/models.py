@@ -23,13 +23,15 @@ import shutil
 import tempfile
 from typing import Any
 
+from ..errors import AltoError
+
 SMOLLM2 = "smollm2-135m"
 RANDOM = "random"
 KNOWN = (SMOLLM2, RANDOM)
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(AltoError, ValueError):
     """The model name is neither a known model nor a local model folder."""
 
 

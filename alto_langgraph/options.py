@@ -18,7 +18,7 @@ EXECUTORS = ("auto", "process", "inline")
 STARTS = ("first_run", "compile")
 TRANSPORTS = ("ipc", "tcp")
 #: what a stage table may set (``replicas`` comes from ``[instances]`` or ``replicas=``)
-STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy")
+STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy", "threads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,8 @@ class AltoOptions:
         ``process`` (run in worker processes; False: stay in the app process),
         ``stateful`` (items of one aggregation group reach one instance),
         ``group_depth`` (ancestry frames a group leaves out, default 1: one fan-out's
-        items), ``gpus`` (per instance), ``policy`` (a routing policy name or object).
+        items), ``gpus`` (per instance), ``policy`` (a routing policy name or object),
+        ``threads`` (sync node calls an instance runs at once, default 64).
     config: a TOML file, or a list of them read in order, holding the two parts of the
         ALTO paper's two files: ``[stages.NAME]`` tables (what each stage needs) and an
         ``[instances]`` table (how many of each). Keyword options override the files.
@@ -226,9 +227,12 @@ def _merge(
                 f"alto {where}: stage {name!r} has unknown setting(s) {', '.join(bad)}; "
                 f"known: {', '.join(STAGE_SETTINGS)}"
             )
-        for key in ("group_depth", "gpus"):
-            if key in fields and (not isinstance(fields[key], int) or fields[key] < 0):
-                raise ValueError(f"alto {where}: stage {name!r}: {key} must be an integer >= 0")
+        for key, least in (("group_depth", 0), ("gpus", 0), ("threads", 1)):
+            value = fields.get(key, least)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"alto {where}: stage {name!r}: {key} must be an integer >= {least}"
+                )
         for key in ("stateful", "process"):
             if key in fields and not isinstance(fields[key], bool):
                 raise ValueError(f"alto {where}: stage {name!r}: {key} must be true or false")

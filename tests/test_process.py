@@ -1013,3 +1013,41 @@ def test_alto_sleeps_nowhere_an_app_patching_time_sleep_would_see() -> None:
         with mock.patch("time.sleep") as sleep:
             assert app.invoke({"log": []}) == {"log": ["slow"]}
         assert sleep.call_args_list == []
+
+
+_PEAK: dict[str, Any] = {}
+
+
+def _count_concurrent(payload: dict) -> dict:
+    """How many calls of this node run at once in this process (a sync node)."""
+    if not _PEAK:
+        _PEAK.update(lock=threading.Lock(), now=0, peak=0)
+    with _PEAK["lock"]:
+        _PEAK["now"] += 1
+        _PEAK["peak"] = max(_PEAK["peak"], _PEAK["now"])
+    time.sleep(0.2)
+    with _PEAK["lock"]:
+        _PEAK["now"] -= 1
+        return {"log": [_PEAK["peak"]]}
+
+
+def test_a_process_stage_runs_as_many_sync_calls_at_once_as_stock_would() -> None:
+    """Stock LangGraph gives each request a thread pool of its own; an instance serving
+    several requests runs as many sync node calls at once (``threads``, default 64)."""
+    import concurrent.futures
+
+    g = StateGraph(Log)
+    g.add_node("work", _count_concurrent)
+    g.add_conditional_edges(START, lambda s: [Send("work", {}) for _ in range(8)], ["work"])
+
+    def peak(app: Any) -> int:
+        app.invoke({"log": []})  # warm: the processes are up
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            return max(max(out["log"]) for out in pool.map(app.invoke, [{"log": []}] * 3))
+
+    _PEAK.clear()
+    stock = peak(g.compile())
+    with g.compile(backend="alto", executor="process") as app:
+        assert peak(app) >= stock > 6  # more than one request's pool
+    with g.compile(backend="alto", stages={"work": {"threads": 2}}) as app:
+        assert peak(app) == 2

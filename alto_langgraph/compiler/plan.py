@@ -15,6 +15,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from ..process.spec import DEFAULT_THREADS, StageSpec
+
 StageKind = Literal["node", "subgraph", "entry", "lm"]
 QueueKind = Literal["edge", "join", "branch", "send"]
 #: "app": node code runs in the app process, as on stock LangGraph; "process": on
@@ -50,6 +52,8 @@ class Stage:
     #: trailing ancestry frames an item's group leaves out (1: one fan-out's items)
     group_depth: int = 1
     gpus: int = 0
+    #: sync node calls one instance runs at once
+    threads: int = DEFAULT_THREADS
     #: the routing policy: a name in ``routing.POLICIES``, an object, or None (by
     #: ``stateful``: consistent hash, else least outstanding)
     policy: Any = None
@@ -69,10 +73,8 @@ class Stage:
             return "consistent_hash" if self.stateful else "least_outstanding"
         return self.policy if isinstance(self.policy, str) else type(self.policy).__name__
 
-    def spec(self) -> Any:
+    def spec(self) -> StageSpec:
         """The deployment's ``StageSpec`` of a process stage."""
-        from ..process.spec import StageSpec
-
         assert self.placement == "process", self.name
         return StageSpec(
             name=self.qualname or self.name,
@@ -81,6 +83,7 @@ class Stage:
             group_depth=self.group_depth,
             gpus=self.gpus,
             policy=self.policy,
+            threads=self.threads,
         )
 
 

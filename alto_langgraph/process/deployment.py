@@ -179,6 +179,7 @@ class Deployment:
                 "sys_path": list(sys.path),
                 "front_address": self._addresses[0],
                 "lm_routes": self.lm_routes,
+                "threads": self.specs[name].threads,
             },
             env,
             _weakly(self._instance_exited, gen, name, index),

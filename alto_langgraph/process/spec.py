@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+#: an instance's threads for sync node code, by default
+DEFAULT_THREADS = 64
+
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
@@ -22,6 +25,10 @@ class StageSpec:
     gpus: int = 0
     #: a routing policy (name or object, see ``routing.py``); None: by ``stateful``
     policy: Any = None
+    #: sync node calls one instance runs at once, on threads. Stock LangGraph gives
+    #: each request a pool of its own, so an instance serving many requests needs more
+    #: than one request's worth
+    threads: int = DEFAULT_THREADS
 
 
 def routing_key(spec: StageSpec, request_id: str, ancestry: tuple[Any, ...]) -> bytes:

@@ -10,6 +10,7 @@ messages ahead of its ``RESULT``/``ERROR``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import sys
@@ -48,6 +49,7 @@ def serve(
     sys_path: list[str],
     front_address: str = "",
     lm_routes: dict[str, str] | None = None,
+    threads: int = 64,
 ) -> None:
     global IN_STAGE_INSTANCE
     IN_STAGE_INSTANCE = True
@@ -58,6 +60,10 @@ def serve(
             sys.path.insert(0, p)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # sync node code runs on the loop's default executor (as LangGraph runs it there)
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alto-node")
+    )
     # through the loop, which wakes the main thread whichever thread the signal hits
     loop.add_signal_handler(STOP_SIGNAL, exit_now)
     loop.run_until_complete(StageInstance(stage, identity, loop).serve(back_address, code))

@@ -62,6 +62,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m pytest comparisons --benchmark-only
 	$(BIN)/python comparisons/barrier.py
 	$(BIN)/python comparisons/overhead.py
+	$(BIN)/python comparisons/apps.py
 	$(BIN)/python comparisons/router.py
 	$(BIN)/python comparisons/replicas.py
 	$(BIN)/python comparisons/streaming.py

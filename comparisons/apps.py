@@ -46,11 +46,13 @@ semaphore; sync apps: ``invoke`` on a thread pool of that size) on four backends
 * ``alto-process``: ``executor="process"``: every node in a worker process.
 
 Every backend answers one request before timing (alto starts its processes then, and
-each process that searches builds its BM25 index). Latency is per request, from the
-moment it starts (it got its semaphore or thread) to its answer; throughput is requests
-over the wall time of the batch. Final states are compared with stock LangGraph's
-(message ids, which are random, left out). With 8-24 requests a cell, P99 is about the
-maximum.
+each process that searches builds its BM25 index). The requests of a cell (8 at
+concurrency 1, 32 at 8; ``--quick``: 4 and 16) run in 2 rounds, each round on every
+backend in turn, the order rotated between rounds, so that all backends see the same
+(shared, noisy) machine. Latency is per request, from the moment it starts (it got its
+semaphore or thread) to its answer; throughput is requests over the wall time of the
+rounds. Final states are compared with stock LangGraph's (message ids, which are
+random, left out). With 8-32 requests a cell, P99 is about the maximum.
 """
 
 from __future__ import annotations
@@ -72,7 +74,6 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -306,14 +307,11 @@ class FakeToolModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
 
 
-@tool
+@tool("search")
 def search_tool(query: str) -> str:
     """Search the encyclopedia (BM25 over SQuAD passages)."""
     hits = search(query, 2)
     return "; ".join(f"{h['title']} ({h['score']})" for h in hits) or "nothing found"
-
-
-search_tool.name = "search"
 
 
 @tool
@@ -427,8 +425,13 @@ def rs_fan_out(state: Research) -> list[Send]:
     return [
         Send(
             "research",
-            {"topic": state["topic"], "angle": words[i % len(words)], "step": 0, "query": "",
-             "found": []},
+            {
+                "topic": state["topic"],
+                "angle": words[i % len(words)],
+                "step": 0,
+                "query": "",
+                "found": [],
+            },
         )
         for i in range(RESEARCHERS)
     ]
@@ -504,19 +507,23 @@ def _canon(value: Any) -> Any:
 
 APPS: dict[str, dict[str, Any]] = {
     "map_reduce": {
-        "build": map_reduce, "sync": True,
+        "build": map_reduce,
+        "sync": True,
         "input": lambda i: {"doc": i},
     },
     "react": {
-        "build": react, "sync": False,
+        "build": react,
+        "sync": False,
         "input": lambda i: {"messages": [HumanMessage(_question(i))]},
     },
     "rag": {
-        "build": rag, "sync": False,
+        "build": rag,
+        "sync": False,
         "input": lambda i: {"question": _question(i)},
     },
     "research": {
-        "build": research, "sync": False,
+        "build": research,
+        "sync": False,
         "input": lambda i: {"topic": _question(i)},
     },
 }
@@ -589,51 +596,80 @@ async def run_async(graph: Any, inputs: list[Any], conc: int, config: dict[str, 
     return latencies, time.perf_counter() - t0, answers
 
 
-def measure(app: str, backend: str, cells: list[tuple[int, int]]) -> dict[int, dict[str, Any]]:
-    """Every concurrency of one app on one backend (one deployment for all of them)."""
-    spec = APPS[app]
-    graph = compile_app(app, backend)
-    threads = stages(app) * POOL
-    config: dict[str, Any] = {"recursion_limit": 100}
-    if backend == "langgraph+threads" and spec["sync"]:
-        config["max_concurrency"] = threads
-    out: dict[int, dict[str, Any]] = {}
+ROUNDS = 2
+
+
+class Runner:
+    """One app compiled for one backend, with the config and threads that backend runs
+    it with."""
+
+    def __init__(self, app: str, backend: str) -> None:
+        self.spec = APPS[app]
+        self.backend = backend
+        self.graph = compile_app(app, backend)
+        self.threads = stages(app) * POOL
+        self.config: dict[str, Any] = {"recursion_limit": 100}
+        if backend == "langgraph+threads" and self.spec["sync"]:
+            self.config["max_concurrency"] = self.threads
+
+    def batch(self, inputs: list[Any], conc: int) -> tuple[list[float], float, list[Any]]:
+        if self.spec["sync"]:
+            return run_sync(self.graph, inputs, conc, self.config)
+        return asyncio.run(self._abatch(inputs, conc))  # a fresh loop (and default pool)
+
+    async def _abatch(self, inputs: list[Any], conc: int) -> tuple:
+        if self.backend == "langgraph+threads":
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(self.threads)
+            )
+        return await run_async(self.graph, inputs, conc, self.config)
+
+    def close(self) -> None:
+        if hasattr(self.graph, "close"):
+            self.graph.close()
+
+
+def measure(
+    app: str, backends: list[str], cells: list[tuple[int, int]]
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every backend and concurrency of one app: per concurrency, the requests in
+    ``ROUNDS`` rounds, each round on every backend in turn (the order rotated from round
+    to round), so that all backends see the same machine. One deployment per backend."""
+    runners = {b: Runner(app, b) for b in backends}
+    out: dict[str, dict[int, dict[str, Any]]] = {b: {} for b in backends}
     try:
-        if spec["sync"]:
-            run_sync(graph, [spec["input"](10_000)], 1, config)  # warm-up
-            for conc, n in cells:
-                inputs = [spec["input"](i) for i in range(n)]
-                lat, wall, answers = run_sync(graph, inputs, conc, config)
-                out[conc] = {**_stats(lat, wall), "answers": answers}
-        else:
-
-            async def main() -> None:
-                if backend == "langgraph+threads":
-                    asyncio.get_running_loop().set_default_executor(
-                        concurrent.futures.ThreadPoolExecutor(threads)
-                    )
-                await run_async(graph, [spec["input"](10_000)], 1, config)  # warm-up
-                for conc, n in cells:
-                    inputs = [spec["input"](i) for i in range(n)]
-                    lat, wall, answers = await run_async(graph, inputs, conc, config)
-                    out[conc] = {**_stats(lat, wall), "answers": answers}
-
-            asyncio.run(main())
+        for r in runners.values():  # warm-up: processes started, indexes built
+            r.batch([APPS[app]["input"](10_000)], 1)
+        for conc, n in cells:
+            inputs = [APPS[app]["input"](i) for i in range(n)]
+            acc = {b: ([], 0.0, []) for b in backends}
+            for rnd in range(ROUNDS):
+                part = inputs[rnd * n // ROUNDS : (rnd + 1) * n // ROUNDS]
+                shift = rnd * len(backends) // ROUNDS
+                for b in backends[shift:] + backends[:shift]:
+                    lat, wall, answers = runners[b].batch(part, conc)
+                    acc[b] = (acc[b][0] + lat, acc[b][1] + wall, acc[b][2] + answers)
+            for b, (lat, wall, answers) in acc.items():
+                out[b][conc] = {**_stats(lat, wall), "answers": answers}
     finally:
-        if hasattr(graph, "close"):
-            graph.close()
+        for r in runners.values():
+            r.close()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer requests per cell (~2 min)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer requests per cell (about 3 minutes instead of 5)",
+    )
     p.add_argument("--apps", default=",".join(APPS), help="comma-separated, of: " + ",".join(APPS))
     p.add_argument("--backends", default=",".join(BACKENDS))
     args = p.parse_args(argv)
     # a run that falls back to stock LangGraph would not measure alto
     warnings.simplefilter("error", AltoFallbackWarning)
-    cells = [(1, 4), (8, 8)] if args.quick else [(1, 8), (8, 24)]
+    cells = [(1, 4), (8, 16)] if args.quick else [(1, 8), (8, 32)]
     apps = args.apps.split(",")
     backends = args.backends.split(",")
     scorer = "bm25s" if bm25s_available() else "pure-Python BM25"
@@ -641,19 +677,25 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for app in apps:
-        results = {}
-        print(f"{app}: {stages(app)} stages; langgraph+threads gets {stages(app) * POOL} threads")
-        for backend in backends:
-            t0 = time.perf_counter()
-            results[backend] = measure(app, backend, cells)
-            print(f"  {app} / {backend}: {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        results = measure(app, backends, cells)
+        print(
+            f"  {app}: {stages(app)} stages (langgraph+threads: {stages(app) * POOL} threads), "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         base = results.get("langgraph")
         for conc, _ in cells:
             for backend in backends:
                 r = dict(results[backend][conc])
                 answers = r.pop("answers")
-                row = {"app": app, "sync": APPS[app]["sync"], "concurrency": conc,
-                       "backend": backend, **r}
+                row = {
+                    "app": app,
+                    "sync": APPS[app]["sync"],
+                    "concurrency": conc,
+                    "backend": backend,
+                    **r,
+                }
                 if base is not None:
                     b = base[conc]
                     row["mean_vs_langgraph"] = r["mean_s"] / b["mean_s"]
@@ -663,8 +705,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for i, (x, y) in enumerate(zip(answers, b["answers"], strict=True)):
                         if _canon(x) != _canon(y):
-                            print(f"  DIFFERENT: {app} / {backend} / {conc} request {i}:\n"
-                                  f"    langgraph: {_canon(y)!r}\n    {backend}: {_canon(x)!r}")
+                            print(
+                                f"  DIFFERENT: {app} / {backend} / {conc} request {i}:\n"
+                                f"    langgraph: {_canon(y)!r}\n    {backend}: {_canon(x)!r}"
+                            )
                 rows.append(row)
     total = time.perf_counter() - t_start
     print()

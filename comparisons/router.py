@@ -189,7 +189,8 @@ def _remote_node_call(count: int) -> dict[str, float]:
     g = StateGraph(Counter)
     g.add_node("noop", lambda s: {"n": 1})
     g.add_edge(START, "noop")
-    with g.compile(backend="alto", start="compile") as app:
+    # executor="process": the default ("auto") would keep this node in the app process
+    with g.compile(backend="alto", executor="process", start="compile") as app:
         node = app.nodes["noop"].bound
         for _ in range(200):
             node.invoke({"n": 0}, {})

@@ -83,7 +83,8 @@ def test_remote_node_call(benchmark: Any) -> None:
     g = StateGraph(bench.Counter)
     g.add_node("noop", lambda s: {"n": 1})
     g.add_edge(START, "noop")
-    with g.compile(backend="alto", start="compile") as app:
+    # executor="process": the default ("auto") would keep this node in the app process
+    with g.compile(backend="alto", executor="process", start="compile") as app:
         node = app.nodes["noop"].bound
         result = benchmark.pedantic(
             lambda: node.invoke({"n": 0}, {}), rounds=1000, warmup_rounds=100

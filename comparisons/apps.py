@@ -33,11 +33,11 @@ semaphore; sync apps: ``invoke`` on a thread pool of that size) on four backends
 * ``langgraph``: ``builder.compile()``, default settings.
 * ``langgraph+threads``: stock LangGraph given as many threads for node code as alto's
   process executor has. alto's ``process`` executor runs each stage (one per node) on
-  one instance by default, a worker process whose event loop runs sync node code on its
-  default thread pool: ``min(32, cpu_count + 4)`` threads (6 on 2 cores), so
-  T = stages x 6 in all. Stock LangGraph runs sync nodes of an ``invoke`` on a pool
-  made per ``invoke`` of ``config["max_concurrency"]`` threads (default the same
-  ``min(32, cpu_count + 4)``): this backend passes ``max_concurrency=T``. Under
+  one instance by default, a worker process that runs sync node code on a pool of the
+  stage's ``threads`` (64 by default), so T = stages x 64 in all. Stock LangGraph
+  runs sync nodes of an ``invoke`` on a pool made per ``invoke`` of
+  ``config["max_concurrency"]`` threads (default ``min(32, cpu_count + 4)``): this
+  backend passes ``max_concurrency=T``. Under
   ``ainvoke`` it runs sync nodes on the event loop's default executor, shared by all
   requests: this backend installs ``loop.set_default_executor(ThreadPoolExecutor(T))``.
   (Async nodes run on the event loop on every backend; threads do not matter to them.)
@@ -65,7 +65,6 @@ import gzip
 import json
 import math
 import operator
-import os
 import random
 import re
 import statistics
@@ -87,13 +86,14 @@ from typing_extensions import TypedDict
 
 import alto_langgraph
 from alto_langgraph.errors import AltoFallbackWarning
+from alto_langgraph.process.spec import DEFAULT_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data"
 RESULTS = Path(__file__).parent / "results"
 SEED = 0
-#: threads of one stage instance's pool: asyncio's default executor size
-POOL = min(32, (os.cpu_count() or 1) + 4)
+#: threads of one stage instance's pool for sync node code
+POOL = DEFAULT_THREADS
 
 
 # -- simulated model calls, CPU work, data -----------------------------------------------

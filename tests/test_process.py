@@ -714,7 +714,7 @@ def test_an_abandoned_event_loop_does_not_break_the_app() -> None:
         loop.run_until_complete(asyncio.sleep(0.1))  # the call is in flight
         loop.close()  # its caller is gone before the result comes back
         time.sleep(0.4)
-        assert app.invoke({"log": []}) == {"log": ["done"]}
+        assert asyncio.run(app.ainvoke({"log": []})) == {"log": ["done"]}
         del loop
         import gc
 
@@ -814,7 +814,7 @@ def test_losing_the_fork_server_fails_calls_and_close_still_stops_everything() -
         server = fork_server()
         threading.Timer(0.3, server.proc.kill).start()
         with pytest.raises(StageInstanceLost, match="no longer supervised"):
-            app.invoke({"log": [5]})
+            asyncio.run(app.ainvoke({"log": [5]}))  # its node is async
     assert _wait_gone(pids) == []
     # the next deployment gets a new fork server
     with _sleeper(0).compile(backend="alto", executor="process") as app:
@@ -1051,3 +1051,39 @@ def test_a_process_stage_runs_as_many_sync_calls_at_once_as_stock_would() -> Non
         assert peak(app) >= stock > 6  # more than one request's pool
     with g.compile(backend="alto", stages={"work": {"threads": 2}}) as app:
         assert peak(app) == 2
+
+
+def _sync_impl(state: dict) -> dict:
+    return {"log": ["sync"]}
+
+
+async def _async_impl(state: dict) -> dict:
+    return {"log": ["async"]}
+
+
+@pytest.mark.parametrize("executor", ["auto", "inline", "process"])
+def test_a_node_with_both_implementations_runs_the_one_the_caller_asked_for(
+    executor: str,
+) -> None:
+    """invoke/stream run a node's sync code, ainvoke/astream its async code, as on
+    stock LangGraph (LangChain's create_agent model node and ToolNode have both)."""
+    from langchain_core.runnables import RunnableLambda
+
+    g = StateGraph(Log)
+    g.add_node("n", RunnableLambda(_sync_impl, afunc=_async_impl))
+    g.add_conditional_edges(START, lambda s: [Send("n", {"log": []})], ["n"])
+    g.add_edge(START, "n")
+    stock = g.compile()
+
+    async def both(app: Any) -> list[Any]:
+        updates = [c async for c in app.astream({"log": []}, stream_mode="updates")]
+        return [(await app.ainvoke({"log": []}))["log"], updates]
+
+    def runs(app: Any) -> list[Any]:
+        updates = list(app.stream({"log": []}, stream_mode="updates"))
+        return [app.invoke({"log": []})["log"], updates, *asyncio.run(both(app))]
+
+    want = runs(stock)
+    assert want[0] == ["sync", "sync"] and want[2] == ["async", "async"]
+    with g.compile(backend="alto", executor=executor) as app:
+        assert runs(app) == want

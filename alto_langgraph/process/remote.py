@@ -68,12 +68,18 @@ class RemoteNode(Runnable[Any, Any]):
         return getattr(node, name)
 
     def _send(
-        self, input: Any, config: RunnableConfig, deliver: Deliver, streamed: bool, call: _Call
+        self,
+        input: Any,
+        config: RunnableConfig,
+        deliver: Deliver,
+        streamed: bool,
+        call: _Call,
+        sync: bool,
     ) -> bytes:
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
         request_id = conf.get(CONFIG_KEY_REQUEST, "")
-        payload = shipping.ship_call(self.stage, input, config, streamed)  # type: ignore[arg-type]
+        payload = shipping.ship_call(self.stage, input, config, streamed, sync)  # type: ignore[arg-type]
         key = routing_key(self.spec, request_id, ancestry)
         call_id = self.deployment.call(self.stage, payload, key, deliver)
         # streams in the input (a fold's): their chunks follow the task, as they come
@@ -147,7 +153,7 @@ class RemoteNode(Runnable[Any, Any]):
         config = config or {}
         inbox: queue.SimpleQueue[tuple[bytes, bytes, Any]] = queue.SimpleQueue()
         call = _Call()
-        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed, call)
+        call_id = self._send(input, config, lambda *msg: inbox.put(msg), streamed, call, True)
         callbacks = relay.Replayer(config.get("callbacks"))
         try:
             while True:
@@ -182,6 +188,7 @@ class RemoteNode(Runnable[Any, Any]):
             lambda *msg: loop.call_soon_threadsafe(inbox.put_nowait, msg),
             streamed,
             call,
+            False,
         )
         callbacks = relay.Replayer(config.get("callbacks"))
         try:

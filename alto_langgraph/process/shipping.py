@@ -189,7 +189,12 @@ def loads(payload: Any) -> Any:
     return cloudpickle.loads(payload)
 
 
-def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = False) -> bytes:
+def ship_call(
+    stage: str, value: Any, config: dict[str, Any], streamed: bool = False, sync: bool = False
+) -> bytes:
+    """A call of ``stage``'s node: its input and what the instance rebuilds its config
+    from; ``streamed``: the caller reads the output chunk by chunk; ``sync``: the caller
+    ran the node synchronously (``invoke``/``stream``), so its sync code runs."""
     conf = config.get(CONF) or {}
     runtime = conf.get(CONFIG_KEY_RUNTIME)
     pad = conf.get(CONFIG_KEY_SCRATCHPAD)
@@ -211,6 +216,7 @@ def ship_call(stage: str, value: Any, config: dict[str, Any], streamed: bool = F
         "call": CONFIG_KEY_CALL in conf,
         "node_error": conf.get(CONFIG_KEY_NODE_ERROR),
         "streamed": streamed,
+        "sync": sync,
         # a streaming node's task: its items come back as they are yielded
         "yields": dict(sink.folds) if (sink := conf.get(CONFIG_KEY_YIELD)) else None,
         # the state a ToolNode reads when its Send payload is a list of tool calls
@@ -252,9 +258,9 @@ class Link(Protocol):
     def yields(self, folds: dict[str, str], task_id: str) -> Any: ...
 
 
-def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
-    """The input and config of a call, in the stage instance, and whether the caller
-    streams the node's output."""
+def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bool]:
+    """The input and config of a call, in the stage instance, whether the caller
+    streams the node's output, and whether it ran the node synchronously."""
     value, shipped = cloudpickle.loads(payload)
     conf = dict(shipped["configurable"])
     task_id, ns = shipped["task_id"], shipped["ns"]
@@ -292,7 +298,7 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool]:
     }
     if shipped["callbacks"] is not None:
         config["callbacks"] = relay.instance_callbacks(shipped["callbacks"], link.callback)
-    return value, config, shipped["streamed"]
+    return value, config, shipped["streamed"], shipped["sync"]
 
 
 def _is_tool_calls(value: Any) -> bool:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import itertools
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -186,26 +188,43 @@ class StageInstance:
             control.request_drain(early)
         self.controls[call] = control
 
+    def _run_sync(
+        self, value: Any, config: dict[str, Any], chunk_out: Callable[[Any], None] | None
+    ) -> Any:
+        """``invoke`` (or, with ``chunk_out``, ``stream``) the node on a thread of the
+        loop's pool, in a copy of this context: a node with a sync and an async
+        implementation runs the one the caller asked for, as on stock LangGraph."""
+
+        def call() -> Any:
+            if chunk_out is None:
+                return self.node.invoke(value, config)
+            for chunk in self.node.stream(value, config):
+                chunk_out(chunk)
+            return None
+
+        return self.loop.run_in_executor(None, contextvars.copy_context().run, call)
+
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         send = self.send
         link = _Link(self, client, call_id)
         inputs = self.inputs.get((client, call_id), {})
         try:
             with streams.receiving(inputs):
-                value, config, streamed = shipping.open_call(bytes(payload), link)
+                value, config, streamed, sync = shipping.open_call(bytes(payload), link)
             self._bind_control((client, call_id), config)
             var_child_runnable_config.set(config)  # get_config() in node code
-            if streamed:  # the caller streams the node's output: chunk by chunk
+
+            def chunk_out(chunk: Any) -> None:
+                what = f"an output chunk of node {self.stage!r}"
+                envelope = wire.envelope(wire.CHUNK, call_id)
+                send([client, envelope, shipping.dumps_value(chunk, what)])
+
+            output = None
+            if sync:  # the caller ran the node synchronously: its sync code runs, on a thread
+                output = await self._run_sync(value, config, chunk_out if streamed else None)
+            elif streamed:  # the caller streams the node's output: chunk by chunk
                 async for chunk in self.node.astream(value, config):
-                    what = f"an output chunk of node {self.stage!r}"
-                    send(
-                        [
-                            client,
-                            wire.envelope(wire.CHUNK, call_id),
-                            shipping.dumps_value(chunk, what),
-                        ]
-                    )
-                output = None
+                    chunk_out(chunk)
             else:
                 output = await self.node.ainvoke(value, config)
             what = f"the output of node {self.stage!r}"

@@ -244,6 +244,7 @@ def ship_call(
         if runtime is not None:
             _dumps(runtime.context, f"the runtime context of node {stage!r}")
         _dumps(shipped["configurable"], f"the configurable values of node {stage!r}")
+        _dumps(shipped["state"], f"the graph state node {stage!r} reads")
         raise
 
 

@@ -94,6 +94,7 @@ __all__ = [
     "loop_of",
     "new_scratchpad",
     "read_task_state",
+    "reads_state",
     "resolve_checkpointer",
     "with_task_proc",
     "wrap_loop_stream",
@@ -167,3 +168,13 @@ class _WrappedProcNode(PregelNode):
     def node(self) -> Any:  # type: ignore[override]
         proc = PregelNode.node.func(self)  # type: ignore[attr-defined]
         return None if proc is None else self._wrap_proc(proc)
+
+
+def reads_state(runnable: Any) -> bool:
+    """Whether a node's runnable reads the graph state through its config when a Send
+    runs it: langgraph.prebuilt's ``ToolNode`` does for a list of tool calls."""
+    try:
+        from langgraph.prebuilt import ToolNode
+    except ImportError:  # pragma: no cover - langgraph ships langgraph-prebuilt
+        return False
+    return isinstance(runnable, ToolNode)

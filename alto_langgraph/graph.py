@@ -53,6 +53,7 @@ class _AltoState:
         # from the nodes as alto rebuilt them: run-ahead tasks run these procs
         self.runners = runners
         self.streaming, self.folds = _streaming_nodes(runners)
+        self.at_step = frozenset(s.name for s in plan.stages if s.reads_state)
 
     def lm_config(self) -> dict[str, Any]:
         """The configurable entry that sends a run's ``ChatAlto`` calls to this app's LM
@@ -270,6 +271,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "retry_policy": self.retry_policy,
             "streaming": self._alto.streaming,
             "folds": self._alto.folds,
+            "at_step": self._alto.at_step,
         }
 
 

@@ -278,3 +278,48 @@ def test_a_send_target_that_reads_state_waits_for_its_step(executor: str, style:
     assert "3 messages, first 'hello there'" in [
         m.content for m in got["messages"] if isinstance(m, ToolMessage)
     ]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_send_target_that_reads_state_shows_only_stocks_runs(executor: str) -> None:
+    """A ToolNode's Sends of tool calls wait for their step (the plan says so): no
+    dropped early run shows up in callbacks or astream_events."""
+    from collections import Counter
+
+    inputs = {"messages": [HumanMessage("hello there")]}
+
+    async def events(app: Any) -> Counter:
+        seen: Counter = Counter()
+        async for event in app.astream_events(inputs, version="v2"):
+            seen[(event["event"], event["name"])] += 1
+        return seen
+
+    want = asyncio.run(events(_parallel_senders().compile()))
+    stages = {"stages": {"model": {"process": False}}} if executor == "process" else {}
+    with _parallel_senders().compile(backend="alto", executor=executor, **stages) as alto:
+        assert alto.plan.stage("tools").reads_state
+        assert "reads graph state" in str(alto.plan)
+        assert asyncio.run(events(alto)) == want
+
+
+@pytest.mark.parametrize("reason", ["shutdown", ""])
+def test_a_drain_requested_before_the_call_is_shipped_arrives_drained(reason: str) -> None:
+    """Stock ends a run drained before it starts (GraphDrained); one drained between
+    its start and a node's call must reach the node as drained, whatever the reason."""
+    from langgraph.runtime import RunControl
+
+    from alto_langgraph import _langgraph
+    from alto_langgraph.process import shipping
+
+    control = RunControl()
+    control.request_drain(reason)
+    runtime = _langgraph.DEFAULT_RUNTIME.override(control=control)
+    config = {"configurable": {_langgraph.CONFIG_KEY_RUNTIME: runtime}}
+
+    class Link:
+        emit = callback = call = heartbeat = task_writes = yields = None
+
+    payload = shipping.ship_call("slow", {"done": []}, config)
+    _, opened, _, _ = shipping.open_call(payload, Link())
+    shipped = opened["configurable"][_langgraph.CONFIG_KEY_RUNTIME].control
+    assert shipped.drain_requested and shipped.drain_reason == reason

@@ -182,3 +182,23 @@ def test_each_pass_does_one_thing() -> None:
         if procs_before[n] is not None
     )
     deployment.close()
+
+
+def test_a_subgraph_compiled_for_alto_keeps_its_own_deployment() -> None:
+    """A subgraph compiled for alto before it was added runs as its own plan says; the
+    parent places none of its stages and starts no deployment for them."""
+    inner = StateGraph(S)
+    inner.add_node("x", _where("sub/x"))
+    inner.add_edge(START, "x")
+    g = StateGraph(S)
+    with inner.compile(backend="alto", executor="process") as sub:
+        g.add_node("sub", sub)
+        g.add_node("y", _where("y"))
+        g.add_edge(START, "sub")
+        g.add_edge("sub", "y")
+        with g.compile(backend="alto") as app:
+            assert app.deployment is None
+            assert app.plan.subplan("sub").separate
+            assert [s.qualname for s in app.plan.process_stages()] == []
+            ran = dict(app.invoke({"ran": []})["ran"])
+            assert ran["sub/x"] != os.getpid() and ran["y"] == os.getpid()

@@ -3,13 +3,14 @@ where each stage runs, how many instances it has and how items are routed to the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from langgraph.channels import BinaryOperatorAggregate
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
-from .._langgraph import ChannelWrite
+from .._langgraph import ChannelWrite, reads_state
 from ..streams import is_fold, is_streaming, node_function
 from .fallback import fallbacks
 from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage
@@ -35,6 +36,8 @@ def lower(
             subplan = getattr(sub, "plan", None)  # already compiled for alto
             if subplan is None:
                 subplan = lower(sub, options, f"{prefix}{name}/", in_instance)
+            else:
+                subplan = dataclasses.replace(subplan, separate=True)
             subplans.append((name, subplan))
         qualname = prefix + name
         call = "graph" if sub is not None else _call_kind(spec.runnable)
@@ -51,6 +54,7 @@ def lower(
                 placed_by=why,
                 qualname=qualname,
                 run_ahead=name in send_targets,
+                reads_state=reads_state(spec.runnable),
                 late_writers=sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite)),
                 retry=bool(spec.retry_policy),
                 defer=bool(spec.defer),

@@ -42,6 +42,10 @@ class Stage:
     #: conditional edges after the node; they read the pre-step state, so for a task
     #: that ran ahead they run once its superstep is reached
     late_writers: int = 0
+    #: the node reads graph state through its config (a ``ToolNode`` given a list of
+    #: tool calls does, for injected state): its Send tasks would miss, so they wait for
+    #: their step
+    reads_state: bool = False
     retry: bool = False
     defer: bool = False
     input_schema: str | None = None
@@ -127,6 +131,9 @@ class Plan:
     #: how the deployment is reached (process stages only)
     transport: str = "ipc"
     host: str = "127.0.0.1"
+    #: a subgraph compiled for alto before it was added: its stages run as its own plan
+    #: says, on its own deployment, and are not the parent's to place or name
+    separate: bool = False
 
     def stage(self, name: str) -> Stage:
         for s in (*self.stages, *self.lm_stages):
@@ -138,10 +145,12 @@ class Plan:
         return dict(self.subplans)[node]
 
     def all_stages(self) -> Iterator[Stage]:
-        """Every stage of this plan and its subplans, LM stages included."""
+        """Every stage this plan places: its own, its subplans' (but a separate one's),
+        LM stages included."""
         yield from self.stages
         for _, sub in self.subplans:
-            yield from sub.all_stages()
+            if not sub.separate:
+                yield from sub.all_stages()
         yield from self.lm_stages
 
     def process_stages(self) -> list[Stage]:
@@ -153,6 +162,8 @@ class Plan:
 
     def _lines(self, indent: str) -> list[str]:
         out = [f"{indent}plan {self.name!r} (executor: {self.executor})"]
+        if self.separate:
+            out[0] += ", compiled for alto on its own: its own deployment"
         out.append(f"{indent}  stages:")
         for s in self.stages:
             out.append(f"{indent}    {s.name:<16} {', '.join(_flags(s))}")
@@ -191,6 +202,8 @@ def _flags(s: Stage) -> list[str]:
         flags.append("Send target")
     if s.late_writers:
         flags.append(f"{s.late_writers} conditional edge(s) at step")
+    if s.reads_state:
+        flags.append("reads graph state: its Sends wait for their step")
     if s.retry:
         flags.append("retry")
     if s.defer:

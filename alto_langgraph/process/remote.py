@@ -79,6 +79,9 @@ class RemoteNode(Runnable[Any, Any]):
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY, ())
         request_id = conf.get(CONFIG_KEY_REQUEST, "")
+        # read before shipping: a drain requested after this is watched for (below)
+        control = getattr(_runtime(config), "control", None)
+        drained = control is not None and control.drain_requested
         payload = shipping.ship_call(self.stage, input, config, streamed, sync)  # type: ignore[arg-type]
         key = routing_key(self.spec, request_id, ancestry)
         call_id = self.deployment.call(self.stage, payload, key, deliver)
@@ -86,8 +89,7 @@ class RemoteNode(Runnable[Any, Any]):
         for ref in streams.stream_refs(input):
             call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
         # a drain of the run requested while the node runs reaches its instance too
-        control = getattr(_runtime(config), "control", None)
-        if control is not None and not control.drain_requested:
+        if control is not None and not drained:
             call.unlisten.append(_DRAINS.watch(control, self._feeder(call_id, wire.DRAIN_SID)))
         return call_id
 

@@ -234,7 +234,8 @@ def ship_call(
         }
         control = getattr(runtime, "control", None)
         # a drain requested later reaches the instance as a DRAIN message (remote.py)
-        shipped["drain"] = (control.drain_reason or "") if control is not None else None
+        drain = (control.drain_requested, control.drain_reason) if control is not None else None
+        shipped["drain"] = drain
         shipped["writer"] = runtime.stream_writer is not no_op_stream_writer
         shipped["heartbeat"] = runtime.heartbeat is not no_op_heartbeat
     try:
@@ -276,8 +277,9 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
         runtime = Runtime(stream_writer=writer, heartbeat=beat, **rt)
         if shipped.get("drain") is not None:
             control = RunControl()
-            if shipped["drain"]:
-                control.request_drain(shipped["drain"])
+            requested, reason = shipped["drain"]
+            if requested:
+                control.request_drain(reason)
             runtime = runtime.override(control=control)
         conf[CONFIG_KEY_RUNTIME] = runtime
     conf[CONFIG_KEY_SEND] = link.task_writes

@@ -165,8 +165,11 @@ class RequestRun:
         root: tuple[Frame, ...] = (),
         streaming: frozenset[str] = frozenset(),
         folds: Mapping[str, str] | None = None,
+        at_step: frozenset[str] = frozenset(),
     ) -> None:
         self.request_id = request_id
+        #: nodes whose Send tasks read graph state: they run at their step, not ahead
+        self.at_step = at_step
         #: ancestry of this run's scope: () for a request, the calling task's for a
         #: graph run inside a node (a subgraph)
         self.root = root
@@ -375,8 +378,12 @@ class RequestRun:
             runner = self.runners.get(send.node)
             if runner is None:  # unknown node: the loop warns and skips it
                 continue
-            calls = DeferredCalls()
             frames = (*ancestry, (sender.name, idx))
+            if send.node in self.at_step:  # it would read state too early: no twin
+                with self._lock:
+                    self._send_ancestry[(step, send.node, id(send.arg))].append(frames)
+                continue
+            calls = DeferredCalls()
             twin = push_task_for(
                 sender,
                 sender_runner.node if sender_runner else None,

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import DeploymentError, StageInstanceLost
@@ -39,16 +39,10 @@ START_TIMEOUT = 120.0
 class Deployment:
     """One app's router and stage instances. Thread-safe; started once, on demand."""
 
-    def __init__(
-        self,
-        specs: Mapping[str, StageSpec] = (),  # type: ignore[assignment]
-        code: Mapping[str, Any] = (),  # type: ignore[assignment]
-        *,
-        transport: str = "ipc",
-        host: str = "127.0.0.1",
-    ) -> None:
-        self.specs: dict[str, StageSpec] = dict(specs)
-        self._code = dict(code)
+    def __init__(self, *, transport: str = "ipc", host: str = "127.0.0.1") -> None:
+        #: every stage (``add_stage``), and the code its instances run
+        self.specs: dict[str, StageSpec] = {}
+        self._code: dict[str, Any] = {}
         self.transport = transport
         self.host = host
         self._lock = threading.Lock()  # start and close

@@ -163,10 +163,6 @@ class Replayer:
             return False
         return True
 
-    def _tap_end(self, run_id: Any, end: bool) -> None:
-        if end:
-            del self._taps[run_id]
-
     def replay(self, event: Event) -> None:
         name, args, kwargs = self._adopt(event)
         if self._emitted(name, args):
@@ -178,7 +174,9 @@ class Replayer:
                 if not end:
                     feed.push(chunk)
                 next(tap, None)
-            return self._tap_end(run_id, end)
+            if end:
+                del self._taps[run_id]
+            return
         handle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
 
     async def areplay(self, event: Event) -> None:
@@ -192,7 +190,9 @@ class Replayer:
                 if not end:
                     feed.push(chunk)
                 await anext(tap, None)
-            return self._tap_end(run_id, end)
+            if end:
+                del self._taps[run_id]
+            return
         await ahandle_event(self.handlers, name, EVENTS[name], *args, **kwargs)
 
     def _tapped(self, run_id: Any, asynchronous: bool) -> tuple[_Feed, list[Any]]:

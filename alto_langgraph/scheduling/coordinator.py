@@ -189,13 +189,15 @@ class RequestRun:
         self._updates: StreamedUpdates | None = None
         self._output_keys: Any = ()
         # (step, node, id(Send.arg)) -> ancestries of Sends that have no twin (their
-        # sender ran inline, where twins would not gain a step)
+        # sender ran inline, where twins would not gain a step, or their node reads
+        # state, so they wait for their step)
         self._send_ancestry: dict[tuple[int, Any, int], deque[tuple[Frame, ...]]] = defaultdict(
             deque
         )
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
-        #: counters, for tests and benchmarks: how many tasks ran ahead / were adopted
+        #: counters, for tests and benchmarks: how many tasks ran ahead, were adopted,
+        #: and were misses (ran again at their step)
         self.stats = {"run_ahead": 0, "adopted": 0, "missed": 0}
 
     def __call__(self) -> Callable[..., Any]:
@@ -243,8 +245,9 @@ class RequestRun:
         return self._execute(work, task, ancestry, ahead, kwargs)
 
     def _pop_ancestry(self, key: tuple[int, Any, int]) -> tuple[Frame, ...]:
-        # no lock: only the runner's thread touches this table (the submit hook, and
-        # tasks LangGraph runs inline, which run there)
+        # no lock: entries are added (by tasks of the step before) before the loop
+        # moves to the step whose tasks take them, and only the runner's thread takes
+        # them (the submit hook, and tasks LangGraph runs inline, which run there)
         queue = self._send_ancestry.get(key)
         if not queue:
             return self.root
@@ -480,11 +483,9 @@ class RequestRun:
             self._sends_started.pop(ahead.task.id, None)
         return True
 
-    def rerun(self, output: Any, ahead: RunAhead, task: _TaskView) -> Any:
-        """After a miss's run at its step: start the Sends it wrote (as a hand-over
-        does), and return its output."""
+    def reran(self, ahead: RunAhead, task: _TaskView) -> None:
+        """A miss ran at its step: start the Sends it wrote, as a hand-over does."""
         self._start_sends(task, ahead.ancestry)
-        return output
 
     def hand_over(self, ahead: RunAhead, task: _TaskView) -> None:
         if (late := self._deliver(ahead, task)) is not None:
@@ -739,7 +740,9 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         run, ahead, task = adopted
         _wait(ahead.done)
         if run.missed(ahead):
-            return run.rerun(self.proc.invoke(input, task.config, **kwargs), ahead, task)
+            output = self.proc.invoke(input, task.config, **kwargs)
+            run.reran(ahead, task)
+            return output
         return run.hand_over(ahead, task)
 
     def ainvoke(  # type: ignore[override]
@@ -757,7 +760,8 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         await asyncio.wait([ahead.done])  # not shielded away: cancellation reaches us
         if run.missed(ahead):
             output = await self.proc.ainvoke(input, task.config, **kwargs)
-            return run.rerun(output, ahead, task)
+            run.reran(ahead, task)
+            return output
         return await run.ahand_over(ahead, task)
 
     # LangGraph streams a task's proc when an astream_log/astream_events handler listens
@@ -772,7 +776,7 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             _wait(ahead.done)
             if run.missed(ahead):
                 yield from self.proc.stream(input, task.config, **kwargs)
-                run.rerun(None, ahead, task)
+                run.reran(ahead, task)
             else:
                 yield run.hand_over(ahead, task)
 
@@ -789,7 +793,7 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             if run.missed(ahead):
                 async for chunk in self.proc.astream(input, task.config, **kwargs):
                     yield chunk
-                run.rerun(None, ahead, task)
+                run.reran(ahead, task)
             else:
                 yield await run.ahand_over(ahead, task)
 

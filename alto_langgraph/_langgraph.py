@@ -38,7 +38,8 @@ from langgraph._internal._constants import (
 )
 from langgraph._internal._future import chain_future
 from langgraph._internal._scratchpad import PregelScratchpad
-from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad
+from langgraph.graph.state import _coerce_state
+from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad, task_path_str
 from langgraph.pregel._messages import StreamMessagesHandler
 from langgraph.pregel._read import PregelNode
 from langgraph.pregel._retry import arun_with_retry, run_with_retry
@@ -88,6 +89,8 @@ __all__ = [
     "StreamingCallbackHandler",
     "TASKS",
     "arun_with_retry",
+    "input_schema_of",
+    "task_path_str",
     "run_with_retry",
     "no_op_heartbeat",
     "no_op_stream_writer",
@@ -168,6 +171,18 @@ class _WrappedProcNode(PregelNode):
     def node(self) -> Any:  # type: ignore[override]
         proc = PregelNode.node.func(self)  # type: ignore[attr-defined]
         return None if proc is None else self._wrap_proc(proc)
+
+
+def input_schema_of(node: PregelNode) -> type | None | bool:
+    """The class a StateGraph node's input is built as (``schema(**values)``, for a
+    pydantic model or a dataclass); None for a dict; False for a mapper alto does not
+    know."""
+    mapper = node.mapper
+    if mapper is None:
+        return None
+    if isinstance(mapper, functools.partial) and mapper.func is _coerce_state and mapper.args:
+        return mapper.args[0]
+    return False
 
 
 def reads_state(runnable: Any) -> bool:

@@ -15,9 +15,16 @@ from contextlib import aclosing
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.channels import NamedBarrierValue
 from langgraph.graph.state import CompiledStateGraph
 
-from ._langgraph import CONF, CONFIG_KEY_RUNNER_SUBMIT, ensure_config, resolve_checkpointer
+from ._langgraph import (
+    CONF,
+    CONFIG_KEY_RUNNER_SUBMIT,
+    ensure_config,
+    input_schema_of,
+    resolve_checkpointer,
+)
 from .compiler import Plan, lower, passes
 from .compiler.fallback import fallbacks
 from .config_keys import (
@@ -32,6 +39,7 @@ from .process import worker
 from .process.deployment import Deployment
 from .process.remote import RemoteNode
 from .scheduling.coordinator import AsyncRequestRun, RequestRun, SyncRequestRun
+from .scheduling.progress import PullNode, RunAheadStats
 from .scheduling.tasks import NodeRunner, new_id, node_runners
 from .streams import is_fold, is_streaming, node_function
 
@@ -46,7 +54,11 @@ class _AltoState:
     and the node runners run-ahead tasks use. Built once, shared by copies."""
 
     def __init__(
-        self, plan: Plan, deployment: Deployment | None, runners: dict[str, NodeRunner]
+        self,
+        plan: Plan,
+        deployment: Deployment | None,
+        runners: dict[str, NodeRunner],
+        barriers: frozenset[str],
     ) -> None:
         self.plan = plan
         self.deployment = deployment
@@ -54,6 +66,20 @@ class _AltoState:
         self.runners = runners
         self.streaming, self.folds = _streaming_nodes(runners)
         self.at_step = frozenset(s.name for s in plan.stages if s.reads_state)
+        self.never_ahead = frozenset(s.name for s in plan.stages if not s.run_ahead)
+        # nodes whose edge-triggered tasks may run ahead, and the waiting edges' channels
+        self.pulls = {
+            s.name: PullNode(
+                s.name,
+                tuple(runners[s.name].node.channels),
+                tuple(runners[s.name].node.triggers),
+                input_schema_of(runners[s.name].node) or None,
+            )
+            for s in plan.stages
+            if s.kind in ("node", "subgraph") and s.run_ahead and not s.pull_waits
+        }
+        self.barriers = barriers
+        self.ahead_stats = RunAheadStats()
 
     def lm_config(self) -> dict[str, Any]:
         """The configurable entry that sends a run's ``ChatAlto`` calls to this app's LM
@@ -67,7 +93,7 @@ class _AltoState:
 
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
-        return (_AltoState, (self.plan, None, self.runners))
+        return (_AltoState, (self.plan, None, self.runners, self.barriers))
 
 
 def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], dict[str, str]]:
@@ -109,7 +135,10 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         runners = node_runners(graph.nodes)
         passes.run_ahead_aware(graph)
         graph.__class__ = cls
-        graph._alto = alto = _AltoState(plan, deployment, runners)
+        barriers = frozenset(
+            name for name, ch in graph.channels.items() if type(ch) is NamedBarrierValue
+        )
+        graph._alto = alto = _AltoState(plan, deployment, runners, barriers)
         if alto.streaming:
             # the loop hands out stream chunks while tasks run, not only between steps:
             # partial updates are worth seeing as they come
@@ -176,6 +205,20 @@ class AltoCompiledStateGraph(CompiledStateGraph):
     def plan(self) -> Plan:
         """The lowered dataflow plan (see ``explain``)."""
         return self._alto.plan
+
+    def run_ahead_stats(self) -> dict[str, dict[str, Any]]:
+        """Per node (a subgraph's as ``"subgraph_node/node"``), across this app's runs:
+        tasks that ran ahead of their superstep (``run_ahead``), whose result the loop
+        took (``adopted``), that ran again at their step because a state key they read
+        received a write they did not see (``missed``: the node ran twice, as on a
+        retry), or whose step never came (``dropped``); ``stopped``: the node missed
+        too often in a row and no longer runs ahead."""
+        out = dict(self._alto.ahead_stats.snapshot())
+        for name, node in self.nodes.items():
+            sub = node.bound
+            if isinstance(sub, AltoCompiledStateGraph) and sub is not self:
+                out.update({f"{name}/{k}": v for k, v in sub.run_ahead_stats().items()})
+        return out
 
     def explain(self, file: Any = None) -> Plan:
         """Print the lowered dataflow plan and return it."""
@@ -272,6 +315,10 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "streaming": self._alto.streaming,
             "folds": self._alto.folds,
             "at_step": self._alto.at_step,
+            "pulls": self._alto.pulls,
+            "barriers": self._alto.barriers,
+            "never_ahead": self._alto.never_ahead,
+            "ahead_stats": self._alto.ahead_stats,
         }
 
 

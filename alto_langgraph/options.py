@@ -18,7 +18,9 @@ EXECUTORS = ("auto", "process", "inline")
 STARTS = ("first_run", "compile")
 TRANSPORTS = ("ipc", "tcp")
 #: what a stage table may set (``replicas`` comes from ``[instances]`` or ``replicas=``)
-STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy", "threads")
+STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy", "threads", "run_ahead")
+#: stage settings about scheduling, not placement: they do not move a stage to workers
+SCHEDULING_SETTINGS = ("run_ahead",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,11 @@ class AltoOptions:
         ``stateful`` (items of one aggregation group reach one instance),
         ``group_depth`` (ancestry frames a group leaves out, default 1: one fan-out's
         items), ``gpus`` (per instance), ``policy`` (a routing policy name or object),
-        ``threads`` (sync node calls an instance runs at once, default 64).
+        ``threads`` (sync node calls an instance runs at once, default 64),
+        ``run_ahead`` (False: the node's tasks never start before their superstep;
+        it stays where it runs).
+    run_ahead: False turns run-ahead off for the whole app: every task waits for its
+        superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
         ALTO paper's two files: ``[stages.NAME]`` tables (what each stage needs) and an
         ``[instances]`` table (how many of each). Keyword options override the files.
@@ -64,6 +70,7 @@ class AltoOptions:
     transport: str = "ipc"
     host: str = "127.0.0.1"
     lm: Mapping[str, Mapping[str, Any]] | None = None
+    run_ahead: bool = True
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -73,8 +80,11 @@ class AltoOptions:
         ):
             if value not in allowed:
                 raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
+        if not isinstance(self.run_ahead, bool):
+            raise ValueError(f"alto option run_ahead must be True or False, got {self.run_ahead!r}")
         per_stage = self._per_stage()
-        if per_stage and self.executor == "inline":
+        placing = {n for n, st in per_stage.items() if set(st) - set(SCHEDULING_SETTINGS)}
+        if placing and self.executor == "inline":
             raise ValueError(
                 "alto options replicas/stages/config place stages in worker processes, "
                 "but executor='inline' runs every node in this process; use the default "
@@ -233,7 +243,7 @@ def _merge(
                 raise ValueError(
                     f"alto {where}: stage {name!r}: {key} must be an integer >= {least}"
                 )
-        for key in ("stateful", "process"):
+        for key in ("stateful", "process", "run_ahead"):
             if key in fields and not isinstance(fields[key], bool):
                 raise ValueError(f"alto {where}: stage {name!r}: {key} must be true or false")
         if fields.get("policy") is not None:

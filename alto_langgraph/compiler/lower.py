@@ -10,7 +10,9 @@ from langgraph.channels import BinaryOperatorAggregate
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
-from .._langgraph import ChannelWrite, reads_state
+from .._langgraph import ChannelWrite, input_schema_of, reads_state
+from ..options import SCHEDULING_SETTINGS
+from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
 from .fallback import fallbacks
 from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage
@@ -53,7 +55,10 @@ def lower(
                 placement=placement,
                 placed_by=why,
                 qualname=qualname,
-                run_ahead=name in send_targets,
+                send_target=name in send_targets,
+                run_ahead=options.run_ahead and settings.get("run_ahead", True),
+                pull_waits=_pull_waits(graph, name, call, bool(spec.defer)),
+                reads=tuple(c for c in _input_channels(node) if c in graph.channels),
                 reads_state=reads_state(spec.runnable),
                 late_writers=sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite)),
                 retry=bool(spec.retry_policy),
@@ -63,7 +68,7 @@ def lower(
                     if spec.input_schema is not builder.state_schema
                     else None
                 ),
-                **{k: v for k, v in settings.items() if k != "process"},
+                **{k: v for k, v in settings.items() if k not in ("process", "run_ahead")},
             )
         )
     queues = [Queue(s, e, "edge") for s, e in sorted(builder.edges)]
@@ -123,21 +128,25 @@ def _placement(
     options: AltoOptions, qualname: str, subgraph: bool, in_instance: bool
 ) -> tuple[Placement, str, dict[str, Any]]:
     """Where a node's code runs, why, and the stage settings the user gave it."""
+    scheduling = {
+        k: v for k, v in options.stage_settings(qualname).items() if k in SCHEDULING_SETTINGS
+    }
     if subgraph:
-        return "app", "its nodes are stages", {}
+        return "app", "its nodes are stages", scheduling
     if in_instance:
-        return "app", "compiled inside a stage instance", {}
+        return "app", "compiled inside a stage instance", scheduling
     if options.executor == "inline":
-        return "app", "executor='inline'", {}
+        return "app", "executor='inline'", scheduling
     settings = options.stage_settings(qualname)
     if settings.get("process") is False:
         return "app", "process=False", settings
     if options.executor == "process":
         return "process", "executor='process'", settings
-    if settings:
-        asked = ", ".join(k if v is True else f"{k}={v!r}" for k, v in settings.items())
+    placing = {k: v for k, v in settings.items() if k not in SCHEDULING_SETTINGS}
+    if placing:
+        asked = ", ".join(k if v is True else f"{k}={v!r}" for k, v in placing.items())
         return "process", f"asked for: {asked}", settings
-    return "app", "default", {}
+    return "app", "default", settings
 
 
 def _lm_stages(options: AltoOptions) -> tuple[Stage, ...]:
@@ -204,4 +213,33 @@ def _reducer_name(channel: Any) -> str:
     if isinstance(channel, BinaryOperatorAggregate):
         op = channel.operator
         return f"reducer={getattr(op, '__module__', '?')}.{getattr(op, '__name__', repr(op))}"
+    return ""
+
+
+def _input_channels(node: Any) -> list[str]:
+    return node.channels if isinstance(node.channels, list) else [node.channels]
+
+
+def _pull_waits(graph: CompiledStateGraph, name: str, call: str, defer: bool) -> str:
+    """Why the node's edge-triggered tasks must wait for their superstep ("" if they may
+    run ahead on a view of the state)."""
+    if defer:
+        return "defer=True"
+    if call in ("streaming", "fold"):
+        return f"a {call} node applies what it yields as it comes"
+    node = graph.nodes[name]
+    if not isinstance(node.channels, list):
+        return "its input is one channel"
+    if input_schema_of(node) is False:
+        return "its input is built by a mapper alto does not know"
+    for chan in node.channels:
+        channel = graph.channels.get(chan)
+        if channel is None:
+            continue  # a managed value: known from the task's step
+        if type(channel) not in VALUE_CHANNELS:
+            return f"it reads {chan!r}, a {type(channel).__name__} channel"
+    for chan in node.triggers:
+        channel = graph.channels.get(chan)
+        if type(channel) not in TRIGGER_CHANNELS:
+            return f"its trigger {chan!r} is a {type(channel).__name__} channel"
     return ""

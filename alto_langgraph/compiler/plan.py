@@ -36,9 +36,18 @@ class Stage:
     placed_by: str = "default"
     #: the name the deployment knows it by: ``"subgraph_node/node"`` inside subgraphs
     qualname: str = ""
-    #: a declared ``Send`` target (branch or ``Command`` ends): its tasks run ahead of
-    #: their superstep. Undeclared Send targets run ahead too; this is for the reader.
-    run_ahead: bool = False
+    #: a declared ``Send`` target (branch or ``Command`` ends). Undeclared Send targets
+    #: run ahead too; this is for the reader.
+    send_target: bool = False
+    #: False: none of the node's tasks starts before its superstep (``run_ahead=False``,
+    #: for nodes whose side effects must not happen early or twice)
+    run_ahead: bool = True
+    #: why its tasks triggered by an edge wait for their superstep ("" if they may run
+    #: ahead of it, on a view of the state that records what they read)
+    pull_waits: str = ""
+    #: the state channels its tasks read (its input schema's keys): what a run-ahead of
+    #: it is checked against at hand-over
+    reads: tuple[str, ...] = ()
     #: conditional edges after the node; they read the pre-step state, so for a task
     #: that ran ahead they run once its superstep is reached
     late_writers: int = 0
@@ -180,8 +189,11 @@ class Plan:
             for a in self.aggregators:
                 detail = f" {a.detail}" if a.detail else ""
                 out.append(f"{indent}    {a.key:<16} {a.kind}{detail}")
-        out.append(f"{indent}  tasks created by a Send run ahead of their superstep (any target);")
-        out.append(f"{indent}  tasks triggered by an edge wait for their request's frontier")
+        out.append(
+            f"{indent}  tasks run ahead of their superstep: a Send's when its sender is done, an "
+            "edge's when its trigger is"
+        )
+        out.append(f"{indent}  (checked at hand-over against what it read; a miss runs it again)")
         if self.lm_stages:
             out.append(f"{indent}  LM stages (ChatAlto calls, through the router):")
             for s in self.lm_stages:
@@ -198,8 +210,15 @@ class Plan:
 
 def _flags(s: Stage) -> list[str]:
     flags = [s.kind, s.call]
-    if s.run_ahead:
+    if s.send_target:
         flags.append("Send target")
+    if s.kind in ("node", "subgraph"):
+        if not s.run_ahead:
+            flags.append("never runs ahead (run_ahead=False)")
+        elif s.pull_waits:
+            flags.append(f"edge-triggered tasks wait for their step ({s.pull_waits})")
+        else:
+            flags.append("runs ahead when its edge fires")
     if s.late_writers:
         flags.append(f"{s.late_writers} conditional edge(s) at step")
     if s.reads_state:

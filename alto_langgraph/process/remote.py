@@ -28,6 +28,7 @@ from ..config_keys import (
 )
 from ..errors import StageInstanceLost
 from ..streams import StreamChannel
+from ..views import ReadLog, StateView, plain
 from . import relay, shipping, wire
 from .rpc import TERMINAL, Deliver
 from .spec import routing_key
@@ -83,10 +84,12 @@ class RemoteNode(Runnable[Any, Any]):
         control = getattr(_runtime(config), "control", None)
         drained = control is not None and control.drain_requested
         payload = shipping.ship_call(self.stage, input, config, streamed, sync)  # type: ignore[arg-type]
+        if isinstance(input, StateView):  # the instance tells what the node read
+            call.reads = input._log
         key = routing_key(self.spec, request_id, ancestry)
         call_id = self.deployment.call(self.stage, payload, key, deliver)
         # streams in the input (a fold's): their chunks follow the task, as they come
-        for ref in streams.stream_refs(input):
+        for ref in streams.stream_refs(plain(input) if isinstance(input, StateView) else input):
             call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
         # a drain of the run requested while the node runs reaches its instance too
         if control is not None and not drained:
@@ -147,6 +150,8 @@ class RemoteNode(Runnable[Any, Any]):
             config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
         elif kind == wire.CALL:
             self._call(config, env, payload)
+        elif kind == wire.READS and call.reads is not None:
+            call.reads.merge(shipping.loads(payload))
         return None
 
     def _run(self, input: Any, config: RunnableConfig | None, streamed: bool) -> Iterator[Any]:
@@ -307,6 +312,8 @@ class _Call:
     def __init__(self) -> None:
         self.streams: dict[str, StreamChannel] = {}
         self.unlisten: list[Callable[[], None]] = []
+        #: the read log of the state view in the input (a task run ahead), if any
+        self.reads: ReadLog | None = None
 
     def end(self, exc: BaseException | None) -> None:
         """The call is over: stop feeding its input streams; a stream it produced and

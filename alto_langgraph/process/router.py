@@ -30,6 +30,7 @@ _TO_CALLER = frozenset(
         wire.CALL,
         wire.YIELD,
         wire.STREAM,
+        wire.READS,
     )
 )
 

@@ -40,6 +40,7 @@ from .._langgraph import (
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD
 from ..errors import ShippingError, StageError
+from ..views import ReadLog, StateView, plain
 from . import relay
 from .culprit import name_unpicklable
 
@@ -114,7 +115,13 @@ def _cached(func: Any, maxsize: int | None, typed: bool) -> Any:
 
 
 class _Pickler(cloudpickle.Pickler):
+    #: a state view pickled by alto's plumbing (a callback's arguments), not by node
+    #: code, is not a read of it
+    quiet = False
+
     def reducer_override(self, obj: Any) -> Any:
+        if self.quiet and type(obj) is StateView:
+            return (dict, (plain(obj),))
         if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:
             if ref[0] == "__main__":  # a script's: the worker's __main__ is not the script
                 return (_main_sentinel, (ref[1],))
@@ -135,15 +142,17 @@ class _Pickler(cloudpickle.Pickler):
 _LRU_WRAPPER = type(functools.lru_cache(lambda: None))
 
 
-def _pickle(value: Any) -> bytes:
+def _pickle(value: Any, quiet: bool = False) -> bytes:
     buf = io.BytesIO()
-    _Pickler(buf, protocol=5).dump(value)
+    pickler = _Pickler(buf, protocol=5)
+    pickler.quiet = quiet
+    pickler.dump(value)
     return buf.getvalue()
 
 
-def _dumps(value: Any, what: str) -> bytes:
+def _dumps(value: Any, what: str, quiet: bool = False) -> bytes:
     try:
-        return _pickle(value)
+        return _pickle(value, quiet)
     except Exception as exc:
         culprit = name_unpicklable(value, _pickle) or f"{type(value).__name__}: {exc}"
         raise ShippingError(
@@ -158,8 +167,9 @@ def ship_code(stage: str, node: Any) -> bytes:
     return _dumps(node, f"the code of node {stage!r}")
 
 
-def dumps_value(value: Any, what: str) -> bytes:
-    return _dumps(value, what)
+def dumps_value(value: Any, what: str, quiet: bool = False) -> bytes:
+    """``value`` pickled; ``quiet``: state views in it are not read (alto's plumbing)."""
+    return _dumps(value, what, quiet)
 
 
 def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> BaseException:
@@ -224,7 +234,11 @@ def ship_call(
         # lazily from the instance it would deadlock: ToolNode reads it synchronously
         # on the instance's event loop, which is the thread that takes the reply.
         "state": read_task_state(conf) if _is_tool_calls(value) else None,
+        # a task run ahead on a view of the state: the instance records what it reads
+        "view": isinstance(value, StateView),
     }
+    if shipped["view"]:
+        value = plain(value)
     if runtime is not None:
         shipped["runtime"] = {
             "context": runtime.context,
@@ -264,6 +278,8 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
     """The input and config of a call, in the stage instance, whether the caller
     streams the node's output, and whether it ran the node synchronously."""
     value, shipped = cloudpickle.loads(payload)
+    if shipped["view"]:  # the instance sends what the node read back (worker.py)
+        value = StateView(value, ReadLog())
     conf = dict(shipped["configurable"])
     task_id, ns = shipped["task_id"], shipped["ns"]
     conf[CONFIG_KEY_TASK_ID] = task_id

@@ -17,7 +17,7 @@ Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets)
     router -> coordinator      envelope, payload
 
 A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT``, ``CALL``,
-``YIELD`` and ``STREAM`` messages travel the same path as its result and ahead of it, so
+``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and ahead of it, so
 the coordinator sees them in the order the node made them. ``FEED`` messages go the
 other way, after the call's ``TASK``, to the instance that has the call.
 """
@@ -40,6 +40,7 @@ CALL = b"K"  # a functional-API @task call made inside the node, for the caller'
 CALL_RESULT = b"k"  # coordinator -> the waiting instance: that @task call's outcome
 YIELD = b"D"  # an item a @streaming node yielded (payload: the pickled Command)
 STREAM = b"Q"  # an event of a stream the node produces (payload: sid, event, value)
+READS = b"A"  # what the node read of its state view (a task run ahead of its superstep)
 FEED = b"I"  # coordinator -> the instance running a call: an event of a stream in its input
 LOST = b"L"  # the instance running the call died (payload: reason, utf-8)
 CANCEL = b"X"  # the caller gave up on a call (timeout, cancelled request)

@@ -28,6 +28,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from .. import streams
 from .._langgraph import CONFIG_KEY_RUNTIME
+from ..views import StateView
 from . import relay, rpc, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
@@ -208,6 +209,7 @@ class StageInstance:
         send = self.send
         link = _Link(self, client, call_id)
         inputs = self.inputs.get((client, call_id), {})
+        value = None
         try:
             with streams.receiving(inputs):
                 value, config, streamed, sync = shipping.open_call(bytes(payload), link)
@@ -241,6 +243,9 @@ class StageInstance:
                 raise
         finally:
             self._ended((client, call_id))
+        if isinstance(value, StateView):  # what the node read, ahead of its result
+            reads = shipping.dumps_value(value._log.state(), "reads")
+            send([client, wire.envelope(wire.READS, call_id), reads])
         send(reply)
 
 
@@ -261,7 +266,7 @@ class _Link:
 
     def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            payload = shipping.dumps_value((name, args, kwargs), f"callback {name}")
+            payload = shipping.dumps_value((name, args, kwargs), f"callback {name}", quiet=True)
         except shipping.ShippingError:  # an event a handler cannot get: not the node's fault
             return
         self.send([self.client, wire.envelope(wire.CALLBACK, self.call_id), payload])

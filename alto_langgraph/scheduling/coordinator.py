@@ -31,7 +31,15 @@ import dataclasses
 import functools
 import threading
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -44,6 +52,7 @@ from .._langgraph import (
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
+    PULL,
     PUSH,
     TASKS,
     PregelExecutableTask,
@@ -52,13 +61,17 @@ from .._langgraph import (
     arun_with_retry,
     chain_future,
     loop_of,
+    new_scratchpad,
     run_with_retry,
+    task_path_str,
     with_task_proc,
     wrap_loop_stream,
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
+from ..views import ReadLog, tracked_input, untrack
 from .partial import StreamedUpdates, TaskSink
-from .tasks import NodeRunner, StateNotReady, push_task_for, scratchpad_of
+from .progress import Basis, Finished, PullNode, RunAheadStats, StepLog
+from .tasks import NodeRunner, StateNotReady, pull_task_for, push_task_for, scratchpad_of
 
 #: set on the config of every task the submit hook saw, to the run that saw it
 _SUBMITTED_BY = "__alto_submitted_by"
@@ -119,7 +132,7 @@ def _request_ended(*_: Any, **__: Any) -> Any:
     raise RuntimeError("alto: the request ended before this run-ahead task's step")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class RunAhead:
     """A push task started before the loop reached its step."""
 
@@ -133,6 +146,18 @@ class RunAhead:
     #: what the twin raised; kept here, not in ``done``: nobody may ever claim the
     #: twin, and a future's unretrieved exception would be logged
     error: BaseException | None = None
+    #: a pull task's: what its view of the state was built from, and what it read
+    basis: Basis | None = None
+    reads: ReadLog | None = None
+
+    @property
+    def step(self) -> int:
+        return scratchpad_of(self.task).step
+
+    @property
+    def key(self) -> Any:
+        """Its entry in the run's ``StepLog``: a pull task's node, or the twin itself."""
+        return (PULL, self.task.name) if self.basis is not None else self
 
 
 @dataclasses.dataclass
@@ -166,8 +191,22 @@ class RequestRun:
         streaming: frozenset[str] = frozenset(),
         folds: Mapping[str, str] | None = None,
         at_step: frozenset[str] = frozenset(),
+        pulls: Mapping[str, PullNode] | None = None,
+        barriers: frozenset[str] = frozenset(),
+        never_ahead: frozenset[str] = frozenset(),
+        ahead_stats: RunAheadStats | None = None,
     ) -> None:
         self.request_id = request_id
+        #: nodes none of whose tasks run ahead (``run_ahead=False``)
+        self.never_ahead = never_ahead
+        #: the app's run-ahead counters (nodes that keep missing stop running ahead)
+        self.ahead_stats = ahead_stats or RunAheadStats()
+        #: nodes whose edge-triggered (pull) tasks may run ahead, and what is known of
+        #: this run's steps to start and check them (None: no such node)
+        self.pulls = pulls or {}
+        self._log = StepLog(self.pulls, barriers) if self.pulls else None
+        self._pregel: Any = None  # LangGraph's loop of this run, once a task shows it
+        self._pulls_started: set[tuple[int, str]] = set()
         #: nodes whose Send tasks read graph state: they run at their step, not ahead
         self.at_step = at_step
         #: ancestry of this run's scope: () for a request, the calling task's for a
@@ -220,19 +259,24 @@ class RequestRun:
         # needs no lock (the common case, a fan-out whose sender ran alone).
         ahead = None
         ancestry = self.root
+        step = scratchpad_of(task).step
+        if self._log is not None:
+            self._enter(step, kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
         if task.path[0] == PUSH:
-            key = (scratchpad_of(task).step, task.name, id(task.input))
+            key = (step, task.name, id(task.input))
             if self._ready:
                 ahead = self._claim_key(key)
-            if ahead is not None:
-                ancestry = ahead.ancestry
-                with self._lock:
-                    self._claimed[task.id] = ahead
-                # the twin's @task calls may wait for this: let them go now, not at
-                # hand-over (the hand-over waits for the twin)
-                ahead.calls.bind(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
-            elif self._send_ancestry:
+            if ahead is None and self._send_ancestry:
                 ancestry = self._pop_ancestry(key)
+        elif self._ready:
+            ahead = self._claim_key((step, task.name, PULL))
+        if ahead is not None:
+            ancestry = ahead.ancestry
+            with self._lock:
+                self._claimed[task.id] = ahead
+            # the twin's @task calls may wait for this: let them go now, not at
+            # hand-over (the hand-over waits for the twin)
+            ahead.calls.bind(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
         conf = task.config[CONF]
         conf[_SUBMITTED_BY] = self  # not inline (nested runs' tasks inherit another run)
         # graphs run inside the node (subgraphs) start their scope from here
@@ -243,6 +287,26 @@ class RequestRun:
                 conf[CONFIG_KEY_YIELD] = self._sink(task, ancestry)
         work = functools.partial(fn, task, *args, **kwargs)
         return self._execute(work, task, ancestry, ahead, kwargs)
+
+    def _enter(self, step: int, call: Any) -> None:
+        """Note the loop's tasks of ``step`` (from the loop's thread, as it starts them)."""
+        log = self._log
+        assert log is not None
+        if log.entered(step):
+            return
+        if self._pregel is None:
+            self._pregel = loop_of(call)
+            if self._pregel is None:  # no loop to read: pull tasks wait for their step
+                self._log = None
+                return
+        with self._lock:
+            log.enter(step, self._pregel.tasks.values())
+
+    def enter_inline(self, config: RunnableConfig) -> None:
+        """For ``RunAheadAwareProc``: a task LangGraph runs inline starts its step."""
+        if self._log is not None:
+            conf = config[CONF]
+            self._enter(conf[CONFIG_KEY_SCRATCHPAD].step, conf.get(CONFIG_KEY_CALL))
 
     def _pop_ancestry(self, key: tuple[int, Any, int]) -> tuple[Frame, ...]:
         # no lock: entries are added (by tasks of the step before) before the loop
@@ -382,7 +446,11 @@ class RequestRun:
             if runner is None:  # unknown node: the loop warns and skips it
                 continue
             frames = (*ancestry, (sender.name, idx))
-            if send.node in self.at_step:  # it would read state too early: no twin
+            if (
+                send.node in self.at_step  # it would read state too early
+                or send.node in self.never_ahead
+                or send.node in self.ahead_stats.stopped
+            ):  # no twin: it runs at its step
                 with self._lock:
                     self._send_ancestry[(step, send.node, id(send.arg))].append(frames)
                 continue
@@ -406,13 +474,98 @@ class RequestRun:
             else:
                 twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
             started.append(RunAhead(twin, frames, runner, calls, self._future()))
+        self._register(started, step)
+
+    def _task_done(self, task: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
+        """A loop task finished (before the loop sees it): start what its writes allow."""
+        log = self._log
+        if log is not None:
+            step = scratchpad_of(task).step
+            with self._lock:
+                twin = log.adopted.get(task.id)
+                key = (PULL, task.name) if task.path[0] == PULL else (twin or task.id)
+                # the loop changes channels only between steps, and this step is not over
+                log.snapshot(step, self._pregel.channels)
+                done = Finished(twin or task.id, task_path_str(task.path), task.writes)
+                log.finish(step, key, done, loop_task=True)
+        self._start_sends(task, ancestry)
+        if log is not None:
+            self._start_pulls(task)
+
+    def _twin_done(self, ahead: RunAhead) -> None:
+        """A twin finished: start what its writes allow (its conditional edges, if it has
+        any, run at hand-over: what they start is known only then)."""
+        log = self._log
+        if log is not None:
+            with self._lock:
+                done = Finished(ahead, task_path_str(ahead.task.path), ahead.task.writes)
+                log.finish(ahead.step, ahead.key, done, loop_task=False)
+        self._start_sends(ahead.task, ahead.ancestry)
+        if log is not None and not ahead.runner.late:
+            self._start_pulls(ahead.task)
+
+    def _start_pulls(self, sender: Any) -> None:
+        """Start a twin for every pull task of the next step that ``sender``'s writes
+        create (with the writes known so far), if its step is not over yet."""
+        log = self._log
+        assert log is not None
+        pad = scratchpad_of(sender)
+        step = pad.step + 1
+        if step > pad.stop:  # the loop stops with GraphRecursionError before this step
+            return
+        wrote = {chan for chan, _ in sender.writes}
+        stopped = self.ahead_stats.stopped
+        with self._lock:
+            if self._closed or not log.behind(pad.step):
+                return
+            names = [
+                n
+                for n in log.triggered(pad.step, wrote)
+                if (step, n) not in self._pulls_started and n not in stopped
+            ]
+            if not names:
+                return
+            self._pulls_started.update((step, n) for n in names)
+            pad_then = new_scratchpad("", "", step, pad.stop)
+            managed = functools.partial(_managed_value, self._pregel, pad_then)
+            views = [(n, log.view(self.pulls[n], step, managed)) for n in names]
+        sender_runner = self.runners.get(sender.name)
+        started = []
+        for name, made in views:
+            if made is None:  # nothing to build its state on: it waits for its step
+                continue
+            values, basis = made
+            runner = self.runners[name]
+            reads = ReadLog()
+            calls = DeferredCalls()
+            twin = pull_task_for(
+                sender,
+                sender_runner.node if sender_runner else None,
+                runner,
+                name,
+                tracked_input(values, self.pulls[name].schema, reads),
+                step,
+                pad.stop,
+                {CONFIG_KEY_CALL: calls, CONFIG_KEY_ANCESTRY: self.root},
+            )
+            twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
+            twin.config[CONF].pop(_SUBMITTED_BY, None)
+            twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
+            started.append(
+                RunAhead(twin, self.root, runner, calls, self._future(), basis=basis, reads=reads)
+            )
+        self._register(started, step)
+
+    def _register(self, started: list[RunAhead], step: int) -> None:
         with self._lock:
             if self._closed:
                 return
             for ahead in started:
-                self._ready[(step, ahead.task.name, id(ahead.task.input))].append(ahead)
+                key = (step, ahead.task.name, PULL if ahead.basis else id(ahead.task.input))
+                self._ready[key].append(ahead)
             self.stats["run_ahead"] += len(started)
         for ahead in started:
+            self.ahead_stats.add(ahead.task.name, "run_ahead")
             self._launch(ahead)
 
     def _claim_key(self, key: tuple[int, Any, int]) -> RunAhead | None:
@@ -440,10 +593,11 @@ class RequestRun:
         if ahead is None:
             metadata = config.get("metadata") or {}
             path = metadata.get("langgraph_path") or ()
-            if not self._ready or not path or path[0] != PUSH:
+            if not self._ready or not path or path[0] not in (PUSH, PULL):
                 return None
             step = conf[CONFIG_KEY_SCRATCHPAD].step
-            ahead = self._claim_key((step, metadata.get("langgraph_node"), id(input)))
+            node = metadata.get("langgraph_node")
+            ahead = self._claim_key((step, node, id(input) if path[0] == PUSH else PULL))
             if ahead is None:
                 return None
         # Record what the hand-over writes (to find Sends in it) while passing it on;
@@ -468,19 +622,38 @@ class RequestRun:
         writes, output = ahead.runner.hand_over(ahead.task.writes)
         with self._lock:  # the twin's Sends have twins already: continue after them
             self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, {})
+            if self._log is not None:
+                self._log.adopted[task.id] = ahead
+        self.ahead_stats.add(ahead.task.name, "adopted")
         task.config[CONF][CONFIG_KEY_SEND](writes)
         if not ahead.runner.late:
             return None
         return output, _writers_config(task.config, output)
 
     def missed(self, ahead: RunAhead) -> bool:
-        """Whether the twin read graph state (not known before its step): then the
-        loop's task runs the node now, at its step, as LangGraph would (a miss)."""
-        if not isinstance(ahead.error, StateNotReady) or ahead.done.cancelled():
+        """Whether the twin's result is not the one its step would give: it read graph
+        state it could not know (a Send's task), or a channel of its view received a
+        write it did not see (a pull task's). Then the loop's task runs the node now,
+        at its step, as LangGraph would (a miss)."""
+        if ahead.done.cancelled():
+            return False
+        miss = isinstance(ahead.error, StateNotReady)
+        if ahead.basis is not None:
+            untrack(ahead.task.input)
+            if not miss:
+                assert self._log is not None and ahead.reads is not None
+                inputs = self.pulls[ahead.task.name].channels
+                with self._lock:
+                    read = ahead.reads.channels(inputs, _keys_of(ahead.task.input))
+                    miss = not self._log.valid(ahead.basis, read, inputs)
+        if not miss:
             return False
         with self._lock:
             self.stats["missed"] += 1
             self._sends_started.pop(ahead.task.id, None)
+            if self._log is not None:
+                self._log.forget(ahead.step, ahead.key)
+        self.ahead_stats.add(ahead.task.name, "missed")
         return True
 
     def reran(self, ahead: RunAhead, task: _TaskView) -> None:
@@ -510,6 +683,7 @@ class RequestRun:
             self._claimed.clear()
         for ahead in unclaimed:
             ahead.calls.abandon()
+            self.ahead_stats.add(ahead.task.name, "dropped")
         return unclaimed
 
 
@@ -568,14 +742,14 @@ class AsyncRequestRun(RequestRun):
         else:
             coro = self._run_limited(work)
         t = self._own(coro, task.name)
-        t.add_done_callback(functools.partial(self._sends_after, task))
+        t.add_done_callback(functools.partial(self._after, task))
         return t
 
-    def _sends_after(self, task: PregelExecutableTask, done: asyncio.Task[Any]) -> None:
+    def _after(self, task: PregelExecutableTask, done: asyncio.Task[Any]) -> None:
         # runs before LangGraph's own done callback (added later), i.e. before the loop
         # sees the task finish
         if not done.cancelled() and done.exception() is None:
-            self._start_sends(task, task.config[CONF][CONFIG_KEY_ANCESTRY])
+            self._task_done(task, task.config[CONF][CONFIG_KEY_ANCESTRY])
 
     def _launch(self, ahead: RunAhead) -> None:
         work = functools.partial(arun_with_retry, ahead.task, None, stream=self._stream_procs)
@@ -592,8 +766,8 @@ class AsyncRequestRun(RequestRun):
             except BaseException as exc:  # the loop's task raises it at hand-over
                 _settle(ahead, exc=exc)
                 return
-            # Sends first: once ``done`` resolves, the loop may move to their step
-            self._start_sends(ahead.task, ahead.ancestry)
+            # successors first: once ``done`` resolves, the loop may move to their step
+            self._twin_done(ahead)
             _settle(ahead)
 
         self._own(execute_ahead(), ahead.task.name)
@@ -651,7 +825,7 @@ class SyncRequestRun(RequestRun):
     ) -> Any:
         def execute() -> Any:
             value = work()
-            self._start_sends(task, ancestry)
+            self._task_done(task, ancestry)
             return value
 
         if ahead is None:
@@ -677,8 +851,8 @@ class SyncRequestRun(RequestRun):
             except BaseException as exc:  # the loop's task raises it at hand-over
                 _settle(ahead, exc=exc)
                 return
-            # Sends first: once ``done`` resolves, the loop may move to their step
-            self._start_sends(ahead.task, ahead.ancestry)
+            # successors first: once ``done`` resolves, the loop may move to their step
+            self._twin_done(ahead)
             _settle(ahead)
 
         try:
@@ -726,10 +900,13 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         conf = dict(conf)
         del conf[CONFIG_KEY_RUNNER_SUBMIT]
         config = {**config, CONF: conf}  # type: ignore[misc]
+        inline = conf.get(_SUBMITTED_BY) is not run  # the submit hook has not seen it
+        if inline:
+            run.enter_inline(config)
         found = run.adoption(input, config) if (run._ready or run._claimed) else None
         if found is not None:
             return (run, *found), config
-        if conf.get(_SUBMITTED_BY) is not run:  # inline: the submit hook has not seen it
+        if inline:
             config = run.inline_config(input, config)
         return None, config
 
@@ -801,6 +978,16 @@ class RunAheadAwareProc(Runnable[Any, Any]):
 def run_ahead_aware(node: PregelNode) -> PregelNode:
     """``node`` whose task proc is a ``RunAheadAwareProc``."""
     return with_task_proc(node, RunAheadAwareProc)
+
+
+def _keys_of(view: Any) -> Iterable[str]:
+    """The keys a dict view holds (read without counting as a read)."""
+    return dict.keys(view) if isinstance(view, dict) else ()
+
+
+def _managed_value(loop: Any, scratchpad: Any, chan: str) -> Any:
+    """A managed value (``RemainingSteps``...) of a task with ``scratchpad``."""
+    return loop.managed[chan].get(scratchpad)
 
 
 def _settle(ahead: RunAhead, *, exc: BaseException | None = None) -> None:

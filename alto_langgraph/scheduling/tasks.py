@@ -24,6 +24,7 @@ from .._langgraph import (
     CONFIG_KEY_TASK_ID,
     NS_END,
     NS_SEP,
+    PULL,
     PUSH,
     PUSH_TRIGGER,
     ChannelWrite,
@@ -141,23 +142,82 @@ def push_task_for(
     stop: int,
     extra: dict[str, Any],
 ) -> PregelExecutableTask:
-    """The push task LangGraph would build for ``send`` at ``step``, built from its sender.
+    """The push task LangGraph would build for ``send`` at ``step``, built from its
+    sender (``twin_task``). The Send index in ``langgraph_path`` is provisional: the
+    loop numbers Sends only once the step is complete."""
+    timeout = send.timeout if send.timeout is not None else runner.node.timeout
+    return twin_task(
+        sender,
+        sender_node,
+        runner,
+        send.node,
+        send.arg,
+        (PUSH, idx, False),
+        PUSH_TRIGGER,
+        step,
+        stop,
+        extra,
+        timeout,
+    )
+
+
+def pull_task_for(
+    sender: PregelExecutableTask,
+    sender_node: PregelNode | None,
+    runner: NodeRunner,
+    name: str,
+    input: Any,
+    step: int,
+    stop: int,
+    extra: dict[str, Any],
+) -> PregelExecutableTask:
+    """The pull task of node ``name`` that LangGraph would build at ``step``, on
+    ``input`` (a view of the state), built from the task whose writes trigger it."""
+    node = runner.node
+    triggers = tuple(sorted(node.triggers))
+    return twin_task(
+        sender,
+        sender_node,
+        runner,
+        name,
+        input,
+        (PULL, name),
+        triggers,
+        step,
+        stop,
+        extra,
+        node.timeout,
+    )
+
+
+def twin_task(
+    sender: PregelExecutableTask,
+    sender_node: PregelNode | None,
+    runner: NodeRunner,
+    name: str,
+    input: Any,
+    path: tuple[Any, ...],
+    triggers: Any,
+    step: int,
+    stop: int,
+    extra: dict[str, Any],
+    timeout: Any,
+) -> PregelExecutableTask:
+    """A task of node ``name`` at ``step``, as LangGraph would build it, for a twin.
 
     The loop's config is not reachable from a runner hook, so this derives it from the
-    sender's task config by replacing everything task-specific, as LangGraph's
-    ``prepare_push_task_send`` sets it. The task id and the Send index in
-    ``langgraph_path`` are provisional (the loop numbers Sends only once the step is
-    complete); everything else matches. The twin makes one attempt (no retry policy:
-    retries belong to the loop's task); ``extra`` is added to its configurable.
+    sender's task config (the task whose writes create this one) by replacing
+    everything task-specific, as LangGraph's ``prepare_single_task`` sets it. The task
+    id is provisional; everything else matches. The twin makes one attempt (no retry
+    policy: retries belong to the loop's task); ``extra`` is added to its configurable.
     """
     node = runner.node
     conf = sender.config[CONF]
     sender_ns = conf[CONFIG_KEY_CHECKPOINT_NS]
     parent_ns = sender_ns.rsplit(NS_SEP, 1)[0] if NS_SEP in sender_ns else ""
     task_id = new_id()
-    checkpoint_ns = f"{parent_ns}{NS_SEP}{send.node}" if parent_ns else send.node
+    checkpoint_ns = f"{parent_ns}{NS_SEP}{name}" if parent_ns else name
     task_ns = f"{checkpoint_ns}{NS_END}{task_id}"
-    path = (PUSH, idx, False)
     # The sender's own node metadata and tags were merged into its config; drop them.
     sender_node_meta = set(sender_node.metadata or ()) if sender_node else set()
     # LangChain copies configurable values into metadata (checkpoint_ns among them):
@@ -169,8 +229,8 @@ def push_task_for(
     }
     metadata.update(
         langgraph_step=step,
-        langgraph_node=send.node,
-        langgraph_triggers=PUSH_TRIGGER,
+        langgraph_node=name,
+        langgraph_triggers=triggers,
         langgraph_path=path,
         langgraph_checkpoint_ns=task_ns,
     )
@@ -199,7 +259,7 @@ def push_task_for(
         )
     config = patch_config(
         {**sender.config, "tags": tags},
-        run_name=send.node,
+        run_name=name,
         callbacks=callbacks,
         configurable={
             CONFIG_KEY_TASK_ID: task_id,
@@ -214,17 +274,17 @@ def push_task_for(
     )
     config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
     return PregelExecutableTask(
-        send.node,
-        send.arg,
+        name,
+        input,
         runner.early,
         writes,
         config,
-        PUSH_TRIGGER,
+        triggers,
         (),
         None,
         task_id,
         path,
         writers=runner.early_writers,
         subgraphs=node.subgraphs,
-        timeout=send.timeout if send.timeout is not None else node.timeout,
+        timeout=timeout,
     )

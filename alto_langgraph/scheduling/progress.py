@@ -1,0 +1,334 @@
+"""Branch-local progress: what one run knows of each logical step, so that a task
+triggered by an edge can start before its step's siblings have finished.
+
+LangGraph's rule for a pull task of step ``k``: it is created when one of its trigger
+channels was updated in step ``k - 1``, and it reads the state as of the end of step
+``k - 1`` (every write of that step applied, in task-path order). ``StepLog`` keeps, per
+step, the loop's tasks (once the loop is there), the tasks and run-ahead twins that have
+finished with their writes, and a snapshot of the state channels at the step's start.
+From those it
+
+* predicts the pull tasks a finished task's writes trigger (the same trigger rules:
+  an edge's channel written, or a waiting edge's barrier complete);
+* builds a task's input from the writes known so far (``view``), remembering which
+  writes went into each channel's value (a ``Basis``);
+* at hand-over, checks that every channel the task read received exactly those writes,
+  in the loop's order (``valid``); otherwise the task runs again at its step (a miss).
+
+Only channels that keep their value from one step to the next (``LastValue`` and
+reducer channels) are read through views: the compiler keeps nodes that read others
+at their step (``compiler/lower.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from langgraph.channels import BinaryOperatorAggregate, EphemeralValue, LastValue, NamedBarrierValue
+
+from .._langgraph import PULL, task_path_str
+
+try:  # LangGraph 1.2.24
+    from langgraph.channels import DeltaChannel
+
+    VALUE_CHANNELS: tuple[type, ...] = (LastValue, BinaryOperatorAggregate, DeltaChannel)
+except ImportError:  # older
+    VALUE_CHANNELS = (LastValue, BinaryOperatorAggregate)
+
+
+@dataclasses.dataclass(frozen=True)
+class PullNode:
+    """What the runtime needs of a node whose pull tasks may run ahead."""
+
+    name: str
+    #: its input channels (state keys, narrowed by its input schema) and managed values
+    channels: tuple[str, ...]
+    triggers: tuple[str, ...]
+    #: the schema LangGraph builds its input with (a pydantic model or a dataclass), or
+    #: None for a dict
+    schema: type | None
+
+
+@dataclasses.dataclass(eq=False)
+class Finished:
+    """A finished task of one step: a loop task's, or a twin's, writes."""
+
+    #: who: the loop task's id, or a twin (``RunAhead``)
+    ident: Any
+    #: ``task_path_str`` of its path: the loop applies a step's writes in this order
+    path: str
+    writes: Sequence[tuple[str, Any]]
+
+
+@dataclasses.dataclass(eq=False)
+class Basis:
+    """What a view was built from: the state at the start of step ``base``, and for each
+    channel the writes folded into its value since (who wrote them, in order)."""
+
+    base: int
+    step: int
+    applied: dict[str, list[Any]]
+
+
+class _Step:
+    __slots__ = ("base", "finished", "loop_done", "tasks")
+
+    def __init__(self) -> None:
+        #: the loop's tasks of the step, once the loop is there
+        self.tasks: list[Any] | None = None
+        #: finished tasks by key (a pull task's node name, or a push task's identity)
+        self.finished: dict[Any, Finished] = {}
+        #: how many of the loop's tasks have finished
+        self.loop_done = 0
+        #: channel copies: the state at the start of the step
+        self.base: dict[str, Any] | None = None
+
+
+class StepLog:
+    """Per-run bookkeeping of logical steps. Not thread-safe: the caller holds its lock."""
+
+    def __init__(self, pulls: Mapping[str, PullNode], barriers: frozenset[str]) -> None:
+        self.pulls = pulls
+        #: trigger channels that are waiting edges' barriers; the others are edges
+        self.barriers = barriers
+        #: channel -> the nodes it triggers (among ``pulls``)
+        self.triggers: dict[str, list[str]] = {}
+        for node in pulls.values():
+            for chan in node.triggers:
+                self.triggers.setdefault(chan, []).append(node.name)
+        self._snapshot_channels = sorted(
+            {c for n in pulls.values() for c in (*n.channels, *n.triggers)}
+        )
+        self._steps: dict[int, _Step] = {}
+        #: loop task id -> the twin it adopted (its writes are the twin's)
+        self.adopted: dict[str, Any] = {}
+
+    def _at(self, step: int) -> _Step:
+        rec = self._steps.get(step)
+        if rec is None:
+            rec = self._steps[step] = _Step()
+        return rec
+
+    # -- what the loop does ------------------------------------------------------------
+    def enter(self, step: int, tasks: Iterable[Any]) -> None:
+        """The loop is at ``step``, with ``tasks``."""
+        rec = self._at(step)
+        if rec.tasks is None:
+            rec.tasks = list(tasks)
+
+    def entered(self, step: int) -> bool:
+        rec = self._steps.get(step)
+        return rec is not None and rec.tasks is not None
+
+    def snapshot(self, step: int, channels: Mapping[str, Any]) -> None:
+        """Keep the state at the start of ``step``: call only while the loop runs that
+        step's tasks (it changes channels between steps only)."""
+        rec = self._at(step)
+        if rec.base is None:
+            rec.base = {c: channels[c].copy() for c in self._snapshot_channels if c in channels}
+
+    def finish(self, step: int, key: Any, done: Finished, *, loop_task: bool) -> None:
+        rec = self._at(step)
+        rec.finished[key] = done
+        if loop_task:
+            rec.loop_done += 1
+
+    def forget(self, step: int, key: Any) -> None:
+        """A twin whose result the loop will not use (a miss)."""
+        rec = self._steps.get(step)
+        if rec is not None:
+            rec.finished.pop(key, None)
+
+    def behind(self, step: int) -> bool:
+        """Whether some task of ``step`` has not finished yet (or the loop is not there
+        yet): only then does starting its successors early gain anything."""
+        rec = self._steps.get(step)
+        return rec is None or rec.tasks is None or rec.loop_done < len(rec.tasks)
+
+    # -- prediction --------------------------------------------------------------------
+    def triggered(self, step: int, wrote: Iterable[str]) -> list[str]:
+        """Nodes whose pull task of step ``step + 1`` the writes known at ``step`` create,
+        among those triggered by a channel in ``wrote`` (what one task just wrote)."""
+        candidates = {n for c in wrote for n in self.triggers.get(c, ())}
+        if not candidates:
+            return []
+        rec = self._steps[step]
+        out = []
+        for name in sorted(candidates):
+            for chan in self.pulls[name].triggers:
+                if self._fires(rec, chan):
+                    out.append(name)
+                    break
+        return out
+
+    def _fires(self, rec: _Step, chan: str) -> bool:
+        writes = [v for f in _ordered(rec.finished.values()) for c, v in f.writes if c == chan]
+        if not writes:
+            return False
+        if chan not in self.barriers:
+            return True  # an edge: written is triggered
+        # a waiting edge: triggered once all its sources have written, counting those of
+        # earlier steps (known from the snapshot of this step's start)
+        if rec.base is None or chan not in rec.base:
+            return False
+        channel = rec.base[chan].copy()
+        try:
+            channel.update(writes)
+        except Exception:
+            return False
+        return channel.is_available()
+
+    # -- views -------------------------------------------------------------------------
+    def view(
+        self, node: PullNode, step: int, managed: Callable[[str], Any]
+    ) -> tuple[dict[str, Any], Basis] | None:
+        """The input values of ``node``'s pull task of ``step`` from the writes known so
+        far, and what they were built from; None if there is no snapshot to build on.
+        ``managed(chan)``: a managed value's value for the task."""
+        base_step = max(
+            (s for s, r in self._steps.items() if r.base is not None and s < step), default=None
+        )
+        if base_step is None:
+            return None
+        base = self._steps[base_step].base
+        assert base is not None
+        per_step = []
+        for s in range(base_step, step):
+            done = self._records(s)
+            if done is None:
+                return None
+            per_step.append(done)
+        values: dict[str, Any] = {}
+        applied: dict[str, list[Any]] = {}
+        for chan in node.channels:
+            channel = base.get(chan)
+            if channel is None:
+                values[chan] = managed(chan)
+                continue
+            who: list[Any] = []
+            for done in per_step:
+                writes = []
+                for f in done:
+                    mine = [v for c, v in f.writes if c == chan]
+                    if mine:
+                        who.append(f.ident)
+                        writes.extend(mine)
+                if writes:
+                    if channel is base[chan]:
+                        channel = channel.copy()
+                    try:
+                        channel.update(writes)
+                    except Exception:
+                        # the loop will fail on these writes too, if they stand: a task
+                        # reading the channel misses and runs at its step
+                        channel = None
+                        break
+            if who:
+                applied[chan] = who
+            if channel is None:
+                applied[chan] = [_CONFLICT]
+                continue
+            if channel.is_available():
+                values[chan] = channel.get()
+        return values, Basis(base_step, step, applied)
+
+    def _records(self, step: int) -> list[Finished] | None:
+        """The finished tasks of ``step`` in the loop's order: all of its tasks once the
+        loop has moved past it, else those known to have finished."""
+        rec = self._steps.get(step)
+        nxt = self._steps.get(step + 1)
+        if nxt is not None and nxt.tasks is not None:
+            if rec is None or rec.tasks is None:
+                return None  # a step alto did not see: nothing to build on
+            return [Finished(self._idents(t), task_path_str(t.path), t.writes) for t in rec.tasks]
+        return _ordered(rec.finished.values()) if rec is not None else []
+
+    def _idents(self, task: Any) -> Any:
+        twin = self.adopted.get(task.id)
+        return task.id if twin is None else (task.id, twin)
+
+    # -- validation --------------------------------------------------------------------
+    def valid(self, basis: Basis, read: Iterable[str], inputs: Sequence[str]) -> bool:
+        """Whether every channel in ``read`` holds, at the start of ``basis.step``, the
+        value the view gave: the same writes, in the same order. Call once the loop is
+        at ``basis.step``."""
+        steps = []
+        for s in range(basis.base, basis.step):
+            rec = self._steps.get(s)
+            if rec is None or rec.tasks is None:
+                return False
+            steps.append(sorted(rec.tasks, key=lambda t: task_path_str(t.path)))
+        for chan in read:
+            if chan not in inputs:
+                continue
+            expected = basis.applied.get(chan, ())
+            actual = [t for tasks in steps for t in tasks if any(c == chan for c, _ in t.writes)]
+            if len(actual) != len(expected):
+                return False
+            for task, who in zip(actual, expected, strict=True):
+                if not _same(who, task.id, self.adopted.get(task.id)):
+                    return False
+        return True
+
+
+#: trigger channels whose pull tasks may run ahead: an edge's (written: triggered), a
+#: waiting edge's (triggered once every source has written); a deferred node's wait
+TRIGGER_CHANNELS = (EphemeralValue, NamedBarrierValue)
+
+#: in ``Basis.applied``: the channel's writes conflicted in the view
+_CONFLICT = object()
+
+
+def _same(who: Any, task_id: str, twin: Any) -> bool:
+    if isinstance(who, tuple):  # a loop task known by (id, twin)
+        return who[0] == task_id
+    return who == task_id or (twin is not None and who is twin)
+
+
+def _ordered(done: Iterable[Finished]) -> list[Finished]:
+    return sorted(done, key=lambda f: f.path)
+
+
+def pull_path(name: str) -> tuple[str, str]:
+    return (PULL, name)
+
+
+#: consecutive misses after which a node's edge-triggered tasks stop running ahead
+MISS_LIMIT = 3
+
+
+class RunAheadStats:
+    """Run-ahead of one app's nodes, across its runs: how many tasks ran ahead, were
+    adopted, missed (ran again at their step) or were dropped (their step never came:
+    the request failed or took another way). A node that misses ``MISS_LIMIT`` times in
+    a row stops running ahead for the app's lifetime: its reads keep being written by
+    siblings, so running it early only costs."""
+
+    COUNTS = ("run_ahead", "adopted", "missed", "dropped")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+        self._in_a_row: dict[str, int] = {}
+        self.stopped: set[str] = set()
+
+    def add(self, node: str, what: str, n: int = 1) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(node, dict.fromkeys(self.COUNTS, 0))
+            counts[what] += n
+            if what == "missed":
+                self._in_a_row[node] = misses = self._in_a_row.get(node, 0) + n
+                if misses >= MISS_LIMIT:
+                    self.stopped.add(node)
+            elif what == "adopted":
+                self._in_a_row[node] = 0
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                node: {**counts, "stopped": node in self.stopped}
+                for node, counts in sorted(self._counts.items())
+            }

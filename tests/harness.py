@@ -21,6 +21,8 @@ class Outcome:
     final: Any = None
     chunks: list[Any] = dataclasses.field(default_factory=list)
     error: BaseException | None = None
+    #: alto: ``app.run_ahead_stats()`` after the run
+    ahead: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def error_signature(self) -> tuple[str, str] | None:
         if self.error is None:
@@ -49,10 +51,13 @@ def run(
     executor: str = "process",
     config: dict | None = None,
     stream_mode: Any = "updates",
+    options: dict[str, Any] | None = None,
     **stream_kwargs: Any,
 ) -> Outcome:
-    """Stream the graph once, collecting chunks; the final state comes from the same run."""
-    app = builder.compile(backend=backend, **({"executor": executor} if backend == "alto" else {}))
+    """Stream the graph once, collecting chunks; the final state comes from the same run.
+    ``options``: more alto options."""
+    alto_options = {"executor": executor, **(options or {})}
+    app = builder.compile(backend=backend, **(alto_options if backend == "alto" else {}))
     out = Outcome()
     modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
     want_values = "values" not in modes
@@ -85,6 +90,7 @@ def run(
         out.error = exc
     finally:
         if backend == "alto":
+            out.ahead = app.run_ahead_stats()
             app.close()
     return out
 

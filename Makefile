@@ -36,7 +36,7 @@ demo: $(VENV)/.core
 # the conformance suite, the agent apps, placement and the internals run on it too.
 LANGGRAPH_FLOOR := 1.2.18
 FLOOR := .venv-floor
-FLOOR_TESTS := tests/test_conformance.py tests/test_agents.py tests/test_placement.py \
+FLOOR_TESTS := tests/test_conformance.py tests/test_branches.py tests/test_agents.py tests/test_placement.py \
 	tests/test_langgraph_internals.py
 
 $(FLOOR)/.dev: pyproject.toml
@@ -61,6 +61,7 @@ $(VENV)/.bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.bench
 	$(BIN)/python -m pytest comparisons --benchmark-only
 	$(BIN)/python comparisons/barrier.py
+	$(BIN)/python comparisons/branches.py
 	$(BIN)/python comparisons/overhead.py
 	$(BIN)/python comparisons/apps.py
 	$(BIN)/python comparisons/router.py

@@ -39,6 +39,7 @@ from langgraph._internal._constants import (
 from langgraph._internal._future import chain_future
 from langgraph._internal._scratchpad import PregelScratchpad
 from langgraph.graph.state import _coerce_state
+from langgraph.managed.base import is_managed_value
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad, task_path_str
 from langgraph.pregel._messages import StreamMessagesHandler
 from langgraph.pregel._read import PregelNode
@@ -90,6 +91,7 @@ __all__ = [
     "TASKS",
     "arun_with_retry",
     "input_schema_of",
+    "is_managed_value",
     "task_path_str",
     "run_with_retry",
     "no_op_heartbeat",

@@ -29,6 +29,7 @@ from harness import Outcome, canonical, run
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.managed import RemainingSteps
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 from typing_extensions import TypedDict
@@ -557,3 +558,15 @@ def test_a_streaming_node_triggers_run_ahead_when_it_ends(sync: bool) -> None:
     assert ahead(alto, "d") == (1, 1, 0, 0)
     plan = str(build(0)[0].compile(backend="alto").plan)
     assert "a streaming node applies what it yields" in plan
+
+
+def test_managed_values_are_the_tasks_own_step() -> None:
+    class R(S, total=False):
+        remaining_steps: RemainingSteps
+
+    def build(t: float) -> tuple[StateGraph, Any]:
+        return fork(R, lambda s: {"d_saw": s["remaining_steps"]}, Gate(t)), {"log": []}
+
+    stock, alto = compare(build, config={"recursion_limit": 25})
+    assert alto.final["d_saw"] == stock.final["d_saw"] < 25  # d's step's, as on stock
+    assert ahead(alto, "d") == (1, 1, 0, 0)

@@ -31,9 +31,7 @@ def test_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 40
 
 
-async def _events(
-    case_name: str, backend: str, executor: str
-) -> tuple[Counter, str | None, int]:
+async def _events(case_name: str, backend: str, executor: str) -> tuple[Counter, str | None, int]:
     """The (event, name) pairs a run streams, its error, and (alto) how many of its
     tasks ran ahead and were not adopted (misses and dropped twins)."""
     builder, inputs = CASES[case_name].build()

@@ -3,11 +3,14 @@ that a LangGraph upgrade that moves one fails here with a clear name."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from typing import Annotated, Any
 
 from langgraph.graph import START, StateGraph
+from langgraph.managed import RemainingSteps
+from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from alto_langgraph import _langgraph as _pregel
@@ -15,6 +18,19 @@ from alto_langgraph import _langgraph as _pregel
 
 class S(TypedDict):
     log: Annotated[list, operator.add]
+
+
+class R(S, total=False):
+    remaining_steps: RemainingSteps
+
+
+class P(BaseModel):
+    log: Annotated[list, operator.add] = []
+
+
+@dataclasses.dataclass
+class D:
+    log: Annotated[list, operator.add] = dataclasses.field(default_factory=list)
 
 
 def two_parallel_then_one() -> StateGraph:
@@ -253,3 +269,68 @@ def test_the_submit_hook_gets_only_keywords_alto_knows() -> None:
     app.invoke({"log": []}, {"configurable": {_pregel.CONFIG_KEY_RUNNER_SUBMIT: Hook()}})
     assert {k for k in passed if k.startswith("__")} <= known
     assert passed  # the hook was called with keywords at all
+
+
+# -- what edge-triggered run-ahead reads of the loop ----------------------------------
+
+
+def test_the_loop_exposes_its_tasks_channels_and_managed_values_while_a_step_runs() -> None:
+    """progress.py snapshots ``loop.channels`` and notes ``loop.tasks`` while a step's
+    tasks run; channels copy, and change only between steps."""
+    from langchain_core.runnables import RunnableConfig
+
+    seen: dict[str, Any] = {}
+
+    def a(state: R, config: RunnableConfig) -> dict:
+        loop = _pregel.loop_of(config["configurable"][_pregel.CONFIG_KEY_CALL])
+        seen["tasks"] = sorted(t.name for t in loop.tasks.values())
+        copy = loop.channels["log"].copy()
+        copy.update([["x"]])
+        seen["log"] = (loop.channels["log"].get(), copy.get())
+        pad = _pregel.new_scratchpad("", "", 3, 10)
+        seen["remaining"] = loop.managed["remaining_steps"].get(pad)
+        return {"log": ["a"]}
+
+    g = StateGraph(R)
+    g.add_node("a", a)
+    g.add_node("b", lambda s: {"log": ["b"]})
+    g.add_edge(START, "a")
+    g.add_edge(START, "b")
+    g.compile().invoke({"log": ["in"]})
+    assert seen == {"tasks": ["a", "b"], "log": (["in"], ["in", "x"]), "remaining": 7}
+
+
+def test_writes_of_a_step_apply_in_task_path_order() -> None:
+    """progress.py orders the writes a view folds as LangGraph's apply_writes does:
+    pull tasks by node name, then push tasks by Send index."""
+    from langgraph.types import Send
+
+    PULL, PUSH = _pregel.PULL, _pregel.PUSH
+    paths = [(PUSH, 1, False), (PULL, "c"), (PUSH, 0, False), (PULL, "b")]
+    ordered = sorted(paths, key=_pregel.task_path_str)
+    assert ordered == [(PULL, "b"), (PULL, "c"), (PUSH, 0, False), (PUSH, 1, False)]
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("b", lambda s: {"log": ["b"]})
+    g.add_node("c", lambda s: {"log": ["c"]})
+    g.add_node("w", lambda p: {"log": [f"w{p}"]})
+    g.add_edge(START, "a")
+    g.add_edge("a", "c")
+    g.add_edge("a", "b")
+    g.add_conditional_edges("a", lambda s: [Send("w", 0), Send("w", 1)])
+    assert g.compile().invoke({"log": []})["log"] == ["b", "c", "w0", "w1"]
+
+
+def test_a_nodes_input_schema_is_known_from_its_mapper() -> None:
+    """views.py builds a pull task's input as LangGraph's mapper does: ``schema(**values)``
+    for pydantic and dataclass states, a dict otherwise; managed values are told apart
+    from channels."""
+    for schema, expected in ((P, P), (D, D), (S, None), (R, None)):
+        g = StateGraph(schema)
+        g.add_node("a", lambda s: {"log": ["a"]})
+        g.add_edge(START, "a")
+        compiled = g.compile()
+        assert _pregel.input_schema_of(compiled.nodes["a"]) is expected, schema
+    assert _pregel.is_managed_value(compiled.channels["remaining_steps"])  # R's
+    assert not _pregel.is_managed_value(compiled.channels["log"])

@@ -10,7 +10,7 @@ from langgraph.channels import BinaryOperatorAggregate
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
-from .._langgraph import ChannelWrite, input_schema_of, reads_state
+from .._langgraph import ChannelWrite, input_schema_of, is_managed_value, reads_state
 from ..options import SCHEDULING_SETTINGS
 from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
@@ -58,7 +58,11 @@ def lower(
                 send_target=name in send_targets,
                 run_ahead=options.run_ahead and settings.get("run_ahead", True),
                 pull_waits=_pull_waits(graph, name, call, bool(spec.defer)),
-                reads=tuple(c for c in _input_channels(node) if c in graph.channels),
+                reads=tuple(
+                    c
+                    for c in _input_channels(node)
+                    if c in graph.channels and not is_managed_value(graph.channels[c])
+                ),
                 reads_state=reads_state(spec.runnable),
                 late_writers=sum(1 for w in node.flat_writers if not isinstance(w, ChannelWrite)),
                 retry=bool(spec.retry_policy),
@@ -234,7 +238,7 @@ def _pull_waits(graph: CompiledStateGraph, name: str, call: str, defer: bool) ->
         return "its input is built by a mapper alto does not know"
     for chan in node.channels:
         channel = graph.channels.get(chan)
-        if channel is None:
+        if channel is None or is_managed_value(channel):
             continue  # a managed value: known from the task's step
         if type(channel) not in VALUE_CHANNELS:
             return f"it reads {chan!r}, a {type(channel).__name__} channel"

@@ -303,8 +303,10 @@ class RequestRun:
             log.enter(step, self._pregel.tasks.values())
 
     def enter_inline(self, config: RunnableConfig) -> None:
-        """For ``RunAheadAwareProc``: a task LangGraph runs inline starts its step."""
-        if self._log is not None:
+        """For ``RunAheadAwareProc``: a task LangGraph runs inline starts its step. Not
+        noted before this run's first twin: twins start only from steps of several
+        tasks (which the submit hook notes), and no view reaches back before them."""
+        if self._log is not None and self.stats["run_ahead"]:
             conf = config[CONF]
             self._enter(conf[CONFIG_KEY_SCRATCHPAD].step, conf.get(CONFIG_KEY_CALL))
 
@@ -684,6 +686,8 @@ class RequestRun:
         for ahead in unclaimed:
             ahead.calls.abandon()
             self.ahead_stats.add(ahead.task.name, "dropped")
+            if ahead.basis is not None:
+                untrack(ahead.task.input)
         return unclaimed
 
 

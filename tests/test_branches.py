@@ -472,17 +472,48 @@ def test_run_ahead_setting_does_not_move_the_node_to_a_worker() -> None:
         builder.compile(backend="alto", stages={"d": {"run_ahead": "no"}})
 
 
-def test_a_node_that_keeps_missing_stops_running_ahead() -> None:
-    limit = MISS_LIMIT
-    # the last request's c waits for a d that no longer runs ahead: a short gate
-    builder, inputs = _reads_c(1.0)
+def test_a_node_whose_misses_are_foreseen_waits_at_its_step() -> None:
+    """After a miss, the app knows what d read and what c writes: while a c is still
+    running, d is held at its step instead of running ahead to miss again."""
+    builder, _ = _reads_c(GATE)
     with builder.compile(backend="alto") as app:
-        for _ in range(limit):
-            assert app.invoke(inputs)["d_saw"] == "c"
+        assert app.invoke({"log": []})["d_saw"] == "c"
+        assert app.run_ahead_stats()["d"]["missed"] == 1
+    # the gate: the second request's c waits for a d that is held
+    builder, _ = _reads_c(0.2)
+    with builder.compile(backend="alto") as app:
+        app.invoke({"log": []})
+        assert app.invoke({"log": []})["d_saw"] == "c"
         stats = app.run_ahead_stats()["d"]
-        assert (stats["missed"], stats["stopped"]) == (limit, True)
-        assert app.invoke(inputs)["d_saw"] == "c"
-        assert app.run_ahead_stats()["d"]["run_ahead"] == limit  # no more
+        assert (stats["run_ahead"], stats["missed"], stats["held"]) == (1, 1, 1)
+
+
+def test_a_node_that_keeps_missing_stops_running_ahead() -> None:
+    """Misses the app cannot foresee (each request a sibling it has not seen before
+    writes what d reads) stop d running ahead after MISS_LIMIT in a row."""
+
+    def build(t: float) -> StateGraph:
+        gate = Gate(t)
+        siblings = [f"c{i}" for i in range(MISS_LIMIT + 1)]
+
+        def c(s: Any) -> Any:
+            gate.wait()
+            return {"c_out": "c"}
+
+        g = fork(S, lambda s: {"d_saw": s.get("c_out")}, gate, nodes=dict.fromkeys(siblings, c))
+        g.edges.discard(("a", "c"))
+        g.add_conditional_edges("a", lambda s: siblings[len(s["log"]) - 1])
+        return g
+
+    with build(GATE).compile(backend="alto") as app:
+        for i in range(MISS_LIMIT):
+            assert app.invoke({"log": ["x"] * i})["d_saw"] == "c"
+        stats = app.run_ahead_stats()["d"]
+        assert (stats["missed"], stats["held"], stats["stopped"]) == (MISS_LIMIT, 0, True)
+    with build(0.2).compile(backend="alto") as app:  # the last one waits for no d
+        for i in range(MISS_LIMIT + 1):
+            assert app.invoke({"log": ["x"] * i})["d_saw"] == "c"
+        assert app.run_ahead_stats()["d"]["run_ahead"] == MISS_LIMIT  # no more
 
 
 def test_explain_shows_which_nodes_run_ahead() -> None:

@@ -488,8 +488,9 @@ class RequestRun:
                 key = (PULL, task.name) if task.path[0] == PULL else (twin or task.id)
                 # the loop changes channels only between steps, and this step is not over
                 log.snapshot(step, self._pregel.channels)
-                done = Finished(twin or task.id, task_path_str(task.path), task.writes)
+                done = Finished(twin or task.id, task_path_str(task.path), task.writes, task.name)
                 log.finish(step, key, done, loop_task=True)
+            self.ahead_stats.wrote(task.name, task.writes)
         self._start_sends(task, ancestry)
         if log is not None:
             self._start_pulls(task)
@@ -500,8 +501,11 @@ class RequestRun:
         log = self._log
         if log is not None:
             with self._lock:
-                done = Finished(ahead, task_path_str(ahead.task.path), ahead.task.writes)
+                done = Finished(
+                    ahead, task_path_str(ahead.task.path), ahead.task.writes, ahead.task.name
+                )
                 log.finish(ahead.step, ahead.key, done, loop_task=False)
+            self.ahead_stats.wrote(ahead.task.name, ahead.task.writes)
         self._start_sends(ahead.task, ahead.ancestry)
         if log is not None and not ahead.runner.late:
             self._start_pulls(ahead.task)
@@ -527,6 +531,14 @@ class RequestRun:
             ]
             if not names:
                 return
+            running = log.running(pad.step)
+            held = [n for n in names if self.ahead_stats.would_miss(n, running)]
+            if held:  # the loop starts them at their step
+                names = [n for n in names if n not in held]
+                for n in held:
+                    self.ahead_stats.add(n, "held")
+                if not names:
+                    return
             self._pulls_started.update((step, n) for n in names)
             pad_then = new_scratchpad("", "", step, pad.stop)
             managed = functools.partial(_managed_value, self._pregel, pad_then)
@@ -648,6 +660,7 @@ class RequestRun:
                 with self._lock:
                     read = ahead.reads.channels(inputs, _keys_of(ahead.task.input))
                     miss = not self._log.valid(ahead.basis, read, inputs)
+                self.ahead_stats.read(ahead.task.name, read)
         if not miss:
             return False
         with self._lock:

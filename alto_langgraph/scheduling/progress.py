@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -61,6 +62,8 @@ class Finished:
     #: ``task_path_str`` of its path: the loop applies a step's writes in this order
     path: str
     writes: Sequence[tuple[str, Any]]
+    #: its node
+    name: str
 
 
 @dataclasses.dataclass(eq=False)
@@ -147,6 +150,21 @@ class StepLog:
         yet): only then does starting its successors early gain anything."""
         rec = self._steps.get(step)
         return rec is None or rec.tasks is None or rec.loop_done < len(rec.tasks)
+
+    def running(self, step: int) -> Counter[str]:
+        """The nodes of the loop's tasks of ``step`` (and the steps since the last
+        snapshot before it) that have not finished: what may still write."""
+        base = max(
+            (s for s, r in self._steps.items() if r.base is not None and s <= step), default=step
+        )
+        out: Counter[str] = Counter()
+        for s in range(base, step + 1):
+            rec = self._steps.get(s)
+            if rec is None or rec.tasks is None:
+                continue
+            out += Counter(t.name for t in rec.tasks)
+            out -= Counter(f.name for f in rec.finished.values())
+        return out
 
     # -- prediction --------------------------------------------------------------------
     def triggered(self, step: int, wrote: Iterable[str]) -> list[str]:
@@ -243,7 +261,10 @@ class StepLog:
         if nxt is not None and nxt.tasks is not None:
             if rec is None or rec.tasks is None:
                 return None  # a step alto did not see: nothing to build on
-            return [Finished(self._idents(t), task_path_str(t.path), t.writes) for t in rec.tasks]
+            return [
+                Finished(self._idents(t), task_path_str(t.path), t.writes, t.name)
+                for t in rec.tasks
+            ]
         return _ordered(rec.finished.values()) if rec is not None else []
 
     def _idents(self, task: Any) -> Any:
@@ -302,18 +323,47 @@ MISS_LIMIT = 3
 
 class RunAheadStats:
     """Run-ahead of one app's nodes, across its runs: how many tasks ran ahead, were
-    adopted, missed (ran again at their step) or were dropped (their step never came:
-    the request failed or took another way). A node that misses ``MISS_LIMIT`` times in
-    a row stops running ahead for the app's lifetime: its reads keep being written by
-    siblings, so running it early only costs."""
+    adopted, missed (ran again at their step), were dropped (their step never came: the
+    request failed or took another way) or were held (not started: a task still
+    running writes what the node read before).
 
-    COUNTS = ("run_ahead", "adopted", "missed", "dropped")
+    What it learns, to avoid misses it can foresee: the state keys each node's run-ahead
+    tasks read, and the channels each node's tasks write. A node is held at its step
+    while a task of a node that writes what it reads is still running (a fan-in that
+    reads the list its fan-out appends to misses once, then waits). A node that still
+    misses ``MISS_LIMIT`` times in a row stops running ahead for the app's lifetime."""
+
+    COUNTS = ("run_ahead", "adopted", "missed", "dropped", "held")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
         self._in_a_row: dict[str, int] = {}
         self.stopped: set[str] = set()
+        self.reads: dict[str, frozenset[str]] = {}
+        self.writes: dict[str, frozenset[str]] = {}
+
+    def read(self, node: str, channels: Iterable[str]) -> None:
+        """What a run-ahead task of ``node`` read (checked at hand-over)."""
+        new = frozenset(channels)
+        if not new <= self.reads.get(node, frozenset()):
+            with self._lock:
+                self.reads[node] = self.reads.get(node, frozenset()) | new
+
+    def wrote(self, node: str, writes: Iterable[tuple[str, Any]]) -> None:
+        """What a task of ``node`` wrote."""
+        new = frozenset(c for c, _ in writes)
+        if not new <= self.writes.get(node, frozenset()):
+            with self._lock:
+                self.writes[node] = self.writes.get(node, frozenset()) | new
+
+    def would_miss(self, node: str, running: Iterable[str]) -> bool:
+        """Whether ``node`` read, before, a channel that one of the ``running`` nodes
+        writes."""
+        reads = self.reads.get(node)
+        if not reads:
+            return False
+        return any(not reads.isdisjoint(self.writes.get(n, ())) for n in running)
 
     def add(self, node: str, what: str, n: int = 1) -> None:
         with self._lock:

@@ -301,6 +301,10 @@ class RequestRun:
                 return
         with self._lock:
             log.enter(step, self._pregel.tasks.values())
+            # what the twins still to be handed over were built on, and this step's
+            # predecessor, whose finished tasks the next views start from, are kept
+            live = [a for q in self._ready.values() for a in q] + list(self._claimed.values())
+            log.prune(min([a.basis.base for a in live if a.basis is not None] + [step - 1]))
 
     def enter_inline(self, config: RunnableConfig) -> None:
         """For ``RunAheadAwareProc``: a task LangGraph runs inline starts its step. Not

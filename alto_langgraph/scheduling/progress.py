@@ -122,6 +122,13 @@ class StepLog:
         if rec.tasks is None:
             rec.tasks = list(tasks)
 
+    def prune(self, floor: int) -> None:
+        """Forget the steps before ``floor``: no view reaches back to them any more."""
+        for step in [s for s in self._steps if s < floor]:
+            rec = self._steps.pop(step)
+            for task in rec.tasks or ():
+                self.adopted.pop(task.id, None)
+
     def entered(self, step: int) -> bool:
         rec = self._steps.get(step)
         return rec is not None and rec.tasks is not None

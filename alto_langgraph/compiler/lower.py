@@ -229,8 +229,8 @@ def _pull_waits(graph: CompiledStateGraph, name: str, call: str, defer: bool) ->
     run ahead on a view of the state)."""
     if defer:
         return "defer=True"
-    if call in ("streaming", "fold"):
-        return f"a {call} node applies what it yields as it comes"
+    if call == "fold":
+        return "a fold node folds the stream of a Send's payload"
     node = graph.nodes[name]
     if not isinstance(node.channels, list):
         return "its input is one channel"

@@ -69,7 +69,7 @@ from .._langgraph import (
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
 from ..views import ReadLog, tracked_input, untrack
-from .partial import StreamedUpdates, TaskSink
+from .partial import HeldUpdates, StreamedUpdates, TaskSink
 from .progress import Basis, Finished, PullNode, RunAheadStats, StepLog
 from .tasks import NodeRunner, StateNotReady, pull_task_for, push_task_for, scratchpad_of
 
@@ -149,6 +149,8 @@ class RunAhead:
     #: a pull task's: what its view of the state was built from, and what it read
     basis: Basis | None = None
     reads: ReadLog | None = None
+    #: a streaming node's: its partial updates, until the loop adopts its result
+    held: HeldUpdates | None = None
 
     @property
     def step(self) -> int:
@@ -387,13 +389,15 @@ class RequestRun:
         if found is not None:
             self._updates, self._output_keys = found
 
-    def _sink(self, task: Any, ancestry: tuple[Frame, ...]) -> TaskSink:
+    def _sink(
+        self, task: Any, ancestry: tuple[Frame, ...], held: HeldUpdates | None = None
+    ) -> TaskSink:
         writer = self.runners[task.name].node.writers[0]  # StateGraph's update writer
         return TaskSink(
             task,
             writer,
             self._output_keys,
-            self._updates,
+            self._updates if held is None else held,
             self.folds,
             functools.partial(self._sends_ready, task, ancestry),
         )
@@ -568,10 +572,15 @@ class RequestRun:
             )
             twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
             twin.config[CONF].pop(_SUBMITTED_BY, None)
-            twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
-            started.append(
-                RunAhead(twin, self.root, runner, calls, self._future(), basis=basis, reads=reads)
-            )
+            held = None
+            if name in self.streaming:  # its partial updates wait for its hand-over
+                held = HeldUpdates()
+                twin.config[CONF][CONFIG_KEY_YIELD] = self._sink(twin, self.root, held)
+            else:
+                twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
+            ahead = RunAhead(twin, self.root, runner, calls, self._future(), basis=basis)
+            ahead.reads, ahead.held = reads, held
+            started.append(ahead)
         self._register(started, step)
 
     def _register(self, started: list[RunAhead], step: int) -> None:
@@ -643,6 +652,8 @@ class RequestRun:
             if self._log is not None:
                 self._log.adopted[task.id] = ahead
         self.ahead_stats.add(ahead.task.name, "adopted")
+        if ahead.held is not None:  # a streaming node's partial updates, in order
+            ahead.held.replay(self._updates)
         task.config[CONF][CONFIG_KEY_SEND](writes)
         if not ahead.runner.late:
             return None

@@ -8,7 +8,8 @@ loop applies the same writes in the same order. What changes is what happens at 
 
 * a ``Send`` starts its task (run-ahead) before the node has finished;
 * a partial update is emitted in ``stream_mode="updates"`` as ``{node: update}``, and
-  the loop's own update for the whole task is dropped (``StreamedUpdates``).
+  the loop's own update for the whole task is dropped (``StreamedUpdates``); those of a
+  task that ran ahead on a view of the state wait for its hand-over (``HeldUpdates``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,23 @@ class StreamedUpdates:
             self.inner((self.ns, "updates", {node: update}))
 
 
+class HeldUpdates:
+    """Partial updates of a task that ran ahead on a view of the state: held until the
+    loop adopts its result (then they go out, ``replay``), dropped if it missed."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[str, Any]] = []
+
+    def partial(self, node: str, update: Any) -> None:
+        self.held.append((node, update))
+
+    def replay(self, out: StreamedUpdates | None) -> None:
+        if out is not None:
+            for node, update in self.held:
+                out.partial(node, update)
+        self.held.clear()
+
+
 class TaskSink:
     """``CONFIG_KEY_YIELD`` of one task in the app process (a ``streams.Sink``)."""
 
@@ -58,7 +76,7 @@ class TaskSink:
         task: Any,
         writer: Any,
         output_keys: Any,
-        out: StreamedUpdates | None,
+        out: StreamedUpdates | HeldUpdates | None,
         folds: Mapping[str, str],
         sends_ready: Callable[[], None],
     ) -> None:

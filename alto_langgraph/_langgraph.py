@@ -37,7 +37,9 @@ from langgraph._internal._constants import (
     TASKS,
 )
 from langgraph._internal._future import chain_future
+from langgraph._internal._runnable import RunnableCallable
 from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph.graph._branch import BranchSpec
 from langgraph.graph.state import _coerce_state
 from langgraph.managed.base import is_managed_value
 from langgraph.pregel._algo import PUSH_TRIGGER, _scratchpad, task_path_str
@@ -90,6 +92,9 @@ __all__ = [
     "StreamingCallbackHandler",
     "TASKS",
     "arun_with_retry",
+    "branch_parts",
+    "branch_runnable",
+    "finish_branch",
     "input_schema_of",
     "is_managed_value",
     "task_path_str",
@@ -185,6 +190,32 @@ def input_schema_of(node: PregelNode) -> type | None | bool:
     if isinstance(mapper, functools.partial) and mapper.func is _coerce_state and mapper.args:
         return mapper.args[0]
     return False
+
+
+def branch_parts(runnable: Any) -> tuple[Any, Any, Any] | None:
+    """(BranchSpec, reader, writer) of a conditional edge's runnable, as
+    ``BranchSpec.run`` builds it among a node's writers; None for another runnable."""
+    spec = getattr(getattr(runnable, "func", None), "__self__", None)
+    if not isinstance(spec, BranchSpec):
+        return None
+    kwargs = getattr(runnable, "kwargs", {})
+    return spec, kwargs.get("reader"), kwargs.get("writer")
+
+
+def branch_runnable(
+    route: Callable[..., Any], aroute: Callable[..., Any], reader: Any, writer: Any
+) -> Any:
+    """A conditional edge's runnable as ``BranchSpec.run`` builds it, routing with
+    ``route``/``aroute`` (called with the node's output and config, ``reader`` and
+    ``writer``; what they return, a writer, runs next)."""
+    return RunnableCallable(
+        func=route, afunc=aroute, writer=writer, reader=reader, name=None, trace=False
+    )
+
+
+def finish_branch(spec: Any, writer: Any, input: Any, result: Any, config: Any) -> Any:
+    """The writes of a conditional edge that routed to ``result`` (``BranchSpec._finish``)."""
+    return spec._finish(writer, input, result, config)
 
 
 def reads_state(runnable: Any) -> bool:

@@ -39,7 +39,7 @@ from .process import worker
 from .process.deployment import Deployment
 from .process.remote import RemoteNode
 from .scheduling.coordinator import AsyncRequestRun, RequestRun, SyncRequestRun
-from .scheduling.progress import PullNode, RunAheadStats
+from .scheduling.progress import VALUE_CHANNELS, PullNode, RunAheadStats
 from .scheduling.tasks import NodeRunner, new_id, node_runners
 from .streams import is_fold, is_streaming, node_function
 
@@ -59,6 +59,7 @@ class _AltoState:
         deployment: Deployment | None,
         runners: dict[str, NodeRunner],
         barriers: frozenset[str],
+        state_channels: tuple[str, ...],
     ) -> None:
         self.plan = plan
         self.deployment = deployment
@@ -74,11 +75,14 @@ class _AltoState:
                 tuple(runners[s.name].node.channels),
                 tuple(runners[s.name].node.triggers),
                 input_schema_of(runners[s.name].node) or None,
+                # conditional edges read state keys: on a view, when every one folds
+                state_channels if runners[s.name].late else (),
             )
             for s in plan.stages
             if s.kind in ("node", "subgraph") and s.run_ahead and not s.pull_waits
         }
         self.barriers = barriers
+        self.state_channels = state_channels
         self.ahead_stats = RunAheadStats()
 
     def lm_config(self) -> dict[str, Any]:
@@ -93,7 +97,16 @@ class _AltoState:
 
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
-        return (_AltoState, (self.plan, None, self.runners, self.barriers))
+        return (_AltoState, (self.plan, None, self.runners, self.barriers, self.state_channels))
+
+
+def _state_channels(graph: CompiledStateGraph) -> tuple[str, ...]:
+    """The graph's state channels, if each keeps its value from step to step (what a
+    view can fold); () if one does not."""
+    keys = [k for k in graph.builder.channels if k in graph.channels]
+    if all(type(graph.channels[k]) in VALUE_CHANNELS for k in keys):
+        return tuple(keys)
+    return ()
 
 
 def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], dict[str, str]]:
@@ -138,7 +151,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         barriers = frozenset(
             name for name, ch in graph.channels.items() if type(ch) is NamedBarrierValue
         )
-        graph._alto = alto = _AltoState(plan, deployment, runners, barriers)
+        graph._alto = alto = _AltoState(plan, deployment, runners, barriers, _state_channels(graph))
         if alto.streaming:
             # the loop hands out stream chunks while tasks run, not only between steps:
             # partial updates are worth seeing as they come

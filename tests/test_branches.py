@@ -626,3 +626,59 @@ def test_managed_values_are_the_tasks_own_step() -> None:
     stock, alto = compare(build, config={"recursion_limit": 25})
     assert alto.final["d_saw"] == stock.final["d_saw"] < 25  # d's step's, as on stock
     assert ahead(alto, "d") == (1, 1, 0, 0)
+
+
+# -- conditional edges after a task that runs ahead --------------------------------------
+@pytest.mark.parametrize(("sync", "executor"), STYLES)
+def test_a_router_in_the_fast_branch_runs_on_the_view_and_the_chain_goes_on(
+    sync: bool, executor: str
+) -> None:
+    """d's conditional edge reads only its own branch's key: it runs on d's view when d
+    runs ahead, so e and f run ahead too (before: the chain waited at d's step)."""
+
+    def build(t: float) -> tuple[StateGraph, Any]:
+        gate = Gate(t)
+        nodes = {
+            "d": lambda s: {"log": ["d"]},
+            "e": lambda s: {"log": ["e"]},
+            "f": lambda s: (gate.open(), {"log": ["f"]})[1],
+            "g": lambda s: {"log": ["g"]},
+        }
+        g = fork(S, lambda s: {}, gate, nodes=nodes)
+        g.add_conditional_edges("d", lambda s: "e" if s["b_out"] == "b" else "g", ["e", "g"])
+        g.add_edge("e", "f")
+        return g, {"log": []}
+
+    _, alto = compare(build, sync=sync, executor=executor)
+    assert [ahead(alto, n) for n in "def"] == [(1, 1, 0, 0)] * 3
+
+
+def test_a_router_that_reads_a_siblings_key_misses_and_what_it_routed_to_is_dropped() -> None:
+    def build(t: float) -> tuple[StateGraph, Any]:
+        gate = Gate(t)
+        nodes = {
+            "d": lambda s: {"log": ["d"]},
+            "e": lambda s: (gate.open(), {"log": ["e"]})[1],
+            "g": lambda s: {"log": ["g"]},
+        }
+        g = fork(S, lambda s: {}, gate, nodes=nodes)
+        g.add_conditional_edges("d", lambda s: "e" if s.get("c_out") is None else "g", ["e", "g"])
+        return g, {"log": []}
+
+    _, alto = compare(build)
+    assert alto.final["log"][-1] == "g"  # the router ran again on the real state
+    assert ahead(alto, "d") == (1, 0, 1, 0)
+    assert ahead(alto, "e") == (1, 0, 0, 1)
+
+
+def test_a_pydantic_router_reads_the_whole_state() -> None:
+    def build(t: float) -> tuple[StateGraph, Any]:
+        gate = Gate(t)
+        nodes = {"d": lambda s: {"log": ["d"]}, "e": lambda s: (gate.open(), {"log": ["e"]})[1]}
+        g = fork(P, lambda s: {}, gate, nodes=nodes)
+        g.add_conditional_edges("d", lambda s: "e" if s.b_out == "b" else END, ["e", END])
+        return g, {"log": []}
+
+    _, alto = compare(build)
+    # LangGraph builds the router's model from every key: c's write makes d miss
+    assert ahead(alto, "d") == (1, 0, 1, 0)

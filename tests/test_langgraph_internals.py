@@ -8,6 +8,7 @@ import functools
 import operator
 from typing import Annotated, Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 from langgraph.managed import RemainingSteps
 from pydantic import BaseModel
@@ -121,7 +122,6 @@ def test_the_first_writer_of_a_node_maps_updates_and_commands_to_writes() -> Non
 def test_a_tasks_call_hook_leads_to_its_loop_and_the_loop_streams_updates_per_task() -> None:
     """alto finds the loop (to stream partial updates, and to drop the whole-task
     update of a streaming node) through the loop method bound into CONFIG_KEY_CALL."""
-    from langchain_core.runnables import RunnableConfig
 
     found: list[Any] = []
 
@@ -210,7 +210,6 @@ def test_a_graph_resolves_its_checkpointer_from_the_config() -> None:
 def test_a_send_tasks_state_reader_gives_the_state_of_its_step() -> None:
     """read_task_state: what a ToolNode reached by Send reads (READ_STATE, or READ's
     channels on LangGraph before 1.2.23)."""
-    from langchain_core.runnables import RunnableConfig
     from langgraph.types import Send
 
     read: list[Any] = []
@@ -277,7 +276,6 @@ def test_the_submit_hook_gets_only_keywords_alto_knows() -> None:
 def test_the_loop_exposes_its_tasks_channels_and_managed_values_while_a_step_runs() -> None:
     """progress.py snapshots ``loop.channels`` and notes ``loop.tasks`` while a step's
     tasks run; channels copy, and change only between steps."""
-    from langchain_core.runnables import RunnableConfig
 
     seen: dict[str, Any] = {}
 
@@ -334,3 +332,33 @@ def test_a_nodes_input_schema_is_known_from_its_mapper() -> None:
         assert _pregel.input_schema_of(compiled.nodes["a"]) is expected, schema
     assert _pregel.is_managed_value(compiled.channels["remaining_steps"])  # R's
     assert not _pregel.is_managed_value(compiled.channels["log"])
+
+
+def test_a_conditional_edge_is_a_branch_runnable_alto_can_rebuild() -> None:
+    """tasks.py rebuilds a node's conditional edges to route on a state view: it takes
+    BranchSpec, reader and writer out of the runnable BranchSpec.run made, and builds
+    the same kind of runnable around its own route, which ends in BranchSpec._finish."""
+    g = two_parallel_then_one()
+    g.add_conditional_edges(
+        "c", lambda s: "a" if len(s["log"]) < 4 else "__end__", ["a", "__end__"]
+    )
+    compiled = g.compile()
+    late = [w for w in compiled.nodes["c"].flat_writers if not isinstance(w, _pregel.ChannelWrite)]
+    assert len(late) == 1
+    spec, reader, writer = _pregel.branch_parts(late[0])
+    assert callable(reader) and callable(writer) and spec.input_schema is None
+    assert _pregel.branch_parts(compiled.nodes["c"].flat_writers[0]) is None
+
+    calls: list[Any] = []
+
+    # LangGraph passes config to a parameter annotated RunnableConfig
+    def route(input: Any, config: RunnableConfig, *, reader: Any, writer: Any) -> Any:
+        calls.append(reader(config))
+        result = spec.path.invoke(calls[-1], config)
+        return _pregel.finish_branch(spec, writer, input, result, config)
+
+    rebuilt = _pregel.branch_runnable(route, None, reader, writer)
+    node = compiled.nodes["c"]
+    compiled.nodes["c"] = node.copy({"writers": [*node.writers[:-1], rebuilt]})
+    assert compiled.invoke({"log": []})["log"] == ["a", "b", "c", "a", "c"]
+    assert [sorted(c) for c in calls] == [["log"], ["log"]]

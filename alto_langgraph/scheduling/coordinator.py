@@ -48,6 +48,7 @@ from langgraph.types import Command
 from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
+    CONFIG_KEY_READ,
     CONFIG_KEY_RUNNER_SUBMIT,
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
@@ -68,9 +69,9 @@ from .._langgraph import (
     wrap_loop_stream,
 )
 from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
-from ..views import ReadLog, tracked_input, untrack
+from ..views import ReadLog, StateView, tracked_input, untrack
 from .partial import HeldUpdates, StreamedUpdates, TaskSink
-from .progress import Basis, Finished, PullNode, RunAheadStats, StepLog
+from .progress import Basis, BranchReader, Finished, PullNode, RunAheadStats, StepLog
 from .tasks import NodeRunner, StateNotReady, pull_task_for, push_task_for, scratchpad_of
 
 #: set on the config of every task the submit hook saw, to the run that saw it
@@ -151,6 +152,8 @@ class RunAhead:
     reads: ReadLog | None = None
     #: a streaming node's: its partial updates, until the loop adopts its result
     held: HeldUpdates | None = None
+    #: its conditional edges ran too (on its view): nothing is left for hand-over
+    complete: bool = False
 
     @property
     def step(self) -> int:
@@ -209,6 +212,8 @@ class RequestRun:
         self._log = StepLog(self.pulls, barriers) if self.pulls else None
         self._pregel: Any = None  # LangGraph's loop of this run, once a task shows it
         self._pulls_started: set[tuple[int, str]] = set()
+        #: some node that may run ahead has not shown yet what it reads
+        self.learning = any(n not in self.ahead_stats.reads for n in self.pulls)
         #: nodes whose Send tasks read graph state: they run at their step, not ahead
         self.at_step = at_step
         #: ancestry of this run's scope: () for a request, the calling task's for a
@@ -307,6 +312,33 @@ class RequestRun:
             # predecessor, whose finished tasks the next views start from, are kept
             live = [a for q in self._ready.values() for a in q] + list(self._claimed.values())
             log.prune(min([a.basis.base for a in live if a.basis is not None] + [step - 1]))
+
+    def watch_reads(
+        self, input: Any, config: RunnableConfig
+    ) -> tuple[Any, Callable[[], None] | None]:
+        """For ``RunAheadAwareProc``: the first run of a node that may run ahead, at its
+        step, records what it reads (on a view of its input), so that the app knows
+        before it ever runs the node ahead whether a sibling still running would make
+        it miss. Returns the input to run on, and what to call once the node has run."""
+        metadata = config.get("metadata") or {}
+        name = metadata.get("langgraph_node")
+        path = metadata.get("langgraph_path") or ()
+        if (
+            name not in self.pulls
+            or name in self.ahead_stats.reads
+            or not path
+            or path[0] != PULL
+            or type(input) is not dict
+        ):
+            return input, None
+        log = ReadLog()
+        view = StateView(input, log)
+        inputs = self.pulls[name].channels
+
+        def learned() -> None:
+            self.ahead_stats.read(name, log.channels(inputs, dict.keys(view)))
+
+        return view, learned
 
     def enter_inline(self, config: RunnableConfig) -> None:
         """For ``RunAheadAwareProc``: a task LangGraph runs inline starts its step. Not
@@ -515,7 +547,7 @@ class RequestRun:
                 log.finish(ahead.step, ahead.key, done, loop_task=False)
             self.ahead_stats.wrote(ahead.task.name, ahead.task.writes)
         self._start_sends(ahead.task, ahead.ancestry)
-        if log is not None and not ahead.runner.late:
+        if log is not None and (ahead.complete or not ahead.runner.late):
             self._start_pulls(ahead.task)
 
     def _start_pulls(self, sender: Any) -> None:
@@ -540,7 +572,9 @@ class RequestRun:
             if not names:
                 return
             running = log.running(pad.step)
-            held = [n for n in names if self.ahead_stats.would_miss(n, running)]
+            held = [
+                n for n in names if self.ahead_stats.would_miss(n, running, self.pulls[n].channels)
+            ]
             if held:  # the loop starts them at their step
                 names = [n for n in names if n not in held]
                 for n in held:
@@ -557,19 +591,26 @@ class RequestRun:
             if made is None:  # nothing to build its state on: it waits for its step
                 continue
             values, basis = made
+            node = self.pulls[name]
             runner = self.runners[name]
             reads = ReadLog()
             calls = DeferredCalls()
+            # conditional edges too, on the view, when it holds what they may read
+            complete = bool(runner.late and runner.complete and node.branch_reads)
             twin = pull_task_for(
                 sender,
                 sender_runner.node if sender_runner else None,
                 runner,
                 name,
-                tracked_input(values, self.pulls[name].schema, reads),
+                tracked_input(values, node.schema, reads),
                 step,
                 pad.stop,
                 {CONFIG_KEY_CALL: calls, CONFIG_KEY_ANCESTRY: self.root},
+                complete=complete,
             )
+            if complete:
+                conf = twin.config[CONF]
+                conf[CONFIG_KEY_READ] = BranchReader(basis, twin.writes, reads, managed)
             twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
             twin.config[CONF].pop(_SUBMITTED_BY, None)
             held = None
@@ -579,7 +620,7 @@ class RequestRun:
             else:
                 twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
             ahead = RunAhead(twin, self.root, runner, calls, self._future(), basis=basis)
-            ahead.reads, ahead.held = reads, held
+            ahead.reads, ahead.held, ahead.complete = reads, held, complete
             started.append(ahead)
         self._register(started, step)
 
@@ -655,7 +696,7 @@ class RequestRun:
         if ahead.held is not None:  # a streaming node's partial updates, in order
             ahead.held.replay(self._updates)
         task.config[CONF][CONFIG_KEY_SEND](writes)
-        if not ahead.runner.late:
+        if ahead.complete or not ahead.runner.late:
             return None
         return output, _writers_config(task.config, output)
 
@@ -671,10 +712,11 @@ class RequestRun:
             untrack(ahead.task.input)
             if not miss:
                 assert self._log is not None and ahead.reads is not None
-                inputs = self.pulls[ahead.task.name].channels
+                node = self.pulls[ahead.task.name]
+                inputs = (*node.channels, *node.branch_reads) if ahead.complete else node.channels
                 with self._lock:
                     read = ahead.reads.channels(inputs, _keys_of(ahead.task.input))
-                    miss = not self._log.valid(ahead.basis, read, inputs)
+                    miss = not self._log.valid(ahead.basis, read)
                 self.ahead_stats.read(ahead.task.name, read)
         if not miss:
             return False
@@ -922,13 +964,20 @@ class RunAheadAwareProc(Runnable[Any, Any]):
 
     def _adopted(
         self, input: Any, config: RunnableConfig | None
-    ) -> tuple[tuple[RequestRun, RunAhead, _TaskView] | None, RunnableConfig | None]:
+    ) -> tuple[
+        tuple[RequestRun, RunAhead, _TaskView] | None,
+        RunnableConfig | None,
+        Any,
+        Callable[[], None] | None,
+    ]:
         """(run, twin, task view) when this task has a twin to adopt; the config without
-        the hook either way. Cheap when nothing ran ahead: it runs for every task."""
+        the hook either way; the input to run the node on, and what to call once it has
+        run (the first run of a node that may run ahead records what it reads). Cheap
+        when nothing ran ahead: it runs for every task."""
         conf = config.get(CONF) if config else None
         run = conf.get(CONFIG_KEY_RUNNER_SUBMIT) if conf else None
         if not isinstance(run, RequestRun):
-            return None, config
+            return None, config, input, None
         conf = dict(conf)
         del conf[CONFIG_KEY_RUNNER_SUBMIT]
         config = {**config, CONF: conf}  # type: ignore[misc]
@@ -937,15 +986,21 @@ class RunAheadAwareProc(Runnable[Any, Any]):
             run.enter_inline(config)
         found = run.adoption(input, config) if (run._ready or run._claimed) else None
         if found is not None:
-            return (run, *found), config
+            return (run, *found), config, input, None
         if inline:
             config = run.inline_config(input, config)
-        return None, config
+        learned = None
+        if run.learning:
+            input, learned = run.watch_reads(input, config)
+        return None, config, input, learned
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        adopted, config = self._adopted(input, config)
+        adopted, config, input, learned = self._adopted(input, config)
         if adopted is None:
-            return self.proc.invoke(input, config, **kwargs)
+            output = self.proc.invoke(input, config, **kwargs)
+            if learned is not None:
+                learned()
+            return output
         run, ahead, task = adopted
         _wait(ahead.done)
         if run.missed(ahead):
@@ -958,10 +1013,19 @@ class RunAheadAwareProc(Runnable[Any, Any]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Awaitable[Any]:
         # returns the awaitable rather than awaiting it: one coroutine frame less per task
-        adopted, config = self._adopted(input, config)
+        adopted, config, input, learned = self._adopted(input, config)
         if adopted is None:
+            if learned is not None:
+                return self._alearn(input, config, learned, kwargs)
             return self.proc.ainvoke(input, config, **kwargs)
         return self._ahand_over(*adopted, input, kwargs)
+
+    async def _alearn(
+        self, input: Any, config: RunnableConfig | None, learned: Callable[[], None], kwargs: Any
+    ) -> Any:
+        output = await self.proc.ainvoke(input, config, **kwargs)
+        learned()
+        return output
 
     async def _ahand_over(
         self, run: RequestRun, ahead: RunAhead, task: _TaskView, input: Any, kwargs: Any
@@ -977,9 +1041,11 @@ class RunAheadAwareProc(Runnable[Any, Any]):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        adopted, config = self._adopted(input, config)
+        adopted, config, input, learned = self._adopted(input, config)
         if adopted is None:
             yield from self.proc.stream(input, config, **kwargs)
+            if learned is not None:
+                learned()
         else:
             run, ahead, task = adopted
             _wait(ahead.done)
@@ -992,10 +1058,12 @@ class RunAheadAwareProc(Runnable[Any, Any]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        adopted, config = self._adopted(input, config)
+        adopted, config, input, learned = self._adopted(input, config)
         if adopted is None:
             async for chunk in self.proc.astream(input, config, **kwargs):
                 yield chunk
+            if learned is not None:
+                learned()
         else:
             run, ahead, task = adopted
             await asyncio.wait([ahead.done])

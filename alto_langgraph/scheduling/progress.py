@@ -29,8 +29,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from langgraph.channels import BinaryOperatorAggregate, EphemeralValue, LastValue, NamedBarrierValue
+from langgraph.errors import EmptyChannelError
 
 from .._langgraph import PULL, task_path_str
+from ..views import ReadLog, StateView
+from .tasks import StateNotReady
 
 try:  # LangGraph 1.2.24
     from langgraph.channels import DeltaChannel
@@ -51,6 +54,8 @@ class PullNode:
     #: the schema LangGraph builds its input with (a pydantic model or a dataclass), or
     #: None for a dict
     schema: type | None
+    #: the state channels its conditional edges may read (they run on the view too)
+    branch_reads: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,12 +73,46 @@ class Finished:
 
 @dataclasses.dataclass(eq=False)
 class Basis:
-    """What a view was built from: the state at the start of step ``base``, and for each
-    channel the writes folded into its value since (who wrote them, in order)."""
+    """What a view is built from: the state at the start of step ``base`` (channel
+    copies, never changed), and the finished tasks of each step since, in the loop's
+    order. A channel's value is folded when first asked for (``channel``), and
+    ``applied`` keeps who wrote what went into it, in order: what the hand-over checks."""
 
     base: int
     step: int
-    applied: dict[str, list[Any]]
+    start: Mapping[str, Any]
+    records: list[list[Finished]]
+    applied: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    _folded: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def channel(self, chan: str) -> Any:
+        """The channel ``chan`` with the known writes applied (a copy); None if those
+        writes conflict (the loop fails on them too, if they stand: a task reading it
+        misses); KeyError if it is not a state channel."""
+        if chan in self._folded:
+            return self._folded[chan]
+        channel = self.start[chan]
+        who: list[Any] = []
+        for done in self.records:
+            writes = []
+            for f in done:
+                mine = [v for c, v in f.writes if c == chan]
+                if mine:
+                    who.append(f.ident)
+                    writes.extend(mine)
+            if writes:
+                if channel is self.start[chan]:
+                    channel = channel.copy()
+                try:
+                    channel.update(writes)
+                except Exception:
+                    channel = None
+                    who = [_CONFLICT]
+                    break
+        if who:
+            self.applied[chan] = who
+        self._folded[chan] = channel
+        return channel
 
 
 class _Step:
@@ -103,7 +142,7 @@ class StepLog:
             for chan in node.triggers:
                 self.triggers.setdefault(chan, []).append(node.name)
         self._snapshot_channels = sorted(
-            {c for n in pulls.values() for c in (*n.channels, *n.triggers)}
+            {c for n in pulls.values() for c in (*n.channels, *n.triggers, *n.branch_reads)}
         )
         self._steps: dict[int, _Step] = {}
         #: loop task id -> the twin it adopted (its writes are the twin's)
@@ -226,39 +265,16 @@ class StepLog:
             if done is None:
                 return None
             per_step.append(done)
+        basis = Basis(base_step, step, base, per_step)
         values: dict[str, Any] = {}
-        applied: dict[str, list[Any]] = {}
         for chan in node.channels:
-            channel = base.get(chan)
-            if channel is None:
+            if chan not in base:
                 values[chan] = managed(chan)
                 continue
-            who: list[Any] = []
-            for done in per_step:
-                writes = []
-                for f in done:
-                    mine = [v for c, v in f.writes if c == chan]
-                    if mine:
-                        who.append(f.ident)
-                        writes.extend(mine)
-                if writes:
-                    if channel is base[chan]:
-                        channel = channel.copy()
-                    try:
-                        channel.update(writes)
-                    except Exception:
-                        # the loop will fail on these writes too, if they stand: a task
-                        # reading the channel misses and runs at its step
-                        channel = None
-                        break
-            if who:
-                applied[chan] = who
-            if channel is None:
-                applied[chan] = [_CONFLICT]
-                continue
-            if channel.is_available():
+            channel = basis.channel(chan)
+            if channel is not None and channel.is_available():
                 values[chan] = channel.get()
-        return values, Basis(base_step, step, applied)
+        return values, basis
 
     def _records(self, step: int) -> list[Finished] | None:
         """The finished tasks of ``step`` in the loop's order: all of its tasks once the
@@ -279,10 +295,10 @@ class StepLog:
         return task.id if twin is None else (task.id, twin)
 
     # -- validation --------------------------------------------------------------------
-    def valid(self, basis: Basis, read: Iterable[str], inputs: Sequence[str]) -> bool:
+    def valid(self, basis: Basis, read: Iterable[str]) -> bool:
         """Whether every channel in ``read`` holds, at the start of ``basis.step``, the
-        value the view gave: the same writes, in the same order. Call once the loop is
-        at ``basis.step``."""
+        value the view gave: the same writes, in the same order (managed values, known
+        from the task's step, are not checked). Call once the loop is at ``basis.step``."""
         steps = []
         for s in range(basis.base, basis.step):
             rec = self._steps.get(s)
@@ -290,7 +306,7 @@ class StepLog:
                 return False
             steps.append(sorted(rec.tasks, key=lambda t: task_path_str(t.path)))
         for chan in read:
-            if chan not in inputs:
+            if chan not in basis.start:
                 continue
             expected = basis.applied.get(chan, ())
             actual = [t for tasks in steps for t in tasks if any(c == chan for c, _ in t.writes)]
@@ -301,6 +317,52 @@ class StepLog:
                     return False
         return True
 
+
+class BranchReader:
+    """``CONFIG_KEY_READ`` of a pull task that runs ahead, for its conditional edges: as
+    LangGraph's reader, the state plus (``fresh``) the task's own writes, but read from
+    its view, and what they read counts as the task's reads."""
+
+    def __init__(
+        self,
+        basis: Basis,
+        writes: Sequence[tuple[str, Any]],
+        log: ReadLog,
+        managed: Callable[[str], Any],
+    ) -> None:
+        self.basis = basis
+        self.writes = writes
+        self.log = log
+        self.managed = managed
+
+    def __call__(self, select: str | Sequence[str], fresh: bool = False) -> Any:
+        if isinstance(select, str):
+            self.log.read(select)
+            value = self._value(select, fresh)
+            if value is _EMPTY:
+                raise EmptyChannelError(select)
+            return value
+        values: dict[str, Any] = {}
+        for chan in select:
+            value = self._value(chan, fresh)
+            if value is not _EMPTY:
+                values[chan] = value
+        return StateView(values, self.log)
+
+    def _value(self, chan: str, fresh: bool) -> Any:
+        if chan not in self.basis.start:
+            return self.managed(chan)
+        channel = self.basis.channel(chan)
+        if channel is None:  # conflicting writes: the task misses
+            raise StateNotReady(f"alto: writes to {chan!r} conflict")
+        own = [v for c, v in self.writes if c == chan] if fresh else []
+        if own:
+            channel = channel.copy()
+            channel.update(own)
+        return channel.get() if channel.is_available() else _EMPTY
+
+
+_EMPTY = object()
 
 #: trigger channels whose pull tasks may run ahead: an edge's (written: triggered), a
 #: waiting edge's (triggered once every source has written); a deferred node's wait
@@ -334,11 +396,13 @@ class RunAheadStats:
     request failed or took another way) or were held (not started: a task still
     running writes what the node read before).
 
-    What it learns, to avoid misses it can foresee: the state keys each node's run-ahead
-    tasks read, and the channels each node's tasks write. A node is held at its step
-    while a task of a node that writes what it reads is still running (a fan-in that
-    reads the list its fan-out appends to misses once, then waits). A node that still
-    misses ``MISS_LIMIT`` times in a row stops running ahead for the app's lifetime."""
+    What it learns, to avoid misses it can foresee: the state keys each node reads (from
+    its tasks that ran ahead, and from its first run at its step), and the channels each
+    node's tasks write. A node is held at its step while a task of a node known to
+    write what it reads (until it has been seen: any key of its input) is still
+    running: a fan-in that reads the list its fan-out appends to waits. A node that
+    still misses ``MISS_LIMIT`` times in a row stops running ahead for the app's
+    lifetime."""
 
     COUNTS = ("run_ahead", "adopted", "missed", "dropped", "held")
 
@@ -351,9 +415,10 @@ class RunAheadStats:
         self.writes: dict[str, frozenset[str]] = {}
 
     def read(self, node: str, channels: Iterable[str]) -> None:
-        """What a run-ahead task of ``node`` read (checked at hand-over)."""
+        """What a task of ``node`` read (one that ran ahead, or its first at its step)."""
         new = frozenset(channels)
-        if not new <= self.reads.get(node, frozenset()):
+        known = self.reads.get(node)
+        if known is None or not new <= known:
             with self._lock:
                 self.reads[node] = self.reads.get(node, frozenset()) | new
 
@@ -364,10 +429,12 @@ class RunAheadStats:
             with self._lock:
                 self.writes[node] = self.writes.get(node, frozenset()) | new
 
-    def would_miss(self, node: str, running: Iterable[str]) -> bool:
-        """Whether ``node`` read, before, a channel that one of the ``running`` nodes
-        writes."""
+    def would_miss(self, node: str, running: Iterable[str], declared: Iterable[str]) -> bool:
+        """Whether ``node`` reads a channel that one of the ``running`` nodes writes:
+        what it read before, or (never seen yet) every channel it declares it reads."""
         reads = self.reads.get(node)
+        if reads is None:
+            reads = frozenset(declared)
         if not reads:
             return False
         return any(not reads.isdisjoint(self.writes.get(n, ())) for n in running)

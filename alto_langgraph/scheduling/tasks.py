@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 
 from .._langgraph import (
@@ -32,8 +32,12 @@ from .._langgraph import (
     PregelExecutableTask,
     PregelNode,
     Send,
+    branch_parts,
+    branch_runnable,
+    finish_branch,
     new_scratchpad,
 )
+from ..views import StateView, plain
 
 #: Where a run-ahead task whose conditional edges must wait leaves its node's output
 #: for them (a write in its own task's writes, taken out again on hand-over).
@@ -54,6 +58,9 @@ class NodeRunner:
     #: the writers of ``early`` (LangGraph applies a task's writers to a ``Command``
     #: a subgraph sends to its parent)
     early_writers: tuple[Runnable, ...]
+    #: bound + every writer, the conditional edges reading a view of the state (a pull
+    #: task that runs ahead; None when ``late`` holds a writer that is not an edge)
+    complete: Runnable | None = None
 
     @classmethod
     def of(cls, node: PregelNode) -> NodeRunner | None:
@@ -68,7 +75,11 @@ class NodeRunner:
             return cls(node, proc, (), tuple(writers))
         keep = ChannelWrite((ChannelWriteEntry(NODE_OUTPUT),))
         early = node.copy({"writers": [*writers[:split], keep]})
-        return cls(node, early.node, tuple(writers[split:]), tuple(early.flat_writers))
+        viewed = [_on_view(w) for w in writers[split:]]
+        complete = None
+        if all(v is not None for v in viewed):
+            complete = node.copy({"writers": [*writers[:split], *viewed]}).node
+        return cls(node, early.node, tuple(writers[split:]), tuple(early.flat_writers), complete)
 
     def hand_over(self, twin_writes: Any) -> tuple[list[tuple[str, Any]], Any]:
         """The twin's writes for the loop's task, and the node output its late writers need."""
@@ -82,6 +93,37 @@ class NodeRunner:
             else:
                 writes.append((chan, value))
         return writes, output
+
+
+def _on_view(runnable: Runnable) -> Runnable | None:
+    """A conditional edge that routes on a state view as it routes on the state: LangGraph
+    hands a dict state's router the node's output keys under the state (a copy, which
+    would read the whole view); here the copy is a view too."""
+    parts = branch_parts(runnable)
+    if parts is None:
+        return None
+    spec, reader, writer = parts
+
+    def value(input: Any, config: Any, reader: Any) -> Any:
+        if reader is None:
+            return input
+        state = reader(config)
+        if isinstance(state, dict) and isinstance(input, dict) and spec.input_schema is None:
+            if isinstance(state, StateView):
+                return StateView({**input, **plain(state)}, state._log)
+            return {**input, **state}
+        return state
+
+    # ``config: RunnableConfig``: how LangGraph's RunnableCallable knows to pass it
+    def route(input: Any, config: RunnableConfig, *, reader: Any, writer: Any) -> Any:
+        result = spec.path.invoke(value(input, config, reader), config)
+        return finish_branch(spec, writer, input, result, config)
+
+    async def aroute(input: Any, config: RunnableConfig, *, reader: Any, writer: Any) -> Any:
+        result = await spec.path.ainvoke(value(input, config, reader), config)
+        return finish_branch(spec, writer, input, result, config)
+
+    return branch_runnable(route, aroute, reader, writer)
 
 
 def node_runners(nodes: Mapping[str, PregelNode]) -> dict[str, NodeRunner]:
@@ -170,9 +212,11 @@ def pull_task_for(
     step: int,
     stop: int,
     extra: dict[str, Any],
+    complete: bool = False,
 ) -> PregelExecutableTask:
     """The pull task of node ``name`` that LangGraph would build at ``step``, on
-    ``input`` (a view of the state), built from the task whose writes trigger it."""
+    ``input`` (a view of the state), built from the task whose writes trigger it;
+    ``complete``: it runs the node's conditional edges too (they read the view)."""
     node = runner.node
     triggers = tuple(sorted(node.triggers))
     return twin_task(
@@ -187,6 +231,7 @@ def pull_task_for(
         stop,
         extra,
         node.timeout,
+        complete,
     )
 
 
@@ -202,8 +247,10 @@ def twin_task(
     stop: int,
     extra: dict[str, Any],
     timeout: Any,
+    complete: bool = False,
 ) -> PregelExecutableTask:
-    """A task of node ``name`` at ``step``, as LangGraph would build it, for a twin.
+    """A task of node ``name`` at ``step``, as LangGraph would build it, for a twin
+    (``complete``: with all the node's writers; else those that need no state).
 
     The loop's config is not reachable from a runner hook, so this derives it from the
     sender's task config (the task whose writes create this one) by replacing
@@ -276,7 +323,7 @@ def twin_task(
     return PregelExecutableTask(
         name,
         input,
-        runner.early,
+        runner.complete if complete else runner.early,
         writes,
         config,
         triggers,
@@ -284,7 +331,7 @@ def twin_task(
         None,
         task_id,
         path,
-        writers=runner.early_writers,
+        writers=tuple(node.flat_writers) if complete else runner.early_writers,
         subgraphs=node.subgraphs,
         timeout=timeout,
     )

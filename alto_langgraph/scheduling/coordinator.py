@@ -10,10 +10,15 @@ changes is *when tasks run*:
   the loop gets there. When the loop later runs that step, the task's proc (a
   ``RunAheadAwareProc``) finds the twin and hands its result over instead of running
   the node again. Twins start twins, so Send chains run as fast as their data allows.
-* A pull task (a node triggered by an edge) reads the whole state at the end of its
-  trigger step, so it waits for the loop, i.e. for the frontier of its own request.
-* Conditional edges read the pre-step state too. A twin runs its node and plain
-  writers early; its conditional edges run at hand-over, when the loop is at its step.
+* A pull task (a node triggered by an edge) reads the state at the end of its trigger
+  step. When a task finishes while its step's siblings still run, the tasks its writes
+  trigger start as twins on a view of the writes known so far (``progress.py``), which
+  records what they read; at hand-over the twin is adopted if nothing it read received
+  a write it did not see, else the node runs again at its step (a miss). The app
+  learns what nodes read and write, and holds a twin that it can tell would miss.
+* Conditional edges read the pre-step state too. A Send's twin runs its node and plain
+  writers early, and its conditional edges at hand-over, when the loop is at its step;
+  a pull twin's route on its view (their reads are checked with the node's).
 
 A twin makes a single attempt. The hand-over happens inside LangGraph's own retry loop
 around the loop's task, so a twin that failed (or conditional edges that fail at
@@ -135,7 +140,8 @@ def _request_ended(*_: Any, **__: Any) -> Any:
 
 @dataclasses.dataclass(eq=False)
 class RunAhead:
-    """A push task started before the loop reached its step."""
+    """A task started before the loop reached its step: a Send's push task, or a pull
+    task on a view of the state (``basis``)."""
 
     task: PregelExecutableTask
     ancestry: tuple[Frame, ...]

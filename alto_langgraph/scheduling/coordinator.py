@@ -248,8 +248,8 @@ class RequestRun:
         )
         self._lock = threading.Lock()  # the sync path touches the tables from threads
         self._closed = False
-        #: counters, for tests and benchmarks: how many tasks ran ahead, were adopted,
-        #: and were misses (ran again at their step)
+        #: counters, for tests and benchmarks: how many tasks ran ahead, were adopted
+        #: (their result handed over), and were misses (ran again at their step)
         self.stats = {"run_ahead": 0, "adopted": 0, "missed": 0}
 
     def __call__(self) -> Callable[..., Any]:
@@ -650,7 +650,6 @@ class RequestRun:
             ahead = queue.popleft()
             if not queue:
                 del self._ready[key]
-            self.stats["adopted"] += 1
             return ahead
 
     def adoption(self, input: Any, config: RunnableConfig) -> tuple[RunAhead, _TaskView] | None:
@@ -698,6 +697,7 @@ class RequestRun:
             self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, {})
             if self._log is not None:
                 self._log.adopted[task.id] = ahead
+            self.stats["adopted"] += 1
         self.ahead_stats.add(ahead.task.name, "adopted")
         if ahead.held is not None:  # a streaming node's partial updates, in order
             ahead.held.replay(self._updates)

@@ -11,7 +11,9 @@ It also counts, per test:
 * ``compiles``: StateGraph.compile calls that were swapped to alto;
 * ``alto_runs``: graph runs (stream/astream/invoke..., subgraph runs included) that ran
   on alto, i.e. created alto's per-run coordinator ``RequestRun``;
-* ``run_ahead`` / ``adopted``: Send tasks alto started ahead / whose result the loop took;
+* ``run_ahead`` / ``adopted`` / ``missed``: tasks alto started ahead of their superstep
+  (Send targets and edge-triggered tasks) / whose result the loop took / that ran
+  again at their step (a key they read received a write they did not see);
 * ``fallback_runs``: calls that fell back to stock LangGraph (checkpointer, interrupts,
   node cache), with the reasons;
 
@@ -66,6 +68,7 @@ def _count_run(run: coordinator.RequestRun) -> None:
     _bump("alto_runs")
     _bump("run_ahead", n=run.stats["run_ahead"])
     _bump("adopted", n=run.stats["adopted"])
+    _bump("missed", n=run.stats["missed"])
 
 
 _orig_aclose = coordinator.AsyncRequestRun.aclose
@@ -116,11 +119,13 @@ def _totals(counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "tests_with_alto_runs": 0,
         "run_ahead": 0,
         "adopted": 0,
+        "missed": 0,
         "reasons": collections.Counter(),
     }
     for entry in counts.values():
         tot["run_ahead"] += entry.get("run_ahead", 0)
         tot["adopted"] += entry.get("adopted", 0)
+        tot["missed"] += entry.get("missed", 0)
         tot["compiles"] += entry["compiles"]
         tot["alto_runs"] += entry["alto_runs"]
         tot["fallback_runs"] += entry["fallback_runs"]
@@ -168,6 +173,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"StateGraph.compile swapped to backend='alto': {tot['compiles']} compiles "
         f"in {tot['tests_with_compiles']} tests; runs on alto: {tot['alto_runs']} "
         f"(in {tot['tests_with_alto_runs']} tests); fallbacks to stock: "
-        f"{tot['fallback_runs']} {tot['reasons']}; Send tasks run ahead: "
-        f"{tot['run_ahead']}, adopted by the loop: {tot['adopted']}"
+        f"{tot['fallback_runs']} {tot['reasons']}; tasks run ahead: "
+        f"{tot['run_ahead']}, adopted by the loop: {tot['adopted']}, missed: {tot['missed']}"
     )

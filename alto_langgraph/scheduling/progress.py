@@ -31,7 +31,7 @@ from typing import Any
 from langgraph.channels import BinaryOperatorAggregate, EphemeralValue, LastValue, NamedBarrierValue
 from langgraph.errors import EmptyChannelError
 
-from .._langgraph import PULL, task_path_str
+from .._langgraph import task_path_str
 from ..views import ReadLog, StateView
 from .tasks import StateNotReady
 
@@ -380,10 +380,6 @@ def _same(who: Any, task_id: str, twin: Any) -> bool:
 
 def _ordered(done: Iterable[Finished]) -> list[Finished]:
     return sorted(done, key=lambda f: f.path)
-
-
-def pull_path(name: str) -> tuple[str, str]:
-    return (PULL, name)
 
 
 #: consecutive misses after which a node's edge-triggered tasks stop running ahead

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 import alto_langgraph
+from alto_langgraph.scheduling import progress
 from alto_langgraph.scheduling.progress import MISS_LIMIT
 
 GATE = 5.0  # how long the slow sibling waits on alto for the fast branch's successor
@@ -475,17 +476,41 @@ def test_run_ahead_setting_does_not_move_the_node_to_a_worker() -> None:
 def test_a_node_whose_misses_are_foreseen_waits_at_its_step() -> None:
     """After a miss, the app knows what d read and what c writes: while a c is still
     running, d is held at its step instead of running ahead to miss again."""
-    builder, _ = _reads_c(GATE)
-    with builder.compile(backend="alto") as app:
+
+    def build(t: float) -> StateGraph:
+        gate = Gate(t)
+
+        def c(s: Any) -> Any:  # the second request's c waits for a d that is held
+            gate.wait()
+            time.sleep(0.02)
+            return {"c_out": "c", "log": ["c"]}
+
+        return fork(S, lambda s: {"d_saw": s.get("c_out")}, gate, nodes={"c": c})
+
+    with build(0.2).compile(backend="alto") as app:
         assert app.invoke({"log": []})["d_saw"] == "c"
         assert app.run_ahead_stats()["d"]["missed"] == 1
-    # the gate: the second request's c waits for a d that is held
-    builder, _ = _reads_c(0.2)
-    with builder.compile(backend="alto") as app:
-        app.invoke({"log": []})
         assert app.invoke({"log": []})["d_saw"] == "c"
         stats = app.run_ahead_stats()["d"]
         assert (stats["run_ahead"], stats["missed"], stats["held"]) == (1, 1, 1)
+
+
+def test_nothing_runs_ahead_of_quick_siblings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a task early costs a fraction of a millisecond: once the app knows the
+    sibling still running is quick, its successors wait for their step (skipped)."""
+    monkeypatch.setattr(progress, "WORTH_WAITING_FOR", 0.05)
+
+    def c(s: Any) -> Any:
+        time.sleep(0.005)
+        return {"c_out": "c"}
+
+    g = fork(S, lambda s: {"log": ["d"]}, Gate(0), nodes={"c": c})
+    with g.compile(backend="alto") as app:
+        for _ in range(6):
+            assert app.invoke({"log": []})["log"] == ["a", "b", "d"]
+        stats = app.run_ahead_stats()["d"]
+        assert stats["run_ahead"] <= 1  # the first request, before c was measured
+        assert stats["skipped"] >= 1
 
 
 def test_a_node_that_keeps_missing_stops_running_ahead() -> None:

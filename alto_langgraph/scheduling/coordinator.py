@@ -35,6 +35,7 @@ import contextvars
 import dataclasses
 import functools
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import (
     AsyncIterator,
@@ -81,6 +82,8 @@ from .tasks import NodeRunner, StateNotReady, pull_task_for, push_task_for, scra
 
 #: set on the config of every task the submit hook saw, to the run that saw it
 _SUBMITTED_BY = "__alto_submitted_by"
+#: set on the config of a loop task that runs its node: when it was submitted
+_STARTED = "__alto_started"
 
 
 class DeferredCalls:
@@ -160,6 +163,8 @@ class RunAhead:
     held: HeldUpdates | None = None
     #: its conditional edges ran too (on its view): nothing is left for hand-over
     complete: bool = False
+    #: when it was started (``time.perf_counter``)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
     def step(self) -> int:
@@ -292,6 +297,8 @@ class RequestRun:
             ahead.calls.bind(kwargs.get("configurable", {}).get(CONFIG_KEY_CALL))
         conf = task.config[CONF]
         conf[_SUBMITTED_BY] = self  # not inline (nested runs' tasks inherit another run)
+        if self._log is not None and ahead is None:  # how long its node takes
+            conf[_STARTED] = time.perf_counter()
         # graphs run inside the node (subgraphs) start their scope from here
         conf[CONFIG_KEY_ANCESTRY] = ancestry
         if self.streaming:
@@ -528,6 +535,9 @@ class RequestRun:
         """A loop task finished (before the loop sees it): start what its writes allow."""
         log = self._log
         if log is not None:
+            started = task.config[CONF].get(_STARTED)
+            if started is not None:
+                self.ahead_stats.took(task.name, time.perf_counter() - started)
             step = scratchpad_of(task).step
             with self._lock:
                 twin = log.adopted.get(task.id)
@@ -546,6 +556,7 @@ class RequestRun:
         any, run at hand-over: what they start is known only then)."""
         log = self._log
         if log is not None:
+            self.ahead_stats.took(ahead.task.name, time.perf_counter() - ahead.started)
             with self._lock:
                 done = Finished(
                     ahead, task_path_str(ahead.task.path), ahead.task.writes, ahead.task.name
@@ -578,6 +589,11 @@ class RequestRun:
             if not names:
                 return
             running = log.running(pad.step)
+            if not self.ahead_stats.worth_waiting_for(running):
+                # nothing still runs, or only quick tasks: the loop gets there as soon
+                for n in names:
+                    self.ahead_stats.add(n, "skipped")
+                return
             held = [
                 n for n in names if self.ahead_stats.would_miss(n, running, self.pulls[n].channels)
             ]

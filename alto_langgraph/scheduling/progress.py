@@ -384,13 +384,17 @@ def _ordered(done: Iterable[Finished]) -> list[Finished]:
 
 #: consecutive misses after which a node's edge-triggered tasks stop running ahead
 MISS_LIMIT = 3
+#: a task still running that is expected to take less than this (seconds) is not worth
+#: running ahead of: starting a task early costs about a third of a millisecond here
+WORTH_WAITING_FOR = 0.002
 
 
 class RunAheadStats:
     """Run-ahead of one app's nodes, across its runs: how many tasks ran ahead, were
     adopted, missed (ran again at their step), were dropped (their step never came: the
-    request failed or took another way) or were held (not started: a task still
-    running writes what the node read before).
+    request failed or took another way), were held (not started: a task still running
+    writes what the node read before) or skipped (not started: what still runs is
+    quick, so starting early would gain nothing).
 
     What it learns, to avoid misses it can foresee: the state keys each node reads (from
     its tasks that ran ahead, and from its first run at its step), and the channels each
@@ -400,7 +404,7 @@ class RunAheadStats:
     still misses ``MISS_LIMIT`` times in a row stops running ahead for the app's
     lifetime."""
 
-    COUNTS = ("run_ahead", "adopted", "missed", "dropped", "held")
+    COUNTS = ("run_ahead", "adopted", "missed", "dropped", "held", "skipped")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -409,6 +413,20 @@ class RunAheadStats:
         self.stopped: set[str] = set()
         self.reads: dict[str, frozenset[str]] = {}
         self.writes: dict[str, frozenset[str]] = {}
+        #: each node's typical run time (seconds, a moving average)
+        self.times: dict[str, float] = {}
+
+    def took(self, node: str, seconds: float) -> None:
+        """A task of ``node`` ran for ``seconds``."""
+        before = self.times.get(node)
+        self.times[node] = seconds if before is None else 0.7 * before + 0.3 * seconds
+
+    def worth_waiting_for(self, running: Iterable[str]) -> bool:
+        """Whether a task of the ``running`` nodes is expected to take long enough that
+        starting its siblings' successors now gains something (unknown ones may; none
+        running: the loop is about to get there)."""
+        times = self.times
+        return any(times.get(n, WORTH_WAITING_FOR) >= WORTH_WAITING_FOR for n in running)
 
     def read(self, node: str, channels: Iterable[str]) -> None:
         """What a task of ``node`` read (one that ran ahead, or its first at its step)."""

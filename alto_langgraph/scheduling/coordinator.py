@@ -583,9 +583,11 @@ class RequestRun:
                 return
             names = [
                 n
-                for n in log.triggered(pad.step, wrote)
+                for n in log.candidates(wrote)
                 if (step, n) not in self._pulls_started and n not in stopped
             ]
+            if names:
+                names = log.triggered(pad.step, names, wrote)
             if not names:
                 return
             running = log.running(pad.step)

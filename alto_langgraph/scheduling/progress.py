@@ -116,7 +116,7 @@ class Basis:
 
 
 class _Step:
-    __slots__ = ("base", "finished", "loop_done", "tasks")
+    __slots__ = ("base", "finished", "loop_done", "running", "tasks")
 
     def __init__(self) -> None:
         #: the loop's tasks of the step, once the loop is there
@@ -125,6 +125,9 @@ class _Step:
         self.finished: dict[Any, Finished] = {}
         #: how many of the loop's tasks have finished
         self.loop_done = 0
+        #: the nodes of the loop's tasks not finished yet (kept as tasks finish: a
+        #: fan-out of a thousand Sends asks after each one)
+        self.running: Counter[str] = Counter()
         #: channel copies: the state at the start of the step
         self.base: dict[str, Any] | None = None
 
@@ -160,6 +163,8 @@ class StepLog:
         rec = self._at(step)
         if rec.tasks is None:
             rec.tasks = list(tasks)
+            rec.running = Counter(t.name for t in rec.tasks)
+            rec.running.subtract(f.name for f in rec.finished.values())
 
     def prune(self, floor: int) -> None:
         """Forget the steps before ``floor``: no view reaches back to them any more."""
@@ -181,15 +186,17 @@ class StepLog:
 
     def finish(self, step: int, key: Any, done: Finished, *, loop_task: bool) -> None:
         rec = self._at(step)
+        if key not in rec.finished:  # a twin, then the loop's task that adopts it
+            rec.running[done.name] -= 1
         rec.finished[key] = done
         if loop_task:
             rec.loop_done += 1
 
     def forget(self, step: int, key: Any) -> None:
-        """A twin whose result the loop will not use (a miss)."""
+        """A twin whose result the loop will not use (a miss): its node runs again."""
         rec = self._steps.get(step)
-        if rec is not None:
-            rec.finished.pop(key, None)
+        if rec is not None and (done := rec.finished.pop(key, None)) is not None:
+            rec.running[done.name] += 1
 
     def behind(self, step: int) -> bool:
         """Whether some task of ``step`` has not finished yet (or the loop is not there
@@ -206,38 +213,36 @@ class StepLog:
         out: Counter[str] = Counter()
         for s in range(base, step + 1):
             rec = self._steps.get(s)
-            if rec is None or rec.tasks is None:
-                continue
-            out += Counter(t.name for t in rec.tasks)
-            out -= Counter(f.name for f in rec.finished.values())
+            if rec is not None and rec.tasks is not None:
+                out.update({n: k for n, k in rec.running.items() if k > 0})
         return out
 
     # -- prediction --------------------------------------------------------------------
-    def triggered(self, step: int, wrote: Iterable[str]) -> list[str]:
-        """Nodes whose pull task of step ``step + 1`` the writes known at ``step`` create,
-        among those triggered by a channel in ``wrote`` (what one task just wrote)."""
-        candidates = {n for c in wrote for n in self.triggers.get(c, ())}
-        if not candidates:
-            return []
-        rec = self._steps[step]
+    def candidates(self, wrote: Iterable[str]) -> list[str]:
+        """The nodes a channel in ``wrote`` (what one task just wrote) may trigger."""
+        return sorted({n for c in wrote for n in self.triggers.get(c, ())})
+
+    def triggered(self, step: int, names: Iterable[str], wrote: Iterable[str]) -> list[str]:
+        """Among ``names`` (``candidates`` of ``wrote``), the nodes whose pull task of step
+        ``step + 1`` the writes known at ``step`` create."""
+        wrote = set(wrote)
         out = []
-        for name in sorted(candidates):
+        for name in names:
             for chan in self.pulls[name].triggers:
-                if self._fires(rec, chan):
+                if chan in wrote and self._fires(step, chan):
                     out.append(name)
                     break
         return out
 
-    def _fires(self, rec: _Step, chan: str) -> bool:
-        writes = [v for f in _ordered(rec.finished.values()) for c, v in f.writes if c == chan]
-        if not writes:
-            return False
+    def _fires(self, step: int, chan: str) -> bool:
         if chan not in self.barriers:
-            return True  # an edge: written is triggered
+            return True  # an edge, written: triggered
         # a waiting edge: triggered once all its sources have written, counting those of
         # earlier steps (known from the snapshot of this step's start)
+        rec = self._steps[step]
         if rec.base is None or chan not in rec.base:
             return False
+        writes = [v for f in _ordered(rec.finished.values()) for c, v in f.writes if c == chan]
         channel = rec.base[chan].copy()
         try:
             channel.update(writes)

@@ -70,14 +70,7 @@ class _AltoState:
         self.never_ahead = frozenset(s.name for s in plan.stages if not s.run_ahead)
         # nodes whose edge-triggered tasks may run ahead, and the waiting edges' channels
         self.pulls = {
-            s.name: PullNode(
-                s.name,
-                tuple(runners[s.name].node.channels),
-                tuple(runners[s.name].node.triggers),
-                input_schema_of(runners[s.name].node) or None,
-                # conditional edges read state keys: on a view, when every one folds
-                state_channels if runners[s.name].late else (),
-            )
+            s.name: _pull_node(s.name, runners[s.name], state_channels)
             for s in plan.stages
             if s.kind in ("node", "subgraph") and s.run_ahead and not s.pull_waits
         }
@@ -98,6 +91,18 @@ class _AltoState:
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
         return (_AltoState, (self.plan, None, self.runners, self.barriers, self.state_channels))
+
+
+def _pull_node(name: str, runner: NodeRunner, state_channels: tuple[str, ...]) -> PullNode:
+    node = runner.node
+    return PullNode(
+        name,
+        tuple(node.channels),
+        tuple(node.triggers),
+        input_schema_of(node) or None,
+        # conditional edges read state keys: on a view, when every one folds
+        state_channels if runner.late else (),
+    )
 
 
 def _state_channels(graph: CompiledStateGraph) -> tuple[str, ...]:
@@ -224,8 +229,10 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         tasks that ran ahead of their superstep (``run_ahead``), whose result the loop
         took (``adopted``), that ran again at their step because a state key they read
         received a write they did not see (``missed``: the node ran twice, as on a
-        retry), or whose step never came (``dropped``); ``stopped``: the node missed
-        too often in a row and no longer runs ahead."""
+        retry), whose step never came (``dropped``), or that were not started because
+        a task still running writes what the node reads (``held``) or is quick
+        (``skipped``); ``stopped``: the node missed too often in a row and no longer
+        runs ahead."""
         out = dict(self._alto.ahead_stats.snapshot())
         for name, node in self.nodes.items():
             sub = node.bound

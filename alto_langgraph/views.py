@@ -30,10 +30,12 @@ class ReadLog:
     """What one task read of its state view: keys, which keys are there (``shape``),
     or everything (``whole``)."""
 
-    __slots__ = ("keys", "shape", "whole")
+    __slots__ = ("keys", "present", "shape", "whole")
 
-    def __init__(self) -> None:
+    def __init__(self, present: Iterable[str] = ()) -> None:
         self.keys: set[str] = set()
+        #: the keys the task's input held (a model or dataclass has every field)
+        self.present = frozenset(present)
         self.shape = False
         self.whole = False
 
@@ -56,15 +58,26 @@ class ReadLog:
         self.shape = self.shape or shape
         self.whole = self.whole or whole
 
-    def channels(self, inputs: Iterable[str], present: Iterable[str]) -> Iterable[str]:
-        """The channels the task read, among its input channels ``inputs`` (``present``:
-        those its view had a value for). A key that is there stays there (state channels
-        keep their value), so reading the shape reads the keys that were not."""
+    def channels(self, inputs: Iterable[str]) -> Iterable[str]:
+        """The channels the task read, among its input channels ``inputs``. A key that is
+        there stays there (state channels keep their value), so reading the shape reads
+        the keys that were not."""
         if self.whole:
             return inputs
         if self.shape:
-            return self.keys.union(set(inputs).difference(present))
+            return self.keys.union(set(inputs).difference(self.present))
         return self.keys
+
+
+def _reads_key(name: str) -> Any:
+    method = getattr(dict, name)
+
+    def one(self: StateView, key: Any, *args: Any) -> Any:
+        self._log.read(key)
+        return method(self, key, *args)
+
+    one.__name__ = name
+    return one
 
 
 def _reads_all(name: str) -> Any:
@@ -87,25 +100,12 @@ class StateView(dict):
         dict.__init__(self, values)
         self._log = log
 
-    def __getitem__(self, key: Any) -> Any:
-        self._log.read(key)
-        return dict.__getitem__(self, key)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._log.read(key)
-        return dict.get(self, key, default)
-
-    def __contains__(self, key: Any) -> bool:
-        self._log.read(key)
-        return dict.__contains__(self, key)
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._log.read(key)
-        return dict.setdefault(self, key, default)
-
-    def pop(self, key: Any, *default: Any) -> Any:
-        self._log.read(key)
-        return dict.pop(self, key, *default)
+    # reads of one key (its value, or whether it is there)
+    __getitem__ = _reads_key("__getitem__")
+    __contains__ = _reads_key("__contains__")
+    get = _reads_key("get")
+    setdefault = _reads_key("setdefault")
+    pop = _reads_key("pop")
 
     # Whole-state reads. ``__iter__`` and ``keys`` being overridden also sends
     # ``dict(view)``, ``{**view}``, ``f(**view)`` and ``json.dumps`` through them

@@ -132,16 +132,14 @@ def _placement(
     options: AltoOptions, qualname: str, subgraph: bool, in_instance: bool
 ) -> tuple[Placement, str, dict[str, Any]]:
     """Where a node's code runs, why, and the stage settings the user gave it."""
-    scheduling = {
-        k: v for k, v in options.stage_settings(qualname).items() if k in SCHEDULING_SETTINGS
-    }
+    settings = options.stage_settings(qualname)
+    scheduling = {k: v for k, v in settings.items() if k in SCHEDULING_SETTINGS}
     if subgraph:
         return "app", "its nodes are stages", scheduling
     if in_instance:
         return "app", "compiled inside a stage instance", scheduling
     if options.executor == "inline":
         return "app", "executor='inline'", scheduling
-    settings = options.stage_settings(qualname)
     if settings.get("process") is False:
         return "app", "process=False", settings
     if options.executor == "process":

@@ -17,8 +17,8 @@ Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets)
     router -> coordinator      envelope, payload
 
 A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT``, ``CALL``,
-``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and ahead of it, so
-the coordinator sees them in the order the node made them. ``FEED`` messages go the
+``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and
+ahead of it, so the coordinator sees them in the order the node made them. ``FEED`` messages go the
 other way, after the call's ``TASK``, to the instance that has the call.
 """
 

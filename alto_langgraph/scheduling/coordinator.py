@@ -41,7 +41,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -344,12 +343,12 @@ class RequestRun:
             or type(input) is not dict
         ):
             return input, None
-        log = ReadLog()
+        log = ReadLog(input)
         view = StateView(input, log)
         inputs = self.pulls[name].channels
 
         def learned() -> None:
-            self.ahead_stats.read(name, log.channels(inputs, dict.keys(view)))
+            self.ahead_stats.read(name, log.channels(inputs))
 
         return view, learned
 
@@ -520,16 +519,26 @@ class RequestRun:
                 pad.stop,
                 {CONFIG_KEY_CALL: calls, CONFIG_KEY_ANCESTRY: frames},
             )
-            # a twin's proc is not a RunAheadAwareProc: nothing strips the hook on the
-            # way to graphs run inside the node, so the twin never carries it
-            twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
-            twin.config[CONF].pop(_SUBMITTED_BY, None)
-            if send.node in self.streaming:
-                twin.config[CONF][CONFIG_KEY_YIELD] = self._sink(twin, frames)
-            else:
-                twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
+            self._twin_config(twin, frames)
             started.append(RunAhead(twin, frames, runner, calls, self._future()))
         self._register(started, step)
+
+    def _twin_config(
+        self, twin: PregelExecutableTask, ancestry: tuple[Frame, ...], held: bool = False
+    ) -> HeldUpdates | None:
+        """Finish a twin's config, derived from its sender's: a twin's proc is not a
+        ``RunAheadAwareProc``, so nothing would strip the hook on the way to graphs run
+        inside the node; it never carries it. A streaming node's twin gets its own sink
+        (``held``: its partial updates wait for its hand-over, which are returned)."""
+        conf = twin.config[CONF]
+        conf.pop(CONFIG_KEY_RUNNER_SUBMIT, None)
+        conf.pop(_SUBMITTED_BY, None)
+        if twin.name not in self.streaming:
+            conf.pop(CONFIG_KEY_YIELD, None)
+            return None
+        partials = HeldUpdates() if held else None
+        conf[CONFIG_KEY_YIELD] = self._sink(twin, ancestry, partials)
+        return partials
 
     def _task_done(self, task: PregelExecutableTask, ancestry: tuple[Frame, ...]) -> None:
         """A loop task finished (before the loop sees it): start what its writes allow."""
@@ -546,10 +555,11 @@ class RequestRun:
                 log.snapshot(step, self._pregel.channels)
                 done = Finished(twin or task.id, task_path_str(task.path), task.writes, task.name)
                 log.finish(step, key, done, loop_task=True)
-            self.ahead_stats.wrote(task.name, task.writes)
+            wrote = frozenset(chan for chan, _ in task.writes)
+            self.ahead_stats.wrote(task.name, wrote)
         self._start_sends(task, ancestry)
         if log is not None:
-            self._start_pulls(task)
+            self._start_pulls(task, wrote)
 
     def _twin_done(self, ahead: RunAhead) -> None:
         """A twin finished: start what its writes allow (its conditional edges, if it has
@@ -562,21 +572,22 @@ class RequestRun:
                     ahead, task_path_str(ahead.task.path), ahead.task.writes, ahead.task.name
                 )
                 log.finish(ahead.step, ahead.key, done, loop_task=False)
-            self.ahead_stats.wrote(ahead.task.name, ahead.task.writes)
+            wrote = frozenset(chan for chan, _ in ahead.task.writes)
+            self.ahead_stats.wrote(ahead.task.name, wrote)
         self._start_sends(ahead.task, ahead.ancestry)
         if log is not None and (ahead.complete or not ahead.runner.late):
-            self._start_pulls(ahead.task)
+            self._start_pulls(ahead.task, wrote)
 
-    def _start_pulls(self, sender: Any) -> None:
+    def _start_pulls(self, sender: Any, wrote: frozenset[str]) -> None:
         """Start a twin for every pull task of the next step that ``sender``'s writes
-        create (with the writes known so far), if its step is not over yet."""
+        (to the channels ``wrote``) create, with the writes known so far, if its step
+        is not over yet."""
         log = self._log
         assert log is not None
         pad = scratchpad_of(sender)
         step = pad.step + 1
         if step > pad.stop:  # the loop stops with GraphRecursionError before this step
             return
-        wrote = {chan for chan, _ in sender.writes}
         stopped = self.ahead_stats.stopped
         with self._lock:
             if self._closed or not log.behind(pad.step):
@@ -617,10 +628,10 @@ class RequestRun:
             values, basis = made
             node = self.pulls[name]
             runner = self.runners[name]
-            reads = ReadLog()
+            reads = ReadLog(values)
             calls = DeferredCalls()
             # conditional edges too, on the view, when it holds what they may read
-            complete = bool(runner.late and runner.complete and node.branch_reads)
+            complete = runner.complete is not None and bool(node.branch_reads)
             twin = pull_task_for(
                 sender,
                 sender_runner.node if sender_runner else None,
@@ -633,19 +644,23 @@ class RequestRun:
                 complete=complete,
             )
             if complete:
-                conf = twin.config[CONF]
-                conf[CONFIG_KEY_READ] = BranchReader(basis, twin.writes, reads, managed)
-            twin.config[CONF].pop(CONFIG_KEY_RUNNER_SUBMIT, None)
-            twin.config[CONF].pop(_SUBMITTED_BY, None)
-            held = None
-            if name in self.streaming:  # its partial updates wait for its hand-over
-                held = HeldUpdates()
-                twin.config[CONF][CONFIG_KEY_YIELD] = self._sink(twin, self.root, held)
-            else:
-                twin.config[CONF].pop(CONFIG_KEY_YIELD, None)
-            ahead = RunAhead(twin, self.root, runner, calls, self._future(), basis=basis)
-            ahead.reads, ahead.held, ahead.complete = reads, held, complete
-            started.append(ahead)
+                twin.config[CONF][CONFIG_KEY_READ] = BranchReader(
+                    basis, twin.writes, reads, managed
+                )
+            partials = self._twin_config(twin, self.root, held=True)
+            started.append(
+                RunAhead(
+                    twin,
+                    self.root,
+                    runner,
+                    calls,
+                    self._future(),
+                    basis=basis,
+                    reads=reads,
+                    held=partials,
+                    complete=complete,
+                )
+            )
         self._register(started, step)
 
     def _register(self, started: list[RunAhead], step: int) -> None:
@@ -739,7 +754,7 @@ class RequestRun:
                 node = self.pulls[ahead.task.name]
                 inputs = (*node.channels, *node.branch_reads) if ahead.complete else node.channels
                 with self._lock:
-                    read = ahead.reads.channels(inputs, _keys_of(ahead.task.input))
+                    read = ahead.reads.channels(inputs)
                     miss = not self._log.valid(ahead.basis, read)
                 self.ahead_stats.read(ahead.task.name, read)
         if not miss:
@@ -1102,11 +1117,6 @@ class RunAheadAwareProc(Runnable[Any, Any]):
 def run_ahead_aware(node: PregelNode) -> PregelNode:
     """``node`` whose task proc is a ``RunAheadAwareProc``."""
     return with_task_proc(node, RunAheadAwareProc)
-
-
-def _keys_of(view: Any) -> Iterable[str]:
-    """The keys a dict view holds (read without counting as a read)."""
-    return dict.keys(view) if isinstance(view, dict) else ()
 
 
 def _managed_value(loop: Any, scratchpad: Any, chan: str) -> Any:

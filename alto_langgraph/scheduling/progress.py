@@ -198,6 +198,12 @@ class StepLog:
         if rec is not None and (done := rec.finished.pop(key, None)) is not None:
             rec.running[done.name] += 1
 
+    def _latest_snapshot(self, step: int) -> int | None:
+        """The last step up to ``step`` whose starting state was snapshotted."""
+        return max(
+            (s for s, r in self._steps.items() if r.base is not None and s <= step), default=None
+        )
+
     def behind(self, step: int) -> bool:
         """Whether some task of ``step`` has not finished yet (or the loop is not there
         yet): only then does starting its successors early gain anything."""
@@ -207,11 +213,9 @@ class StepLog:
     def running(self, step: int) -> Counter[str]:
         """The nodes of the loop's tasks of ``step`` (and the steps since the last
         snapshot before it) that have not finished: what may still write."""
-        base = max(
-            (s for s, r in self._steps.items() if r.base is not None and s <= step), default=step
-        )
+        base = self._latest_snapshot(step)
         out: Counter[str] = Counter()
-        for s in range(base, step + 1):
+        for s in range(step if base is None else base, step + 1):
             rec = self._steps.get(s)
             if rec is not None and rec.tasks is not None:
                 out.update({n: k for n, k in rec.running.items() if k > 0})
@@ -222,10 +226,9 @@ class StepLog:
         """The nodes a channel in ``wrote`` (what one task just wrote) may trigger."""
         return sorted({n for c in wrote for n in self.triggers.get(c, ())})
 
-    def triggered(self, step: int, names: Iterable[str], wrote: Iterable[str]) -> list[str]:
+    def triggered(self, step: int, names: Iterable[str], wrote: frozenset[str]) -> list[str]:
         """Among ``names`` (``candidates`` of ``wrote``), the nodes whose pull task of step
         ``step + 1`` the writes known at ``step`` create."""
-        wrote = set(wrote)
         out = []
         for name in names:
             for chan in self.pulls[name].triggers:
@@ -257,9 +260,7 @@ class StepLog:
         """The input values of ``node``'s pull task of ``step`` from the writes known so
         far, and what they were built from; None if there is no snapshot to build on.
         ``managed(chan)``: a managed value's value for the task."""
-        base_step = max(
-            (s for s, r in self._steps.items() if r.base is not None and s < step), default=None
-        )
+        base_step = self._latest_snapshot(step - 1)
         if base_step is None:
             return None
         base = self._steps[base_step].base
@@ -441,9 +442,8 @@ class RunAheadStats:
             with self._lock:
                 self.reads[node] = self.reads.get(node, frozenset()) | new
 
-    def wrote(self, node: str, writes: Iterable[tuple[str, Any]]) -> None:
-        """What a task of ``node`` wrote."""
-        new = frozenset(c for c, _ in writes)
+    def wrote(self, node: str, new: frozenset[str]) -> None:
+        """The channels a task of ``node`` wrote."""
         if not new <= self.writes.get(node, frozenset()):
             with self._lock:
                 self.writes[node] = self.writes.get(node, frozenset()) | new

@@ -36,7 +36,7 @@ demo: $(VENV)/.core
 # the conformance suite, the agent apps, placement and the internals run on it too.
 LANGGRAPH_FLOOR := 1.2.18
 FLOOR := .venv-floor
-FLOOR_TESTS := tests/test_conformance.py tests/test_branches.py tests/test_agents.py tests/test_placement.py \
+FLOOR_TESTS := tests/test_conformance.py tests/test_branches.py tests/test_agents.py tests/test_placement.py tests/test_memory.py \
 	tests/test_langgraph_internals.py
 
 $(FLOOR)/.dev: pyproject.toml

@@ -32,8 +32,10 @@ from langgraph._internal._constants import (
     CONFIG_KEY_TASK_ID,
     NS_END,
     NS_SEP,
+    NULL_TASK_ID,
     PULL,
     PUSH,
+    RESUME,
     TASKS,
 )
 from langgraph._internal._future import chain_future
@@ -118,9 +120,24 @@ def loop_of(call: Any) -> Any:
     return getattr(schedule, "__self__", None)
 
 
-def new_scratchpad(task_id: str, checkpoint_ns: str, step: int, stop: int) -> PregelScratchpad:
-    """A fresh scratchpad for a task that has no resume values (alto never resumes)."""
-    return _scratchpad(None, [], task_id, checkpoint_ns, None, step, stop)
+def new_scratchpad(
+    task_id: str,
+    checkpoint_ns: str,
+    step: int,
+    stop: int,
+    resume: list[Any] | None = None,
+    null_resume: Any = None,
+) -> PregelScratchpad:
+    """A task's scratchpad: a fresh one (a task that ran ahead has no resume values),
+    or one rebuilt in a stage instance with the resume values of the loop's task
+    (``resume``: its own, in order; ``null_resume``: a ``Command(resume=value)`` not
+    addressed to an interrupt id, None if there is none)."""
+    pending: list[Any] = []
+    if null_resume is not None:
+        pending.append((NULL_TASK_ID, RESUME, null_resume))
+    if resume:
+        pending.append((task_id, RESUME, list(resume)))
+    return _scratchpad(None, pending, task_id, checkpoint_ns, None, step, stop)
 
 
 def resolve_checkpointer(graph: Any, config: Any) -> Any:

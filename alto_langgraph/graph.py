@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -26,7 +28,7 @@ from ._langgraph import (
     resolve_checkpointer,
 )
 from .compiler import Plan, lower, passes
-from .compiler.fallback import fallbacks
+from .compiler.fallback import fallbacks, held_at_step
 from .config_keys import (
     CONFIG_KEY_ANCESTRY,
     CONFIG_KEY_IN_PROCESS,
@@ -60,6 +62,7 @@ class _AltoState:
         runners: dict[str, NodeRunner],
         barriers: frozenset[str],
         state_channels: tuple[str, ...],
+        with_memory: frozenset[str] = frozenset(),
     ) -> None:
         self.plan = plan
         self.deployment = deployment
@@ -67,13 +70,23 @@ class _AltoState:
         self.runners = runners
         self.streaming, self.folds = _streaming_nodes(runners)
         self.at_step = frozenset(s.name for s in plan.stages if s.reads_state)
-        self.never_ahead = frozenset(s.name for s in plan.stages if not s.run_ahead)
+        self.never_ahead = frozenset(s.name for s in plan.stages if not s.run_ahead or s.cached)
         # nodes whose edge-triggered tasks may run ahead, and the waiting edges' channels
         self.pulls = {
             s.name: _pull_node(s.name, runners[s.name], state_channels)
             for s in plan.stages
-            if s.kind in ("node", "subgraph") and s.run_ahead and not s.pull_waits
+            if s.kind in ("node", "subgraph")
+            and s.name not in self.never_ahead
+            and not s.pull_waits
         }
+        #: nodes that run graphs keeping memory in the run's checkpointer (subgraphs):
+        #: with one, they run at their step (their checkpoints name the loop's task)
+        self.with_memory = with_memory
+        #: processes (worker stages): a run's store would not reach their node code
+        self.workers = any(s.placement == "process" for s in plan.stages)
+        #: the fallback features already warned of (once per app and feature)
+        self.warned: set[str] = set()
+        self.warned_lock = threading.Lock()
         self.barriers = barriers
         self.state_channels = state_channels
         self.ahead_stats = RunAheadStats()
@@ -90,7 +103,10 @@ class _AltoState:
 
     def __reduce__(self) -> Any:
         # pickled with node code (a graph invoked inside a node): there it runs inline
-        return (_AltoState, (self.plan, None, self.runners, self.barriers, self.state_channels))
+        return (
+            _AltoState,
+            (self.plan, None, self.runners, self.barriers, self.state_channels, self.with_memory),
+        )
 
 
 def _pull_node(name: str, runner: NodeRunner, state_channels: tuple[str, ...]) -> PullNode:
@@ -156,7 +172,14 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         barriers = frozenset(
             name for name, ch in graph.channels.items() if type(ch) is NamedBarrierValue
         )
-        graph._alto = alto = _AltoState(plan, deployment, runners, barriers, _state_channels(graph))
+        with_memory = frozenset(
+            name
+            for name, node in graph.nodes.items()
+            if any(getattr(sub, "checkpointer", None) is not False for sub in node.subgraphs or ())
+        )
+        graph._alto = alto = _AltoState(
+            plan, deployment, runners, barriers, _state_channels(graph), with_memory
+        )
         if alto.streaming:
             # the loop hands out stream chunks while tasks run, not only between steps:
             # partial updates are worth seeing as they come
@@ -246,25 +269,40 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         return self._alto.plan
 
     # -- execution ---------------------------------------------------------------
-    def _fallback_reason(self, merged: RunnableConfig, kwargs: dict[str, Any]) -> str | None:
-        reasons = fallbacks(self, merged, kwargs)
-        return reasons[0] if reasons else None
+    def _fallback_reason(self, merged: RunnableConfig) -> str | None:
+        reasons = fallbacks(self, self._alto.workers, merged)
+        if not reasons:
+            return None
+        logger.debug("alto: a run of %r goes to stock LangGraph: %s", self.get_name(), reasons[0])
+        return reasons[0]
 
     def _warn_fallback(self, reason: str) -> None:
+        """Warn once per app and feature, naming the user's call site."""
+        alto = self._alto
+        with alto.warned_lock:
+            if reason in alto.warned:
+                return
+            alto.warned.add(reason)
         msg = (
             f"alto: graph {self.get_name()!r} runs on stock LangGraph because it uses "
             f"{reason}, which the alto backend does not run yet"
         )
-        logger.warning(msg)
-        warnings.warn(msg, AltoFallbackWarning, stacklevel=3)
+        warnings.warn(msg, AltoFallbackWarning, stacklevel=_user_stacklevel())
+
+    def _refused_by_stock(self, merged: RunnableConfig) -> bool:
+        """LangGraph refuses a run with a checkpointer and no ``configurable`` (it needs
+        a thread id): it checks the caller's config, in which alto's keys would hide
+        that, so such a run goes to stock LangGraph to be refused there."""
+        return not merged.get(CONF) and resolve_checkpointer(self, merged) is not None
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         merged = ensure_config(self.config, config)
-        reason = self._fallback_reason(merged, kwargs)
-        if reason is not None:
-            self._warn_fallback(reason)
+        reason = self._fallback_reason(merged)
+        if reason is not None or self._refused_by_stock(merged):
+            if reason is not None:
+                self._warn_fallback(reason)
             if self._alto.lm_config() and not self._alto.deployment.started:  # type: ignore[union-attr]
                 await asyncio.to_thread(self._alto.deployment.start)  # type: ignore[union-attr]
             stock = super().astream(input, self._in_process(config, merged), **kwargs)
@@ -276,7 +314,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         if deployment is not None and not deployment.started:
             await asyncio.to_thread(deployment.start)  # the first run starts the processes
         run = AsyncRequestRun(
-            max_concurrency=merged.get("max_concurrency"), **self._run_args(merged)
+            max_concurrency=merged.get("max_concurrency"), **self._run_args(merged, kwargs)
         )
         stream = super().astream(input, _with_hook(config, run, self._alto), **kwargs)
         try:
@@ -293,27 +331,27 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         merged = ensure_config(self.config, config)
-        reason = self._fallback_reason(merged, kwargs)
-        if reason is not None:
-            self._warn_fallback(reason)
+        reason = self._fallback_reason(merged)
+        if reason is not None or self._refused_by_stock(merged):
+            if reason is not None:
+                self._warn_fallback(reason)
             if self._alto.lm_config():  # its nodes' ChatAlto calls go to the LM stages
                 self._alto.deployment.start()  # type: ignore[union-attr]
             yield from super().stream(input, self._in_process(config, merged), **kwargs)
             return
         if self._alto.deployment is not None:
             self._alto.deployment.start()  # the first run starts the processes
-        run = SyncRequestRun(config=merged, **self._run_args(merged))
+        run = SyncRequestRun(config=merged, **self._run_args(merged, kwargs))
         try:
             yield from super().stream(input, _with_hook(config, run, self._alto), **kwargs)
         finally:
             run.close()
 
     def _in_process(self, config: RunnableConfig | None, merged: RunnableConfig) -> Any:
-        """``config`` for a run on stock LangGraph: node code runs in this process too (a
-        checkpointer, store or cache is the app's, and LangGraph hands it to the node).
-        Not when LangGraph refuses the run for want of a thread id: it checks that the
-        caller's ``configurable`` is empty, and alto's key would hide that."""
-        if not merged.get(CONF) and resolve_checkpointer(self, merged):
+        """``config`` for a run on stock LangGraph: node code runs in this process too
+        (the store is the app's, and LangGraph hands it to the node). Not when LangGraph
+        refuses the run (``_refused_by_stock``): alto's key would hide why."""
+        if self._refused_by_stock(merged):
             return config
         config = dict(config or {})
         config[CONF] = {
@@ -323,8 +361,15 @@ class AltoCompiledStateGraph(CompiledStateGraph):
         }
         return config
 
-    def _run_args(self, merged: RunnableConfig) -> dict[str, Any]:
+    def _run_args(self, merged: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
         conf = merged.get(CONF, {})
+        alto = self._alto
+        never_ahead, pulls = alto.never_ahead, alto.pulls
+        if held_at_step(self, merged, kwargs):
+            never_ahead, pulls = frozenset(alto.runners), {}
+        elif alto.with_memory and resolve_checkpointer(self, merged) is not None:
+            never_ahead = never_ahead | alto.with_memory
+            pulls = {n: p for n, p in pulls.items() if n not in alto.with_memory}
         return {
             # a subgraph's run belongs to the request of the graph that runs it
             "request_id": conf.get(CONFIG_KEY_REQUEST) or str(merged.get("run_id") or new_id()),
@@ -335,11 +380,27 @@ class AltoCompiledStateGraph(CompiledStateGraph):
             "streaming": self._alto.streaming,
             "folds": self._alto.folds,
             "at_step": self._alto.at_step,
-            "pulls": self._alto.pulls,
+            "pulls": pulls,
             "barriers": self._alto.barriers,
-            "never_ahead": self._alto.never_ahead,
+            "never_ahead": never_ahead,
             "ahead_stats": self._alto.ahead_stats,
         }
+
+
+#: modules whose frames stand between a fallback warning and the user's call
+_LIBRARIES = ("alto_langgraph", "langgraph", "langchain_core", "langchain", "asyncio", "contextlib")
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by this function's caller name
+    the first frame outside LangGraph, LangChain and alto: the user's call site, be it
+    ``invoke``, ``stream`` or an async call."""
+    frame = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_LIBRARIES):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _with_hook(config: RunnableConfig | None, run: RequestRun, alto: _AltoState) -> RunnableConfig:

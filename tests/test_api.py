@@ -165,12 +165,14 @@ def test_explain_shows_subgraph_plans() -> None:
     assert "plan 'inner'" in str(plan)
 
 
-def test_checkpointer_falls_back_to_stock_with_a_warning() -> None:
+def test_a_checkpointer_runs_on_alto() -> None:
     app = fanout().compile(backend="alto", checkpointer=InMemorySaver())
-    with pytest.warns(AltoFallbackWarning, match="checkpointer"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AltoFallbackWarning)
         out = app.invoke({"log": []}, {"configurable": {"thread_id": "t"}})
     assert out == {"log": ["a", 0, 1, 2]}
-    assert "checkpointer" in str(app.plan)
+    assert app.get_state({"configurable": {"thread_id": "t"}}).values == out
+    assert "fall back" not in str(app.plan)
 
 
 @pytest.mark.parametrize("executor", ["inline", "process"])
@@ -182,16 +184,42 @@ def test_a_checkpointer_without_a_thread_id_is_refused_as_on_stock(executor: str
         stock.invoke({"log": []})
     with fanout().compile(backend="alto", executor=executor, checkpointer=InMemorySaver()) as app:
         for run in (lambda: app.invoke({"log": []}), lambda: asyncio.run(app.ainvoke({"log": []}))):
-            with pytest.warns(AltoFallbackWarning), pytest.raises(ValueError) as got:
+            with pytest.raises(ValueError) as got:
                 run()
             assert str(got.value) == str(expected.value)
 
 
-def test_interrupt_before_falls_back_to_stock_with_a_warning() -> None:
-    app = fanout().compile(backend="alto")
-    with pytest.warns(AltoFallbackWarning, match="interrupt_before"):
-        chunks = list(app.stream({"log": []}, interrupt_before=["w"]))
+def test_interrupt_before_keeps_every_task_at_its_step() -> None:
+    """Nothing of a step the human has not approved starts early: with interrupt_before
+    no task runs ahead, and explain says why."""
+    app = fanout().compile(backend="alto", interrupt_before=["w"], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AltoFallbackWarning)
+        chunks = list(app.stream({"log": []}, cfg))
     assert chunks[-1] == {"__interrupt__": ()}
+    assert app.get_state(cfg).next == ("w", "w", "w")
+    assert app.invoke(None, cfg) == {"log": ["a", 0, 1, 2]}
+    assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
+    assert "every task waits for its superstep: the graph has interrupt_before" in str(app.plan)
+
+
+def test_a_fallback_warns_once_per_app_and_feature_at_the_callers_line() -> None:
+    """A store with nodes in worker processes falls back: one warning for the app
+    (not one per call, nothing printed besides), pointing at the user's call."""
+    from langgraph.store.memory import InMemoryStore
+
+    app = fanout().compile(backend="alto", executor="process", store=InMemoryStore())
+    assert app.plan.fallbacks == ("a store with nodes in worker processes",)
+    with app, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert app.invoke({"log": []}) == {"log": ["a", 0, 1, 2]}
+        asyncio.run(app.ainvoke({"log": []}))
+    fallbacks = [w for w in seen if issubclass(w.category, AltoFallbackWarning)]
+    assert len(fallbacks) == 1
+    assert "a store with nodes in worker processes" in str(fallbacks[0].message)
+    assert fallbacks[0].filename == __file__
 
 
 def test_no_warning_on_the_alto_path() -> None:

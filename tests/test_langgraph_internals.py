@@ -86,6 +86,33 @@ def test_pregel_node_proc_is_a_cached_property_over_bound_and_writers() -> None:
 def test_scratchpad_carries_step_and_stop() -> None:
     pad = _pregel.new_scratchpad("t", "ns", 3, 10)
     assert (pad.step, pad.stop) == (3, 10)
+    assert pad.resume == [] and pad.get_null_resume(True) is None
+
+
+def test_a_rebuilt_scratchpad_answers_interrupts_as_the_loops_would() -> None:
+    """What a stage instance rebuilds for a resumed task: its own resume values in
+    order, then a resume for no interrupt id in particular, taken once."""
+    from langgraph.types import interrupt
+
+    pad = _pregel.new_scratchpad("t", "ns", 3, 10, ["first"], "later")
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    sent: list = []
+    config = {
+        _pregel.CONF: {
+            _pregel.CONFIG_KEY_SCRATCHPAD: pad,
+            _pregel.CONFIG_KEY_CHECKPOINT_NS: "ns",
+            _pregel.CONFIG_KEY_SEND: sent.extend,
+        }
+    }
+
+    token = var_child_runnable_config.set(config)
+    try:
+        assert [interrupt("a?"), interrupt("b?")] == ["first", "later"]
+    finally:
+        var_child_runnable_config.reset(token)
+    assert pad.get_null_resume(True) is None
+    assert [v for _, v in sent][-1] == ["first", "later"]  # saved for the loop's task
 
 
 def test_a_list_of_commands_is_folded_by_the_reducers_in_order() -> None:

@@ -355,17 +355,17 @@ def test_replicas_and_stages_options_may_name_an_lm_stage() -> None:
 
 
 def test_a_run_that_falls_back_to_stock_langgraph_still_uses_the_lm_stages() -> None:
-    """A checkpointer sends the run to stock LangGraph (node code in this process); its
-    ChatAlto calls still reach the app's LM stage ("sim" exists only there)."""
-    from langgraph.checkpoint.memory import InMemorySaver
+    """A store with process stages sends the run to stock LangGraph (node code in this
+    process); its ChatAlto calls still reach the app's LM stage ("sim" exists only
+    there)."""
+    from langgraph.store.memory import InMemoryStore
 
     builder = fan_out_graph(ChatAlto(model="sim", max_tokens=3), use_async=True)
     app = builder.compile(
-        backend="alto", executor="process", lm={"sim": SIM}, checkpointer=InMemorySaver()
+        backend="alto", executor="process", lm={"sim": SIM}, store=InMemoryStore()
     )
-    config = {"configurable": {"thread_id": "t"}}
-    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a checkpointer"):
-        out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}, config))
+    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
+        out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}))
     assert sorted(len(a.split()) for _, a in out["answers"]) == [3, 3]
 
 

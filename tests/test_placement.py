@@ -111,17 +111,21 @@ def test_explain_says_where_each_stage_runs_and_why() -> None:
 
 
 def test_a_store_falls_back_as_explain_says() -> None:
-    """The fallback rule is one: what the plan lists is what a run warns about."""
-    plain = _graph().compile(backend="alto")
-    assert plain.plan.fallbacks == ()
+    """The fallback rule is one: what the plan lists is what a run warns about. A
+    store runs on alto, its tasks at their step, unless node code runs in workers."""
+    with_store = _graph().compile(backend="alto", executor="inline", store=InMemoryStore())
+    assert with_store.plan.fallbacks == ()
+    assert with_store.plan.held_at_step == ("a store",)
     with warnings.catch_warnings():
         warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
-        plain.invoke({"ran": []})
-    with_store = _graph().compile(backend="alto", store=InMemoryStore())
-    assert with_store.plan.fallbacks == ("a store",)
-    assert "runs fall back to stock LangGraph: the graph has a store" in str(with_store.plan)
-    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
         with_store.invoke({"ran": []})
+    on_workers = _graph().compile(backend="alto", executor="process", store=InMemoryStore())
+    assert on_workers.plan.fallbacks == ("a store with nodes in worker processes",)
+    assert "runs fall back to stock LangGraph: the graph has a store with nodes in" in str(
+        on_workers.plan
+    )
+    with on_workers, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
+        on_workers.invoke({"ran": []})
 
 
 def test_process_false_with_replicas_is_refused() -> None:

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from typing import Annotated, Any
 
 import pytest
@@ -592,8 +593,8 @@ def test_an_app_dropped_without_close_stops_its_processes() -> None:
 
 @pytest.mark.parametrize("style", ["sync", "async"])
 def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None:
-    """A checkpointer sends the run to stock LangGraph (with a warning), node code
-    included: it runs in the app process, where interrupt() finds its resume values."""
+    """interrupt() in a node on a worker process: the instance gets the loop's task's
+    resume values, so each resume answers the next interrupt, as on stock."""
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command, interrupt
 
@@ -628,8 +629,11 @@ def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None
     stock = drive(build().compile(checkpointer=InMemorySaver()))
     assert stock == ["first?", "second?", ["a", "b", os.getpid()]]
     with build().compile(backend="alto", executor="process", checkpointer=InMemorySaver()) as app:
-        with pytest.warns(alto_langgraph.AltoFallbackWarning, match="checkpointer"):
-            assert drive(app) == stock
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+            alto = drive(app)
+        pid = app.deployment.pids[("ask", 0)]
+    assert alto[:2] == stock[:2] and alto[2] == ["a", "b", pid]
 
 
 def test_a_graph_with_a_store_runs_its_nodes_in_process_with_the_store() -> None:
@@ -867,7 +871,7 @@ def test_an_exception_in_a_node_input_arrives_as_itself() -> None:
     assert out["log"] == ["_CodedError", 500, "500: boom"]
 
 
-def test_fallback_runs_stream_checkpoint_configs_without_alto_keys() -> None:
+def test_checkpoint_configs_stream_without_alto_keys() -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
     def configs(app: Any) -> list[list[str]]:
@@ -881,8 +885,7 @@ def test_fallback_runs_stream_checkpoint_configs_without_alto_keys() -> None:
     with _sleeper(0).compile(
         backend="alto", executor="process", checkpointer=InMemorySaver()
     ) as app:
-        with pytest.warns(alto_langgraph.AltoFallbackWarning):
-            assert configs(app) == stock
+        assert configs(app) == stock
     assert stock and all(keys == ["checkpoint_id", "checkpoint_ns", "thread_id"] for keys in stock)
 
 

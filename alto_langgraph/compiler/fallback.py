@@ -1,11 +1,20 @@
-"""Which graph features alto does not run yet, so that a run using them goes to stock
-LangGraph: the one rule, read both by ``lower`` (what ``explain()`` shows) and at each
-run (where a parent graph or the config may bring a checkpointer or a store).
+"""What a run's features change, read both by ``lower`` (what ``explain()`` shows) and at
+each run (where the call, a parent graph or the config may bring a checkpointer, a
+store or interrupts):
 
-Why each: a checkpointer, interrupts, a node cache and ``get_state`` need Pregel's
-checkpoint per step, which run-ahead would have to keep speculative (not built yet);
-a store, because nodes may talk through it from one step to the next, which run-ahead
-would reorder; a step timeout, because a step whose Send targets ran ahead ends sooner.
+* ``fallbacks``: the features alto does not run faithfully yet, so that a run using
+  them goes to stock LangGraph. A store, when node code runs in worker processes:
+  ``runtime.store`` there would be a copy, not the app's store.
+* ``held_at_step``: the features under which every task waits for its superstep
+  (no run-ahead), the run staying on alto. ``interrupt_before``/``interrupt_after``:
+  a step stock never starts before the human answers must not start early either; a
+  store: nodes may talk through it from one step to the next, which run-ahead would
+  reorder; ``step_timeout``: it times a step, and a step whose tasks ran ahead ends
+  sooner.
+
+A checkpointer, ``interrupt()`` and the state API need neither: LangGraph's own loop
+writes the checkpoints, and work that ran ahead reaches it only when it is adopted at
+its step (``scheduling/coordinator.py``).
 """
 
 from __future__ import annotations
@@ -13,31 +22,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._langgraph import CONF, CONFIG_KEY_RUNTIME, resolve_checkpointer
+from .._langgraph import CONF, CONFIG_KEY_RUNTIME
 
 
-def fallbacks(
+def _store(graph: Any, config: Mapping[str, Any] | None) -> Any:
+    """The store a run uses, as LangGraph picks it (a parent lends its own)."""
+    if config is None:
+        return graph.store
+    conf = config.get(CONF, {})
+    return conf[CONFIG_KEY_RUNTIME].store if CONFIG_KEY_RUNTIME in conf else graph.store
+
+
+def fallbacks(graph: Any, workers: bool, config: Mapping[str, Any] | None = None) -> list[str]:
+    """The features that send a run of ``graph`` to stock LangGraph, first the one the
+    warning names; ``workers``: some node of the graph runs in worker processes. With
+    ``config`` (merged): this run's; without: what the compiled graph itself has."""
+    if workers and _store(graph, config) is not None:
+        return ["a store with nodes in worker processes"]
+    return []
+
+
+def held_at_step(
     graph: Any, config: Mapping[str, Any] | None = None, kwargs: Mapping[str, Any] | None = None
 ) -> list[str]:
-    """The features that send a run of ``graph`` to stock LangGraph, first the one the
-    warning names. With ``config`` (merged) and ``kwargs`` (of ``stream``): this run's,
-    where a parent lends its checkpointer or store; without: what the compiled graph
-    itself has (what ``explain()`` shows)."""
+    """The features that keep every task of a run of ``graph`` at its superstep. With
+    ``config`` and ``kwargs`` (of ``stream``): this run's; without: the graph's own."""
     kwargs = kwargs or {}
-    if config is None:
-        checkpointer = graph.checkpointer not in (None, False, True)  # True: a parent's
-        store = graph.store
-    else:
-        checkpointer = resolve_checkpointer(graph, config) is not None
-        # the store a run uses, as LangGraph picks it (a parent lends its own)
-        conf = config.get(CONF, {})
-        store = conf[CONFIG_KEY_RUNTIME].store if CONFIG_KEY_RUNTIME in conf else graph.store
     found = {
-        "a checkpointer": checkpointer,
         "interrupt_before": bool(kwargs.get("interrupt_before") or graph.interrupt_before_nodes),
         "interrupt_after": bool(kwargs.get("interrupt_after") or graph.interrupt_after_nodes),
-        "a node cache": graph.cache is not None,
+        "a store": _store(graph, config) is not None,
         "step_timeout": graph.step_timeout is not None,
-        "a store": store is not None,
     }
     return [feature for feature, used in found.items() if used]

@@ -14,7 +14,7 @@ from .._langgraph import ChannelWrite, input_schema_of, is_managed_value, reads_
 from ..options import SCHEDULING_SETTINGS
 from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
-from .fallback import fallbacks
+from .fallback import fallbacks, held_at_step
 from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def lower(
                 send_target=name in send_targets,
                 run_ahead=options.run_ahead and settings.get("run_ahead", True),
                 pull_waits=_pull_waits(graph, name, call, bool(spec.defer)),
+                cached=graph.cache is not None and spec.cache_policy is not None,
                 reads=tuple(
                     c
                     for c in _input_channels(node)
@@ -120,7 +121,8 @@ def lower(
         queues=tuple(queues),
         splitters=tuple(splitters),
         aggregators=tuple(aggregators),
-        fallbacks=tuple(fallbacks(graph)),
+        fallbacks=tuple(fallbacks(graph, any(s.placement == "process" for s in stages))),
+        held_at_step=tuple(held_at_step(graph)),
         subplans=tuple(subplans),
         lm_stages=_lm_stages(options) if not prefix and not in_instance else (),
         transport=options.transport,

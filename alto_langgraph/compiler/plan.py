@@ -42,6 +42,9 @@ class Stage:
     #: False: none of the node's tasks starts before its superstep (``run_ahead=False``,
     #: for nodes whose side effects must not happen early or twice)
     run_ahead: bool = True
+    #: the node has a cache policy (and the graph a cache): at its step the loop may
+    #: find its result cached, so none of its tasks starts before
+    cached: bool = False
     #: why its tasks triggered by an edge wait for their superstep ("" if they may run
     #: ahead of it, on a view of the state that records what they read)
     pull_waits: str = ""
@@ -133,6 +136,8 @@ class Plan:
     aggregators: tuple[Aggregator, ...]
     #: features of the compiled graph that send its runs to stock LangGraph
     fallbacks: tuple[str, ...] = ()
+    #: features of the compiled graph that keep every task at its superstep
+    held_at_step: tuple[str, ...] = ()
     #: the plans of subgraph nodes, by node name
     subplans: tuple[tuple[str, Plan], ...] = ()
     #: the LM stages ChatAlto calls reach (compile's ``lm``)
@@ -203,6 +208,8 @@ class Plan:
                 )
         for f in self.fallbacks:
             out.append(f"{indent}  runs fall back to stock LangGraph: the graph has {f}")
+        for f in self.held_at_step:
+            out.append(f"{indent}  every task waits for its superstep: the graph has {f}")
         for _, sub in self.subplans:
             out.extend(sub._lines(indent + "  "))
         return out
@@ -215,6 +222,8 @@ def _flags(s: Stage) -> list[str]:
     if s.kind in ("node", "subgraph"):
         if not s.run_ahead:
             flags.append("never runs ahead (run_ahead=False)")
+        elif s.cached:
+            flags.append("never runs ahead (a cache policy: its result may be cached)")
         elif s.pull_waits:
             flags.append(f"edge-triggered tasks wait for their step ({s.pull_waits})")
         else:

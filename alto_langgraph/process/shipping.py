@@ -219,6 +219,11 @@ def ship_call(
         "ancestry": conf.get(CONFIG_KEY_ANCESTRY, ()),
         "step": pad.step if pad is not None else 0,
         "stop": pad.stop if pad is not None else 0,
+        # a resumed task's answers to its interrupts; a Command(resume=value) for no
+        # interrupt id in particular is taken by this task (the loop allows one only
+        # while one interrupt is pending, and the task that raised it runs again)
+        "resume": list(pad.resume) if pad is not None else [],
+        "null_resume": pad.get_null_resume(True) if pad is not None else None,
         "runtime": None,
         "writer": False,
         "heartbeat": False,
@@ -285,7 +290,9 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
     conf[CONFIG_KEY_TASK_ID] = task_id
     conf[CONFIG_KEY_CHECKPOINT_NS] = ns
     conf[CONFIG_KEY_ANCESTRY] = shipped["ancestry"]
-    conf[CONFIG_KEY_SCRATCHPAD] = new_scratchpad(task_id, ns, shipped["step"], shipped["stop"])
+    conf[CONFIG_KEY_SCRATCHPAD] = new_scratchpad(
+        task_id, ns, shipped["step"], shipped["stop"], shipped["resume"], shipped["null_resume"]
+    )
     rt = shipped["runtime"]
     if rt is not None:
         writer = link.emit if shipped["writer"] else no_op_stream_writer

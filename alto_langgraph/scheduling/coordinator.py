@@ -48,6 +48,7 @@ from collections.abc import (
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.errors import GraphInterrupt
 from langgraph.types import Command
 
 from .._langgraph import (
@@ -77,7 +78,14 @@ from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
 from ..views import ReadLog, StateView, tracked_input, untrack
 from .partial import HeldUpdates, StreamedUpdates, TaskSink
 from .progress import Basis, BranchReader, Finished, PullNode, RunAheadStats, StepLog
-from .tasks import NodeRunner, StateNotReady, pull_task_for, push_task_for, scratchpad_of
+from .tasks import (
+    MemoryNotReady,
+    NodeRunner,
+    StateNotReady,
+    pull_task_for,
+    push_task_for,
+    scratchpad_of,
+)
 
 #: set on the config of every task the submit hook saw, to the run that saw it
 _SUBMITTED_BY = "__alto_submitted_by"
@@ -741,12 +749,17 @@ class RequestRun:
 
     def missed(self, ahead: RunAhead) -> bool:
         """Whether the twin's result is not the one its step would give: it read graph
-        state it could not know (a Send's task), or a channel of its view received a
-        write it did not see (a pull task's). Then the loop's task runs the node now,
+        state it could not know (a Send's task), it interrupted or started a graph with
+        memory, or a channel of its view received a write it did not see (a pull
+        task's). Then the loop's task runs the node now,
         at its step, as LangGraph would (a miss)."""
         if ahead.done.cancelled():
             return False
-        miss = isinstance(ahead.error, StateNotReady)
+        # an interrupt's id, and the resume values that answer it, belong to the loop's
+        # task: a twin that interrupted runs again at its step, which interrupts as stock
+        miss = isinstance(ahead.error, (StateNotReady, GraphInterrupt))
+        if isinstance(ahead.error, MemoryNotReady):
+            self.ahead_stats.stop(ahead.task.name)
         if ahead.basis is not None:
             untrack(ahead.task.input)
             if not miss:

@@ -31,7 +31,7 @@ from typing import Any
 from langgraph.channels import BinaryOperatorAggregate, EphemeralValue, LastValue, NamedBarrierValue
 from langgraph.errors import EmptyChannelError
 
-from .._langgraph import task_path_str
+from .._langgraph import PULL, task_path_str
 from ..views import ReadLog, StateView
 from .tasks import StateNotReady
 
@@ -159,12 +159,18 @@ class StepLog:
 
     # -- what the loop does ------------------------------------------------------------
     def enter(self, step: int, tasks: Iterable[Any]) -> None:
-        """The loop is at ``step``, with ``tasks``."""
+        """The loop is at ``step``, with ``tasks``. A task that has writes already is
+        done: the loop restored them (a resumed run's saved writes, a cached result)."""
         rec = self._at(step)
         if rec.tasks is None:
             rec.tasks = list(tasks)
             rec.running = Counter(t.name for t in rec.tasks)
             rec.running.subtract(f.name for f in rec.finished.values())
+            for t in rec.tasks:
+                if t.writes:
+                    key = (PULL, t.name) if t.path[0] == PULL else t.id
+                    done = Finished(t.id, task_path_str(t.path), t.writes, t.name)
+                    self.finish(step, key, done, loop_task=True)
 
     def prune(self, floor: int) -> None:
         """Forget the steps before ``floor``: no view reaches back to them any more."""
@@ -468,6 +474,11 @@ class RunAheadStats:
                     self.stopped.add(node)
             elif what == "adopted":
                 self._in_a_row[node] = 0
+
+    def stop(self, node: str) -> None:
+        """``node`` cannot run ahead (its tasks start graphs with memory)."""
+        with self._lock:
+            self.stopped.add(node)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -12,10 +12,12 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._langgraph import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_CHECKPOINTER,
     CONFIG_KEY_READ,
     CONFIG_KEY_READ_STATE,
     CONFIG_KEY_RUNTIME,
@@ -152,6 +154,27 @@ class _StateNotReadyReader:
 
 
 STATE_NOT_READY = _StateNotReadyReader()
+
+
+class MemoryNotReady(StateNotReady):
+    """A task that ran ahead of its superstep started a graph that keeps its memory in
+    the run's checkpointer (a subgraph): its checkpoints belong to the loop's task,
+    whose id (part of their namespace) is known only at its step. The twin is dropped
+    before the nested graph ran anything, and its node no longer runs ahead."""
+
+
+class _NotYetSaver(BaseCheckpointSaver):
+    """A twin's checkpointer, in place of the run's: a graph run inside the twin reads
+    its checkpoint first, and that raises ``MemoryNotReady``; nothing is ever saved."""
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise MemoryNotReady("alto: a task that ran ahead of its step started a graph with memory")
+
+    get_tuple = aget_tuple = list = alist = put = aput = _refuse
+    put_writes = aput_writes = get_next_version = delete_thread = adelete_thread = _refuse
+
+
+NOT_YET_SAVER = _NotYetSaver()
 
 
 def new_id() -> str:
@@ -319,6 +342,8 @@ def twin_task(
             **extra,
         },
     )
+    if config[CONF].get(CONFIG_KEY_CHECKPOINTER) is not None:
+        config[CONF][CONFIG_KEY_CHECKPOINTER] = NOT_YET_SAVER
     config["metadata"] = metadata  # after patch_config, which copies the sender's ns in
     return PregelExecutableTask(
         name,

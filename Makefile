@@ -45,9 +45,12 @@ $(FLOOR)/.dev: pyproject.toml
 	$(FLOOR)/bin/python -m pip install -q -e ".[dev]" "langgraph==$(LANGGRAPH_FLOOR)"
 	touch $@
 
+# tests/test_memory.py runs checkpointers and stores against a real PostgreSQL server:
+# the script installs Debian's postgresql package where none is, and starts a cluster
 test: $(VENV)/.dev $(FLOOR)/.dev
-	$(BIN)/python -m pytest
-	@echo "--- on the oldest supported LangGraph ($(LANGGRAPH_FLOOR)) ---"
+	export ALTO_TEST_POSTGRES="$$(tests/services/postgres.sh)" && \
+	$(BIN)/python -m pytest && \
+	echo "--- on the oldest supported LangGraph ($(LANGGRAPH_FLOOR)) ---" && \
 	$(FLOOR)/bin/python -m pytest $(FLOOR_TESTS)
 
 lint: $(VENV)/.dev

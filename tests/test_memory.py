@@ -6,9 +6,16 @@ backend continues on the other."""
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
+import warnings
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -17,6 +24,8 @@ from langgraph.constants import END, START
 from langgraph.graph import StateGraph
 from langgraph.types import Command, Send, StateUpdate, interrupt
 from memory_harness import SAVERS, Scenario, transcript
+
+import alto_langgraph
 
 
 class Log(TypedDict, total=False):
@@ -405,3 +414,173 @@ def test_a_subgraph_with_memory_does_not_run_ahead() -> None:
         assert app.run_ahead_stats().get("sub", {}).get("run_ahead", 0) == 0
         out = app.invoke(Command(resume="r"), cfg)
     assert "y:r" in out["log"]
+
+
+# -- crash and resume --------------------------------------------------------------------
+
+
+def _crash_and_resume(backend: str, kind: str, folder: Any) -> tuple[Any, list[str], list[Any]]:
+    """Start a request in a child process, SIGKILL it while b runs (a's checkpoint and
+    c's write saved), resume the thread here on ``backend``: the final state, the
+    side-effect log (which node ran how often) and the thread's history."""
+    import crash_app
+    from memory_harness import history, postgres_url
+
+    log = folder / f"{backend}-{kind}.log"
+    thread = uuid.uuid4().hex
+    target = str(folder / f"{backend}.db") if kind == "sqlite" else postgres_url()
+    child = subprocess.Popen(
+        [sys.executable, crash_app.__file__, backend, kind, target, thread, str(log)],
+        cwd=Path(crash_app.__file__).parent,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and {"b", "c"} <= set(log.read_text().split())):
+            assert child.poll() is None, "the app exited before it could be killed"
+            assert time.monotonic() < deadline, "b never started"
+            time.sleep(0.02)
+        time.sleep(0.3)  # c's write reaches the saver (durability="sync" saves steps)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    cfg = {"configurable": {"thread_id": thread}}
+    with crash_app.saver(kind, target) as cp:
+        app = crash_app.compile_app(backend, cp, log)
+        try:
+            out = app.invoke(None, cfg)
+            return out, log.read_text().split(), history(app, cfg)
+        finally:
+            if backend == "alto":
+                app.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_killed_app_resumes_from_its_last_checkpoint_as_stock_does(
+    kind: str, tmp_path: Any
+) -> None:
+    stock = _crash_and_resume("stock", kind, tmp_path)
+    alto = _crash_and_resume("alto", kind, tmp_path)
+    # a and c finished before the crash: saved, not run again; b runs again; d once
+    assert stock[1] == ["a", "b", "c", "b", "d"] or stock[1] == ["a", "c", "b", "b", "d"]
+    assert sorted(alto[1]) == sorted(stock[1])
+    assert alto[0] == stock[0] == {"log": ["a:0", "b:1", "c:1", "d:3"]}
+    assert alto[2] == stock[2]
+
+
+# -- stores, node caches, step timeouts ----------------------------------------------------
+
+
+def _with_store() -> StateGraph:
+    """Nodes talk through the store from one step to the next."""
+    from langgraph.runtime import Runtime
+
+    def put(s: dict, runtime: Runtime) -> dict:
+        runtime.store.put(("notes",), "n", {"text": f"note-{len(s['log'])}"})
+        return {"log": ["put"]}
+
+    def get(s: dict, runtime: Runtime) -> dict:
+        item = runtime.store.get(("notes",), "n")
+        return {"log": [item.value["text"] if item else "none"]}
+
+    g = StateGraph(Log)
+    g.add_node("put", put)
+    g.add_node("slow", lambda s: (time.sleep(0.03), {"log": ["slow"]})[1])
+    g.add_node("get", get)
+    g.add_edge(START, "put")
+    g.add_edge(START, "slow")
+    g.add_edge("put", "get")
+    return g
+
+
+@contextlib.contextmanager
+def _store(kind: str) -> Any:
+    if kind == "memory":
+        from langgraph.store.memory import InMemoryStore
+
+        yield InMemoryStore()
+    else:
+        from langgraph.store.postgres import PostgresStore
+        from memory_harness import postgres_url
+
+        with PostgresStore.from_conn_string(postgres_url()) as store:
+            store.setup()
+            store.delete(("notes",), "n")
+            yield store
+
+
+@pytest.mark.parametrize("kind", ["memory", "postgres"])
+def test_a_store_runs_on_alto_with_every_task_at_its_step(kind: str) -> None:
+    outs = {}
+    for backend in ("stock", "alto"):
+        with _store(kind) as store:
+            kwargs = {"backend": "alto"} if backend == "alto" else {}
+            app = _with_store().compile(store=store, checkpointer=_saver(), **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+                cfg = {"configurable": {"thread_id": "t"}}
+                outs[backend] = [app.invoke({"log": []}, cfg), app.invoke({"log": []}, cfg)]
+            if backend == "alto":
+                assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
+                app.close()
+    assert outs["alto"] == outs["stock"]
+    assert outs["stock"][1]["log"][-1] == "note-3"  # the second turn read the first's note
+
+
+def test_a_node_cache_runs_on_alto_and_cached_nodes_run_once() -> None:
+    from langgraph.cache.memory import InMemoryCache
+    from langgraph.types import CachePolicy
+
+    def run(backend: str) -> tuple[list[Any], list[str]]:
+        calls: list[str] = []
+
+        def costly(s: dict) -> dict:
+            calls.append("costly")
+            return {"log": [f"costly:{s['flag']}"]}
+
+        g = StateGraph(Log)
+        g.add_node("costly", costly, cache_policy=CachePolicy())
+        g.add_node("after", _append("after"))
+        g.add_edge(START, "costly")
+        g.add_edge("costly", "after")
+        kwargs = {"backend": "alto"} if backend == "alto" else {}
+        app = g.compile(cache=InMemoryCache(), **kwargs)
+        chunks = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+            for flag in ("x", "x", "y"):
+                chunks.append(list(app.stream({"log": [], "flag": flag})))
+        if backend == "alto":
+            assert "never runs ahead (a cache policy" in str(app.plan)
+            app.close()
+        return chunks, calls
+
+    stock, alto = run("stock"), run("alto")
+    assert alto == stock
+    assert stock[1] == ["costly", "costly"]  # the second "x" came from the cache
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.3])
+def test_step_timeout_runs_on_alto_and_times_steps_as_stock(pause: float) -> None:
+    def run(backend: str) -> Any:
+        g = StateGraph(Log)
+        g.add_node("a", _append("a"))
+        g.add_node("slow", lambda s: (time.sleep(pause), {"log": ["slow"]})[1])
+        g.add_edge(START, "a")
+        g.add_edge(START, "slow")
+        g.add_edge("a", "slow")
+        app = g.compile(**({"backend": "alto"} if backend == "alto" else {}))
+        app.step_timeout = 0.1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+                return app.invoke({"log": []})
+        except Exception as exc:
+            return type(exc).__name__
+        finally:
+            if backend == "alto":
+                app.close()
+
+    stock = run("stock")
+    assert run("alto") == stock
+    assert stock == ("TimeoutError" if pause else {"log": ["a", "slow", "slow"]})

@@ -82,8 +82,10 @@ class _AltoState:
         #: nodes that run graphs keeping memory in the run's checkpointer (subgraphs):
         #: with one, they run at their step (their checkpoints name the loop's task)
         self.with_memory = with_memory
-        #: processes (worker stages): a run's store would not reach their node code
-        self.workers = any(s.placement == "process" for s in plan.stages)
+        #: nodes in worker processes: a run's store and checkpointer do not reach them
+        self.workers = frozenset(
+            s.name for s in plan.stages if s.placement == "process" and s.kind == "node"
+        )
         #: the fallback features already warned of (once per app and feature)
         self.warned: set[str] = set()
         self.warned_lock = threading.Lock()

@@ -584,3 +584,45 @@ def test_step_timeout_runs_on_alto_and_times_steps_as_stock(pause: float) -> Non
     stock = run("stock")
     assert run("alto") == stock
     assert stock == ("TimeoutError" if pause else {"log": ["a", "slow", "slow"]})
+
+
+def _invokes_a_graph() -> StateGraph:
+    """A node that invokes a two-step graph itself (not added as a subgraph): on stock
+    the inner graph keeps its own checkpoints in the app's checkpointer, so resuming
+    does not run its first node again."""
+    inner = StateGraph(Log)
+
+    def x(s: dict) -> dict:
+        _runs.append(1)
+        return {"log": [f"x{len(_runs)}"]}
+
+    inner.add_node("x", x)
+    inner.add_node("y", lambda s: {"log": [f"y:{interrupt('inner?')}"]})
+    inner.add_edge(START, "x")
+    inner.add_edge("x", "y")
+    inner_app = inner.compile()
+
+    g = StateGraph(Log)
+    g.add_node("n", lambda s: {"log": inner_app.invoke({"log": []})["log"]})
+    g.add_edge(START, "n")
+    return g
+
+
+_runs: list[int] = []
+
+
+def test_a_graph_invoked_in_a_worker_with_a_checkpointer_falls_back() -> None:
+    """Its checkpoints could not reach the app's checkpointer from a worker process:
+    the run goes to stock LangGraph, with a warning naming why; the answers are
+    stock's (x ran once, before the interrupt)."""
+    cfg = {"configurable": {"thread_id": "t"}}
+    app = _invokes_a_graph().compile(backend="alto", executor="process", checkpointer=_saver())
+    assert app.plan.fallbacks == (
+        "a checkpointer with a node in worker processes that invokes a graph",
+    )
+    _runs.clear()
+    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="invokes a graph"):
+        app.invoke({"log": []}, cfg)
+        out = app.invoke(Command(resume="r"), cfg)
+    assert out == {"log": ["x1", "y:r"]} and _runs == [1]
+    assert _invokes_a_graph().compile(backend="alto", executor="process").plan.fallbacks == ()

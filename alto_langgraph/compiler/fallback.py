@@ -4,7 +4,9 @@ store or interrupts):
 
 * ``fallbacks``: the features alto does not run faithfully yet, so that a run using
   them goes to stock LangGraph. A store, when node code runs in worker processes:
-  ``runtime.store`` there would be a copy, not the app's store.
+  ``runtime.store`` there would be a copy, not the app's store; a checkpointer, when a
+  node in worker processes invokes a graph itself: that graph would keep no memory
+  there (its checkpoints belong in the app's checkpointer).
 * ``held_at_step``: the features under which every task waits for its superstep
   (no run-ahead), the run staying on alto. ``interrupt_before``/``interrupt_after``:
   a step stock never starts before the human answers must not start early either; a
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._langgraph import CONF, CONFIG_KEY_RUNTIME
+from .._langgraph import CONF, CONFIG_KEY_RUNTIME, resolve_checkpointer
 
 
 def _store(graph: Any, config: Mapping[str, Any] | None) -> Any:
@@ -33,13 +35,24 @@ def _store(graph: Any, config: Mapping[str, Any] | None) -> Any:
     return conf[CONFIG_KEY_RUNTIME].store if CONFIG_KEY_RUNTIME in conf else graph.store
 
 
-def fallbacks(graph: Any, workers: bool, config: Mapping[str, Any] | None = None) -> list[str]:
+def fallbacks(
+    graph: Any, workers: frozenset[str], config: Mapping[str, Any] | None = None
+) -> list[str]:
     """The features that send a run of ``graph`` to stock LangGraph, first the one the
-    warning names; ``workers``: some node of the graph runs in worker processes. With
-    ``config`` (merged): this run's; without: what the compiled graph itself has."""
-    if workers and _store(graph, config) is not None:
-        return ["a store with nodes in worker processes"]
-    return []
+    warning names; ``workers``: the nodes of the graph that run in worker processes.
+    With ``config`` (merged): this run's; without: what the compiled graph has."""
+    if not workers:
+        return []
+    found = []
+    if _store(graph, config) is not None:
+        found.append("a store with nodes in worker processes")
+    if config is None:
+        checkpointer = graph.checkpointer not in (None, False, True)  # True: a parent's
+    else:
+        checkpointer = resolve_checkpointer(graph, config) is not None
+    if checkpointer and any(graph.nodes[n].subgraphs for n in workers):
+        found.append("a checkpointer with a node in worker processes that invokes a graph")
+    return found
 
 
 def held_at_step(

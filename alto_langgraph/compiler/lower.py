@@ -121,7 +121,7 @@ def lower(
         queues=tuple(queues),
         splitters=tuple(splitters),
         aggregators=tuple(aggregators),
-        fallbacks=tuple(fallbacks(graph, any(s.placement == "process" for s in stages))),
+        fallbacks=tuple(fallbacks(graph, _workers(stages))),
         held_at_step=tuple(held_at_step(graph)),
         subplans=tuple(subplans),
         lm_stages=_lm_stages(options) if not prefix and not in_instance else (),
@@ -218,6 +218,11 @@ def _reducer_name(channel: Any) -> str:
         op = channel.operator
         return f"reducer={getattr(op, '__module__', '?')}.{getattr(op, '__name__', repr(op))}"
     return ""
+
+
+def _workers(stages: list[Stage]) -> frozenset[str]:
+    """The nodes that run in worker processes."""
+    return frozenset(s.name for s in stages if s.placement == "process" and s.kind == "node")
 
 
 def _input_channels(node: Any) -> list[str]:

@@ -83,9 +83,7 @@ class _AltoState:
         #: with one, they run at their step (their checkpoints name the loop's task)
         self.with_memory = with_memory
         #: nodes in worker processes: a run's store and checkpointer do not reach them
-        self.workers = frozenset(
-            s.name for s in plan.stages if s.placement == "process" and s.kind == "node"
-        )
+        self.workers = plan.worker_nodes()
         #: the fallback features already warned of (once per app and feature)
         self.warned: set[str] = set()
         self.warned_lock = threading.Lock()

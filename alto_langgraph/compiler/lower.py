@@ -15,7 +15,7 @@ from ..options import SCHEDULING_SETTINGS
 from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
 from .fallback import fallbacks, held_at_step
-from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage
+from .plan import Aggregator, Placement, Plan, Queue, Splitter, Stage, worker_nodes
 
 if TYPE_CHECKING:
     from ..options import AltoOptions
@@ -121,7 +121,7 @@ def lower(
         queues=tuple(queues),
         splitters=tuple(splitters),
         aggregators=tuple(aggregators),
-        fallbacks=tuple(fallbacks(graph, _workers(stages))),
+        fallbacks=tuple(fallbacks(graph, worker_nodes(stages))),
         held_at_step=tuple(held_at_step(graph)),
         subplans=tuple(subplans),
         lm_stages=_lm_stages(options) if not prefix and not in_instance else (),
@@ -218,11 +218,6 @@ def _reducer_name(channel: Any) -> str:
         op = channel.operator
         return f"reducer={getattr(op, '__module__', '?')}.{getattr(op, '__name__', repr(op))}"
     return ""
-
-
-def _workers(stages: list[Stage]) -> frozenset[str]:
-    """The nodes that run in worker processes."""
-    return frozenset(s.name for s in stages if s.placement == "process" and s.kind == "node")
 
 
 def _input_channels(node: Any) -> list[str]:

@@ -12,7 +12,7 @@ it (``passes.py``), so ``print(plan)`` shows what runs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from ..process.spec import DEFAULT_THREADS, StageSpec
@@ -167,6 +167,10 @@ class Plan:
                 yield from sub.all_stages()
         yield from self.lm_stages
 
+    def worker_nodes(self) -> frozenset[str]:
+        """This graph's own nodes whose code runs in worker processes."""
+        return worker_nodes(self.stages)
+
     def process_stages(self) -> list[Stage]:
         """The stages the deployment runs in worker processes."""
         return [s for s in self.all_stages() if s.placement == "process"]
@@ -213,6 +217,11 @@ class Plan:
         for _, sub in self.subplans:
             out.extend(sub._lines(indent + "  "))
         return out
+
+
+def worker_nodes(stages: Iterable[Stage]) -> frozenset[str]:
+    """The nodes among ``stages`` whose code runs in worker processes."""
+    return frozenset(s.name for s in stages if s.placement == "process" and s.kind == "node")
 
 
 def _flags(s: Stage) -> list[str]:

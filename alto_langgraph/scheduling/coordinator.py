@@ -20,6 +20,12 @@ changes is *when tasks run*:
   writers early, and its conditional edges at hand-over, when the loop is at its step;
   a pull twin's route on its view (their reads are checked with the node's).
 
+With a checkpointer, the loop saves a task's writes when the task finishes, and a
+twin's writes reach it only through the loop's task that adopts them: nothing
+speculative is saved. What belongs to the loop's task, whose id is known only at its
+step, is never done by a twin: an ``interrupt()`` (its id and resume values name the
+task) and the checkpoints of a graph run inside it; such a twin is a miss.
+
 A twin makes a single attempt. The hand-over happens inside LangGraph's own retry loop
 around the loop's task, so a twin that failed (or conditional edges that fail at
 hand-over) count as that task's first attempt and LangGraph retries from there,

@@ -6,6 +6,7 @@ import asyncio
 import operator
 import threading
 import time
+import warnings
 from typing import Annotated, Any
 
 import pytest
@@ -401,22 +402,23 @@ def test_failed_lone_twin_is_retried_by_langgraph_not_twice(style: str) -> None:
     assert seen["alto"][0] == 3
 
 
-@pytest.mark.filterwarnings("ignore::alto_langgraph.AltoFallbackWarning")
-def test_graphs_with_a_store_or_step_timeout_fall_back() -> None:
+def test_graphs_with_a_store_or_step_timeout_run_on_alto_with_tasks_at_their_step() -> None:
     from langgraph.store.memory import InMemoryStore
 
-    g = nested()
-    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
-        out = asyncio.run(
-            g.compile(backend="alto", executor="inline", store=InMemoryStore()).ainvoke(
-                {"log": [], "fail": False}
-            )
-        )
-    assert out["log"] == ["b0", "b1", "b2", "c0", "c1", "c2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+        app = nested().compile(backend="alto", executor="inline", store=InMemoryStore())
+        out = asyncio.run(app.ainvoke({"log": [], "fail": False}))
+        assert out["log"] == ["b0", "b1", "b2", "c0", "c1", "c2"]
+        assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
+        app = nested().compile(backend="alto", executor="inline")
+        app.step_timeout = 30
+        assert asyncio.run(app.ainvoke({"log": [], "fail": False})) == out
+        assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
+    # without either, the Sends run ahead
     app = nested().compile(backend="alto", executor="inline")
-    app.step_timeout = 30
-    with pytest.warns(alto_langgraph.AltoFallbackWarning, match="step_timeout"):
-        asyncio.run(app.ainvoke({"log": [], "fail": False}))
+    assert asyncio.run(app.ainvoke({"log": [], "fail": False})) == out
+    assert sum(s["run_ahead"] for s in app.run_ahead_stats().values()) > 0
 
 
 @pytest.mark.parametrize("style", ["sync", "async"])

@@ -204,22 +204,43 @@ def test_interrupt_before_keeps_every_task_at_its_step() -> None:
     assert "every task waits for its superstep: the graph has interrupt_before" in str(app.plan)
 
 
-def test_a_fallback_warns_once_per_app_and_feature_at_the_callers_line() -> None:
-    """A store with nodes in worker processes falls back: one warning for the app
-    (not one per call, nothing printed besides), pointing at the user's call."""
-    from langgraph.store.memory import InMemoryStore
+_INNER = StateGraph(S)
+_INNER.add_node("x", lambda s: {"log": ["x"]})
+_INNER.add_edge(START, "x")
+_INNER_APP = _INNER.compile()
 
-    app = fanout().compile(backend="alto", executor="process", store=InMemoryStore())
-    assert app.plan.fallbacks == ("a store with nodes in worker processes",)
-    with app, warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        for _ in range(3):
-            assert app.invoke({"log": []}) == {"log": ["a", 0, 1, 2]}
-        asyncio.run(app.ainvoke({"log": []}))
-    fallbacks = [w for w in seen if issubclass(w.category, AltoFallbackWarning)]
-    assert len(fallbacks) == 1
-    assert "a store with nodes in worker processes" in str(fallbacks[0].message)
-    assert fallbacks[0].filename == __file__
+
+def _invokes_inner(s: dict) -> dict:
+    return {"log": _INNER_APP.invoke({"log": []})["log"]}
+
+
+def test_a_fallback_warns_once_per_app_and_feature_at_the_callers_line() -> None:
+    """A node on a worker invoking a graph, with a checkpointer, falls back: one
+    warning for the app (not one per call, nothing printed besides), pointing at the
+    user's call, be it invoke, stream or ainvoke."""
+    g = StateGraph(S)
+    g.add_node("n", _invokes_inner)
+    g.add_edge(START, "n")
+    app = g.compile(backend="alto", executor="process", checkpointer=InMemorySaver())
+    feature = "a checkpointer with a node in worker processes that invokes a graph"
+    assert app.plan.fallbacks == (feature,)
+    cfg = {"configurable": {"thread_id": "t"}}
+    for call in (
+        lambda: app.invoke({"log": []}, cfg),
+        lambda: list(app.stream({"log": []}, cfg)),
+        lambda: asyncio.run(app.ainvoke({"log": []}, cfg)),
+    ):
+        app._alto.warned.clear()  # each call style names its own line
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                call()
+        fallbacks = [w for w in seen if issubclass(w.category, AltoFallbackWarning)]
+        assert len(fallbacks) == 1
+        assert feature in str(fallbacks[0].message)
+        assert fallbacks[0].filename == __file__
+    assert app.get_state(cfg).values["log"] == ["x"] * 9
+    app.close()
 
 
 def test_no_warning_on_the_alto_path() -> None:

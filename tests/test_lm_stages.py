@@ -355,17 +355,26 @@ def test_replicas_and_stages_options_may_name_an_lm_stage() -> None:
 
 
 def test_a_run_that_falls_back_to_stock_langgraph_still_uses_the_lm_stages() -> None:
-    """A store with process stages sends the run to stock LangGraph (node code in this
-    process); its ChatAlto calls still reach the app's LM stage ("sim" exists only
-    there)."""
-    from langgraph.store.memory import InMemoryStore
+    """A run that falls back (a node on a worker invokes a graph, with a checkpointer)
+    runs node code in this process; its ChatAlto calls still reach the app's LM stage
+    ("sim" exists only there)."""
+    from langgraph.checkpoint.memory import InMemorySaver
 
     builder = fan_out_graph(ChatAlto(model="sim", max_tokens=3), use_async=True)
-    app = builder.compile(
-        backend="alto", executor="process", lm={"sim": SIM}, store=InMemoryStore()
+    inner = builder.compile()
+    outer = StateGraph(S)
+
+    async def ask(s: dict) -> dict:
+        return await inner.ainvoke(s)
+
+    outer.add_node("ask", ask)
+    outer.add_edge(START, "ask")
+    app = outer.compile(
+        backend="alto", executor="process", lm={"sim": SIM}, checkpointer=InMemorySaver()
     )
-    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
-        out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}))
+    config = {"configurable": {"thread_id": "t"}}
+    with app, pytest.warns(alto_langgraph.AltoFallbackWarning, match="invokes a graph"):
+        out = asyncio.run(app.ainvoke({"qs": QUESTIONS[:2]}, config))
     assert sorted(len(a.split()) for _, a in out["answers"]) == [3, 3]
 
 

@@ -509,12 +509,14 @@ def _store(kind: str) -> Any:
             yield store
 
 
+@pytest.mark.parametrize("executor", ["auto", "process"])
 @pytest.mark.parametrize("kind", ["memory", "postgres"])
-def test_a_store_runs_on_alto_with_every_task_at_its_step(kind: str) -> None:
+def test_a_store_runs_on_alto_with_every_task_at_its_step(kind: str, executor: str) -> None:
+    """Also from worker processes, whose operations the app's store runs."""
     outs = {}
     for backend in ("stock", "alto"):
         with _store(kind) as store:
-            kwargs = {"backend": "alto"} if backend == "alto" else {}
+            kwargs = {"backend": "alto", "executor": executor} if backend == "alto" else {}
             app = _with_store().compile(store=store, checkpointer=_saver(), **kwargs)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)

@@ -110,22 +110,18 @@ def test_explain_says_where_each_stage_runs_and_why() -> None:
     app.close()
 
 
-def test_a_store_falls_back_as_explain_says() -> None:
-    """The fallback rule is one: what the plan lists is what a run warns about. A
-    store runs on alto, its tasks at their step, unless node code runs in workers."""
-    with_store = _graph().compile(backend="alto", executor="inline", store=InMemoryStore())
-    assert with_store.plan.fallbacks == ()
-    assert with_store.plan.held_at_step == ("a store",)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
-        with_store.invoke({"ran": []})
-    on_workers = _graph().compile(backend="alto", executor="process", store=InMemoryStore())
-    assert on_workers.plan.fallbacks == ("a store with nodes in worker processes",)
-    assert "runs fall back to stock LangGraph: the graph has a store with nodes in" in str(
-        on_workers.plan
-    )
-    with on_workers, pytest.warns(alto_langgraph.AltoFallbackWarning, match="a store"):
-        on_workers.invoke({"ran": []})
+def test_a_store_keeps_tasks_at_their_step_as_explain_says() -> None:
+    """What the plan lists is what a run does: a store runs on alto (node code in
+    workers reaching it too), its tasks at their step."""
+    for executor in ("inline", "process"):
+        with _graph().compile(backend="alto", executor=executor, store=InMemoryStore()) as app:
+            assert app.plan.fallbacks == ()
+            assert app.plan.held_at_step == ("a store",)
+            assert "every task waits for its superstep: the graph has a store" in str(app.plan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+                app.invoke({"ran": []})
+            assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
 
 
 def test_process_false_with_replicas_is_refused() -> None:

@@ -636,23 +636,54 @@ def test_interrupt_and_resume_with_a_checkpointer_on_workers(style: str) -> None
     assert alto[:2] == stock[:2] and alto[2] == ["a", "b", pid]
 
 
-def test_a_graph_with_a_store_runs_its_nodes_in_process_with_the_store() -> None:
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_runtime_store_on_workers_is_the_apps_store(style: str) -> None:
+    """A node on a worker process reads and writes the run's store: each operation is
+    run by the store in the app process (sync node: its sync methods; async node: its
+    async ones), and an error there is the node's."""
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
 
     def remember(s: dict, runtime: Runtime) -> dict:
         runtime.store.put(("users",), "u1", {"name": "Ann"})
-        return {"log": [runtime.store.get(("users",), "u1").value["name"], os.getpid()]}
+        found = runtime.store.search(("users",))
+        return {"log": [runtime.store.get(("users",), "u1").value["name"], len(found), os.getpid()]}
+
+    async def aremember(s: dict, runtime: Runtime) -> dict:
+        await runtime.store.aput(("users",), "u1", {"name": "Ann"})
+        found = await runtime.store.asearch(("users",))
+        item = await runtime.store.aget(("users",), "u1")
+        return {"log": [item.value["name"], len(found), os.getpid()]}
 
     g = StateGraph(Log)
-    g.add_node("remember", remember)
+    g.add_node("remember", remember if style == "sync" else aremember)
     g.add_edge(START, "remember")
     store = InMemoryStore()
     with g.compile(backend="alto", executor="process", store=store) as app:
-        with pytest.warns(alto_langgraph.AltoFallbackWarning, match="store"):
-            assert app.invoke({"log": []}) == {"log": ["Ann", os.getpid()]}
-        assert not app.deployment.started  # nothing needed a worker
-    assert store.get(("users",), "u1") is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+            if style == "sync":
+                out = app.invoke({"log": []})
+            else:
+                out = asyncio.run(app.ainvoke({"log": []}))
+        pid = app.deployment.pids[("remember", 0)]
+    assert out == {"log": ["Ann", 1, pid]} and pid != os.getpid()
+    assert store.get(("users",), "u1").value == {"name": "Ann"}
+
+
+def test_a_sync_store_call_in_an_async_node_on_a_worker_is_a_clear_error() -> None:
+    from langgraph.runtime import Runtime
+    from langgraph.store.memory import InMemoryStore
+
+    async def reads(s: dict, runtime: Runtime) -> dict:
+        return {"log": [runtime.store.get(("users",), "u1")]}
+
+    g = StateGraph(Log)
+    g.add_node("reads", reads)
+    g.add_edge(START, "reads")
+    with g.compile(backend="alto", executor="process", store=InMemoryStore()) as app:
+        with pytest.raises(RuntimeError, match="async methods"):
+            asyncio.run(app.ainvoke({"log": []}))
 
 
 # -- found by review: failures that must not hang, values that must arrive intact --------

@@ -3,10 +3,10 @@ each run (where the call, a parent graph or the config may bring a checkpointer,
 store or interrupts):
 
 * ``fallbacks``: the features alto does not run faithfully yet, so that a run using
-  them goes to stock LangGraph. A store, when node code runs in worker processes:
-  ``runtime.store`` there would be a copy, not the app's store; a checkpointer, when a
-  node in worker processes invokes a graph itself: that graph would keep no memory
-  there (its checkpoints belong in the app's checkpointer).
+  them goes to stock LangGraph: a checkpointer, when a node in worker processes
+  invokes a graph itself: that graph would keep no memory there (its checkpoints
+  belong in the app's checkpointer). (``runtime.store`` in worker processes relays
+  each operation to the run's store: ``process/relay.py``.)
 * ``held_at_step``: the features under which every task waits for its superstep
   (no run-ahead), the run staying on alto. ``interrupt_before``/``interrupt_after``:
   a step stock never starts before the human answers must not start early either; a
@@ -41,18 +41,15 @@ def fallbacks(
     """The features that send a run of ``graph`` to stock LangGraph, first the one the
     warning names; ``workers``: the nodes of the graph that run in worker processes.
     With ``config`` (merged): this run's; without: what the compiled graph has."""
-    if not workers:
+    if not any(graph.nodes[n].subgraphs for n in workers):
         return []
-    found = []
-    if _store(graph, config) is not None:
-        found.append("a store with nodes in worker processes")
     if config is None:
         checkpointer = graph.checkpointer not in (None, False, True)  # True: a parent's
     else:
         checkpointer = resolve_checkpointer(graph, config) is not None
-    if checkpointer and any(graph.nodes[n].subgraphs for n in workers):
-        found.append("a checkpointer with a node in worker processes that invokes a graph")
-    return found
+    if checkpointer:
+        return ["a checkpointer with a node in worker processes that invokes a graph"]
+    return []
 
 
 def held_at_step(

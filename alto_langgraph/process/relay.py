@@ -9,7 +9,9 @@ calling task (in the app process) as a message of its call, ahead of the result:
   ``stream_mode="messages"`` and ``astream_events`` see them as on stock LangGraph;
 * functional-API ``@task`` calls: ``CALL``, made through the calling task's own call
   machinery (they are tasks of the request's loop), whose outcome goes back to the
-  waiting instance.
+  waiting instance;
+* operations on ``runtime.store``: ``STORE``, run by the app's store (the one the
+  request uses), whose outcome goes back the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
 from langchain_core.callbacks.manager import ahandle_event, handle_event
+from langgraph.store.base import BaseStore
 
 # LangChain's marker for handlers that want runs to stream (a chat model inside the
 # node streams tokens only if one listens) and that tap streamed outputs
@@ -300,6 +303,33 @@ def instance_callbacks(shipped: dict[str, Any], send: Callable[..., None]) -> Ca
     return CallbackManager(
         handlers=handlers, inheritable_handlers=handlers, parent_run_id=None, **shipped
     )
+
+
+class RelayedStore(BaseStore):
+    """``runtime.store`` in a stage instance: every batch of operations is run by the
+    app's store, through the call's caller (``ask``: the call's ``Link.store``)."""
+
+    def __init__(self, ask: Callable[[list[Any]], Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._ask = ask
+        self._loop = loop
+
+    def batch(self, ops: Any) -> list[Any]:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # blocking here would block the loop that takes the reply
+            raise RuntimeError(
+                "alto: an async node on a process stage uses runtime.store's async "
+                "methods (aget, aput, asearch, ...), not its sync ones"
+            )
+        return self._ask(list(ops)).result()
+
+    async def abatch(self, ops: Any) -> list[Any]:
+        fut = self._ask(list(ops))
+        if isinstance(fut, concurrent.futures.Future):  # asked from another thread
+            return await asyncio.wrap_future(fut)
+        return await fut
 
 
 def new_future(loop: asyncio.AbstractEventLoop) -> Any:

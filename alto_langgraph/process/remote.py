@@ -125,6 +125,42 @@ class RemoteNode(Runnable[Any, Any]):
             return
         fut.add_done_callback(done)
 
+    def _store(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
+        """Operations on ``runtime.store`` made by the node: run by the request's store,
+        here (on the caller's thread, which waits for the node anyway; on its event
+        loop, as a task, for an async caller)."""
+        _, call_id, instance, sub = wire.decode(env)
+
+        def reply(ok: bool, value: Any) -> None:
+            self.deployment.reply_call(instance, call_id, sub, ok, value)
+
+        try:
+            store = _runtime(config).store
+            if store is None:
+                raise RuntimeError("alto: the node used runtime.store, and the run has none")
+            ops = shipping.loads(payload)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                reply(True, store.batch(ops))
+                return
+        except Exception as exc:
+            reply(False, exc)
+            return
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            _STORE_OPS.discard(fut)
+            if fut.cancelled():
+                reply(False, RuntimeError("alto: the store operation was cancelled"))
+            elif (exc := fut.exception()) is not None:
+                reply(False, exc)
+            else:
+                reply(True, fut.result())
+
+        op = asyncio.ensure_future(store.abatch(ops))
+        _STORE_OPS.add(op)  # the loop keeps only weak references to tasks
+        op.add_done_callback(done)
+
     def _ahead_of_result(
         self, config: RunnableConfig, call: _Call, kind: bytes, env: bytes, payload: Any
     ) -> Any:
@@ -150,6 +186,8 @@ class RemoteNode(Runnable[Any, Any]):
             config[CONF][CONFIG_KEY_SEND](shipping.loads(payload))
         elif kind == wire.CALL:
             self._call(config, env, payload)
+        elif kind == wire.STORE:
+            self._store(config, env, payload)
         elif kind == wire.READS and call.reads is not None:
             call.reads.merge(shipping.loads(payload))
         return None
@@ -254,6 +292,10 @@ class RemoteNode(Runnable[Any, Any]):
         )
         async for chunk in chunks:
             yield chunk
+
+
+#: store operations running for nodes on instances (async callers)
+_STORE_OPS: set[asyncio.Future[Any]] = set()
 
 
 class _DrainWatch:

@@ -28,6 +28,7 @@ _TO_CALLER = frozenset(
         wire.WRITES,
         wire.HEARTBEAT,
         wire.CALL,
+        wire.STORE,
         wire.YIELD,
         wire.STREAM,
         wire.READS,

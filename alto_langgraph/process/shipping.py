@@ -10,6 +10,7 @@ stream writer, callbacks and ``@task`` calls are relayed to the caller (``relay.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import io
@@ -257,6 +258,7 @@ def ship_call(
         shipped["drain"] = drain
         shipped["writer"] = runtime.stream_writer is not no_op_stream_writer
         shipped["heartbeat"] = runtime.heartbeat is not no_op_heartbeat
+        shipped["store"] = runtime.store is not None
     try:
         return _pickle((value, shipped))
     except Exception:
@@ -271,9 +273,12 @@ def ship_call(
 class Link(Protocol):
     """How a call in a stage instance reaches its caller (see ``relay.py``)."""
 
+    loop: asyncio.AbstractEventLoop  # the instance's event loop
+
     def emit(self, chunk: Any) -> None: ...
     def callback(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any: ...
+    def store(self, ops: list[Any]) -> Any: ...
     def heartbeat(self) -> None: ...
     def task_writes(self, writes: Any) -> None: ...
     def yields(self, folds: dict[str, str], task_id: str) -> Any: ...
@@ -297,7 +302,8 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
     if rt is not None:
         writer = link.emit if shipped["writer"] else no_op_stream_writer
         beat = link.heartbeat if shipped["heartbeat"] else no_op_heartbeat
-        runtime = Runtime(stream_writer=writer, heartbeat=beat, **rt)
+        store = relay.RelayedStore(link.store, link.loop) if shipped.get("store") else None
+        runtime = Runtime(stream_writer=writer, heartbeat=beat, store=store, **rt)
         if shipped.get("drain") is not None:
             control = RunControl()
             requested, reason = shipped["drain"]

@@ -17,7 +17,7 @@ Frames on each hop (identities are added and stripped by zmq ``ROUTER`` sockets)
     router -> coordinator      envelope, payload
 
 A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT``, ``CALL``,
-``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and
+``STORE``, ``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and
 ahead of it, so the coordinator sees them in the order the node made them. ``FEED`` messages go the
 other way, after the call's ``TASK``, to the instance that has the call.
 """
@@ -37,6 +37,8 @@ WRITES = b"W"  # writes the node made to its task directly (push_message's state
 HEARTBEAT = b"H"  # the node called runtime.heartbeat() (its idle timeout is the caller's)
 CALL = b"K"  # a functional-API @task call made inside the node, for the caller's loop
 #   (stage field: the instance that waits; routing key field: the call's sub-id)
+STORE = b"O"  # operations on runtime.store made inside the node, for the caller's store
+#   (fields as CALL's; the outcome comes back as a CALL_RESULT)
 CALL_RESULT = b"k"  # coordinator -> the waiting instance: that @task call's outcome
 YIELD = b"D"  # an item a @streaming node yielded (payload: the pickled Command)
 STREAM = b"Q"  # an event of a stream the node produces (payload: sid, event, value)

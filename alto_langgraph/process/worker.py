@@ -257,6 +257,7 @@ class _Link:
         self.client = client
         self.call_id = call_id
         self.send = instance.send
+        self.loop = instance.loop
         self.calls = itertools.count()
         self._last_beat = -HEARTBEAT_EVERY
 
@@ -291,11 +292,19 @@ class _Link:
     def call(self, func: Any, input: Any, **kwargs: Any) -> Any:
         """``CONFIG_KEY_CALL``: a @task call, made by the caller's loop."""
         kwargs.pop("callbacks", None)  # the caller's task has its own
+        return self._ask(wire.CALL, (func, input, kwargs), "a @task call")
+
+    def store(self, ops: list[Any]) -> Any:
+        """``runtime.store``'s operations, made by the caller's store."""
+        return self._ask(wire.STORE, ops, "an operation on runtime.store")
+
+    def _ask(self, kind: bytes, request: Any, what: str) -> Any:
+        """Send the caller a request; its outcome (a CALL_RESULT) settles the future."""
         sub = str(next(self.calls)).encode()
         fut = relay.new_future(self.instance.loop)
         self.instance.waiting[(self.client, self.call_id, sub)] = fut
-        payload = shipping.dumps_value((func, input, kwargs), "a @task call")
-        env = wire.envelope(wire.CALL, self.call_id, self.instance.identity, sub)
+        payload = shipping.dumps_value(request, what)
+        env = wire.envelope(kind, self.call_id, self.instance.identity, sub)
         self.send([self.client, env, payload])
         return fut
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from harness import canonical
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import END, START
 from langgraph.graph import StateGraph
@@ -219,6 +221,21 @@ def _bulk(*supersteps: list[StateUpdate]) -> Any:
     return bulk
 
 
+_TIMESTAMP = re.compile(r"'timestamp': '[^']*'")
+
+
+def _stream_modes(value: Any, **kwargs: Any) -> Any:
+    """Every stream mode that shows the loop's bookkeeping; chunks as a multiset (the
+    order of a step's tasks finishing is a race on stock too)."""
+    modes = ["values", "updates", "checkpoints", "tasks", "debug"]
+
+    def stream(app: Any, cfg: dict) -> Any:
+        chunks = app.stream(value, cfg, stream_mode=modes, **kwargs)
+        return sorted(_TIMESTAMP.sub("<t>", canonical(c)) for c in chunks)
+
+    return stream
+
+
 def _ainvoke(value: Any) -> Any:
     async def call(app: Any, cfg: dict) -> Any:
         return await app.ainvoke(value, cfg)
@@ -296,6 +313,23 @@ SCENARIOS: dict[str, Scenario] = {
         ],
     ),
     "failed-task-resumes-alone": Scenario(fails_once, [_invoke({"log": []}), _invoke(None)]),
+    "update-state-with-command": Scenario(
+        chain,
+        [
+            _invoke({"log": []}),
+            _update(Command(update={"log": ["cmd"]}, goto="c"), as_node="a"),
+            _invoke(None),
+        ],
+        {"interrupt_before": ["b"]},
+    ),
+    "stream-modes-with-memory": Scenario(
+        fanout_with_approval,
+        [
+            _stream_modes({"items": ["a", "b", "c"]}),
+            _stream_modes(Command(resume="fine")),
+            _stream_modes({"items": ["c"]}, subgraphs=True),
+        ],
+    ),
     "async-chat-and-resume": Scenario(
         fanout_with_approval,
         [

@@ -65,6 +65,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m pytest comparisons --benchmark-only
 	$(BIN)/python comparisons/barrier.py
 	$(BIN)/python comparisons/branches.py
+	$(BIN)/python comparisons/memory.py
 	$(BIN)/python comparisons/overhead.py
 	$(BIN)/python comparisons/apps.py
 	$(BIN)/python comparisons/router.py

@@ -393,6 +393,7 @@ def test_a_task_that_ran_ahead_and_interrupted_is_not_the_interrupt_saved(tmp_pa
         assert first[-1]["__interrupt__"][0].id == pending.id
         stats = app.run_ahead_stats()["ask"]
         assert stats["run_ahead"] == 1 and stats["missed"] == 1
+        assert stats["stopped"]  # a node that asks a human waits for its step from now
         out = app.invoke(Command(resume="go"), cfg)
     assert out["log"] == ["a", "b", "ask:go", "end:3"]
 

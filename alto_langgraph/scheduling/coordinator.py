@@ -764,7 +764,8 @@ class RequestRun:
         # an interrupt's id, and the resume values that answer it, belong to the loop's
         # task: a twin that interrupted runs again at its step, which interrupts as stock
         miss = isinstance(ahead.error, (StateNotReady, GraphInterrupt))
-        if isinstance(ahead.error, MemoryNotReady):
+        if isinstance(ahead.error, (MemoryNotReady, GraphInterrupt)):
+            # it would miss each time: a node that asks a human waits for its step
             self.ahead_stats.stop(ahead.task.name)
         if ahead.basis is not None:
             untrack(ahead.task.input)

@@ -24,7 +24,7 @@ from harness import canonical
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import END, START
 from langgraph.graph import StateGraph
-from langgraph.types import Command, Send, StateUpdate, interrupt
+from langgraph.types import Command, Interrupt, Send, StateUpdate, interrupt
 from memory_harness import SAVERS, Scenario, transcript
 
 import alto_langgraph
@@ -381,21 +381,91 @@ def test_same_on_worker_processes(name: str, tmp_path: Any) -> None:
     assert transcript(scenario, ["alto"] * n, "sqlite", tmp_path, executor="process") == stock
 
 
-def test_a_task_that_ran_ahead_and_interrupted_is_not_the_interrupt_saved(tmp_path: Any) -> None:
-    """ask runs ahead while b sleeps and interrupts there; that twin is a miss, and the
-    interrupt saved (and answered) is the one of the loop's task at its step."""
-    scenario = SCENARIOS["run-ahead-task-interrupts"]
-    app = scenario.build().compile(backend="alto", checkpointer=_saver())
-    cfg = {"configurable": {"thread_id": "t"}}
-    with app:
+def _asks_beside_a_slow_sibling(reads_log: bool) -> StateGraph:
+    """a -> ask, beside the slow b; ask asks about what a wrote (``flag``), or about
+    the whole ``log``, which b writes too (then its run ahead misses)."""
+
+    def ask(s: dict) -> dict:
+        about = sorted(s["log"]) if reads_log else s["flag"]
+        return {"log": [f"ask:{interrupt(f'after {about}?')}"]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"], "flag": "A"})
+    g.add_node("b", lambda s: (time.sleep(0.1), {"log": ["b"]})[1])
+    g.add_node("ask", ask)
+    g.add_edge(START, "a")
+    g.add_edge(START, "b")
+    g.add_edge("a", "ask")
+    return g
+
+
+@pytest.mark.parametrize("reads_log", [False, True])
+def test_a_task_that_ran_ahead_and_interrupted_interrupts_under_its_steps_id(
+    reads_log: bool,
+) -> None:
+    """ask runs ahead while b sleeps and interrupts there. Adopted (it read nothing b
+    wrote), its interrupt is the loop's task's, its id renamed after that task (the id
+    stock gives it, which resuming by id looks for): the node ran once before the
+    human answered. Missed (it read the log b writes), it asks again at its step."""
+    outs = {}
+    for backend in ("stock", "alto"):
+        kwargs = {"backend": "alto"} if backend == "alto" else {}
+        app = _asks_beside_a_slow_sibling(reads_log).compile(checkpointer=_saver(), **kwargs)
+        cfg = {"configurable": {"thread_id": "t"}}
         first = list(app.stream({"log": []}, cfg))
-        (pending,) = app.get_state(cfg).interrupts
+        state = app.get_state(cfg)
+        (pending,) = state.interrupts
         assert first[-1]["__interrupt__"][0].id == pending.id
-        stats = app.run_ahead_stats()["ask"]
-        assert stats["run_ahead"] == 1 and stats["missed"] == 1
-        assert stats["stopped"]  # a node that asks a human waits for its step from now
-        out = app.invoke(Command(resume="go"), cfg)
-    assert out["log"] == ["a", "b", "ask:go", "end:3"]
+        ask_task = next(t for t in state.tasks if t.name == "ask")
+        assert pending.id == Interrupt.from_ns(None, f"ask:{ask_task.id}").id
+        outs[backend] = (pending.value, app.invoke(Command(resume={pending.id: "go"}), cfg))
+        if backend == "alto":
+            stats = app.run_ahead_stats()["ask"]
+            assert stats["run_ahead"] == 1
+            assert (stats["adopted"], stats["missed"]) == ((0, 1) if reads_log else (1, 0))
+            app.close()
+    assert outs["alto"] == outs["stock"]
+    assert outs["stock"][1]["log"] == ["a", "b", "ask:go"]
+
+
+def _interrupts_on_first_call() -> StateGraph:
+    """A Send target that asks only on its first call (LangGraph's own
+    test_send_dedupe_on_resume): run ahead beside a slow sibling, it must still run
+    once before the interrupt, as on stock."""
+    calls: list[Any] = []
+
+    def b(s: Any) -> dict:
+        calls.append(s)
+        if len(calls) == 1:
+            interrupt("first call only")
+        return {"log": [f"b{len(calls)}"]}
+
+    g = StateGraph(Log)
+    g.add_node("a", _append("a"))
+    g.add_node("slow", lambda s: (time.sleep(0.1), {"log": ["slow"]})[1])
+    g.add_node("b", b)
+    g.add_edge(START, "a")
+    g.add_edge(START, "slow")
+    g.add_conditional_edges("a", lambda s: [Send("b", {"n": 1})], ["b"])
+    return g
+
+
+def test_a_send_target_that_interrupts_once_runs_once_before_the_interrupt() -> None:
+    outs = {}
+    for backend in ("stock", "alto"):
+        kwargs = {"backend": "alto"} if backend == "alto" else {}
+        app = _interrupts_on_first_call().compile(checkpointer=_saver(), **kwargs)
+        cfg = {"configurable": {"thread_id": "t"}}
+        first = app.invoke({"log": []}, cfg)
+        outs[backend] = (
+            [i.value for i in first["__interrupt__"]],
+            app.invoke(Command(resume="ok"), cfg),
+        )
+        if backend == "alto":
+            assert app.run_ahead_stats()["b"]["adopted"] == 1
+            app.close()
+    assert outs["alto"] == outs["stock"]
+    assert outs["stock"] == (["first call only"], {"log": ["a", "slow", "b2"]})
 
 
 def _saver() -> Any:

@@ -21,10 +21,11 @@ changes is *when tasks run*:
   a pull twin's route on its view (their reads are checked with the node's).
 
 With a checkpointer, the loop saves a task's writes when the task finishes, and a
-twin's writes reach it only through the loop's task that adopts them: nothing
-speculative is saved. What belongs to the loop's task, whose id is known only at its
-step, is never done by a twin: an ``interrupt()`` (its id and resume values name the
-task) and the checkpoints of a graph run inside it; such a twin is a miss.
+twin's writes (or its interrupt) reach it only through the loop's task that adopts
+them: nothing speculative is saved. What names the loop's task, whose id is known only
+at its step, is renamed or not done by a twin: the id of its node's ``interrupt()`` is
+derived again from the loop's task at hand-over; a graph run inside the twin that
+interrupts or keeps checkpoints makes it a miss (its namespaces name the twin).
 
 A twin makes a single attempt. The hand-over happens inside LangGraph's own retry loop
 around the loop's task, so a twin that failed (or conditional edges that fail at
@@ -55,11 +56,12 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphInterrupt
-from langgraph.types import Command
+from langgraph.types import Command, Interrupt
 
 from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
+    CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_READ,
     CONFIG_KEY_RUNNER_SUBMIT,
     CONFIG_KEY_SCRATCHPAD,
@@ -737,15 +739,17 @@ class RequestRun:
         conditional edges remain, return their input and config: they read the pre-step
         state through the task's config, so they run now."""
         exc = _twin_error(ahead)
-        if exc is not None:
+        if exc is not None and not isinstance(exc, GraphInterrupt):
             raise exc
-        writes, output = ahead.runner.hand_over(ahead.task.writes)
         with self._lock:  # the twin's Sends have twins already: continue after them
             self._sends_started[task.id] = self._sends_started.pop(ahead.task.id, {})
             if self._log is not None:
                 self._log.adopted[task.id] = ahead
             self.stats["adopted"] += 1
         self.ahead_stats.add(ahead.task.name, "adopted")
+        if exc is not None:  # the node's interrupt(), as the loop's task raises it
+            raise _interrupt_of(exc, task.config)  # type: ignore[arg-type]
+        writes, output = ahead.runner.hand_over(ahead.task.writes)
         if ahead.held is not None:  # a streaming node's partial updates, in order
             ahead.held.replay(self._updates)
         task.config[CONF][CONFIG_KEY_SEND](writes)
@@ -755,17 +759,19 @@ class RequestRun:
 
     def missed(self, ahead: RunAhead) -> bool:
         """Whether the twin's result is not the one its step would give: it read graph
-        state it could not know (a Send's task), it interrupted or started a graph with
-        memory, or a channel of its view received a write it did not see (a pull
-        task's). Then the loop's task runs the node now,
-        at its step, as LangGraph would (a miss)."""
+        state it could not know (a Send's task), a graph run inside it interrupted or
+        kept memory, or a channel of its view received a write it did not see (a pull
+        task's). Then the loop's task runs the node now, at its step, as LangGraph
+        would (a miss)."""
         if ahead.done.cancelled():
             return False
-        # an interrupt's id, and the resume values that answer it, belong to the loop's
-        # task: a twin that interrupted runs again at its step, which interrupts as stock
-        miss = isinstance(ahead.error, (StateNotReady, GraphInterrupt))
-        if isinstance(ahead.error, (MemoryNotReady, GraphInterrupt)):
-            # it would miss each time: a node that asks a human waits for its step
+        # A twin that called interrupt() is adopted, its interrupt renamed after the
+        # loop's task (as its id would be); an interrupt from deeper (a graph run in
+        # the node) names a namespace of the twin's: the node runs again at its step.
+        error = ahead.error
+        foreign_interrupt = isinstance(error, GraphInterrupt) and not _own_interrupt(ahead)
+        miss = isinstance(error, StateNotReady) or foreign_interrupt
+        if foreign_interrupt or isinstance(error, MemoryNotReady):  # it would miss each time
             self.ahead_stats.stop(ahead.task.name)
         if ahead.basis is not None:
             untrack(ahead.task.input)
@@ -1156,6 +1162,26 @@ def _settle(ahead: RunAhead, *, exc: BaseException | None = None) -> None:
             fut.set_result(None)
     except concurrent.futures.InvalidStateError:
         pass
+
+
+def _own_interrupt(ahead: RunAhead) -> bool:
+    """Whether the twin's ``GraphInterrupt`` is its node's one ``interrupt()`` call:
+    its id is the one LangGraph derives from the twin's namespace (a twin has no
+    resume values, so its first call raises)."""
+    interrupts = ahead.error.args[0] if ahead.error is not None and ahead.error.args else ()
+    if len(interrupts) != 1 or not isinstance(interrupts[0], Interrupt):
+        return False
+    ns = ahead.task.config[CONF][CONFIG_KEY_CHECKPOINT_NS]
+    return interrupts[0].id == Interrupt.from_ns(None, ns).id
+
+
+def _interrupt_of(exc: GraphInterrupt, config: RunnableConfig) -> GraphInterrupt:
+    """A twin's interrupt as the loop's task (``config``) raises it: its id names the
+    loop's task, which is what resuming by id looks for."""
+    (twin,) = exc.args[0]
+    ns = config[CONF][CONFIG_KEY_CHECKPOINT_NS]
+    renamed = Interrupt.from_ns(twin.value, ns, response_schema=twin.response_schema)
+    return GraphInterrupt((renamed,))
 
 
 def _twin_error(ahead: RunAhead) -> BaseException | None:

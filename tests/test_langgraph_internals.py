@@ -8,6 +8,7 @@ import functools
 import operator
 from typing import Annotated, Any
 
+import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 from langgraph.managed import RemainingSteps
@@ -113,6 +114,32 @@ def test_a_rebuilt_scratchpad_answers_interrupts_as_the_loops_would() -> None:
         var_child_runnable_config.reset(token)
     assert pad.get_null_resume(True) is None
     assert [v for _, v in sent][-1] == ["first", "later"]  # saved for the loop's task
+
+
+def test_a_first_interrupt_is_named_after_its_tasks_namespace() -> None:
+    """What alto renames when the loop's task adopts a twin's interrupt: a task with no
+    resume values raises one Interrupt whose id is Interrupt.from_ns of its namespace."""
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph.errors import GraphInterrupt
+    from langgraph.types import Interrupt, interrupt
+
+    ns = "ask:0b7e2c3a-0000-4000-8000-000000000000"
+    pad = _pregel.new_scratchpad("t", ns, 1, 10)
+    config = {
+        _pregel.CONF: {
+            _pregel.CONFIG_KEY_SCRATCHPAD: pad,
+            _pregel.CONFIG_KEY_CHECKPOINT_NS: ns,
+            _pregel.CONFIG_KEY_SEND: lambda _: None,
+        }
+    }
+    token = var_child_runnable_config.set(config)
+    try:
+        with pytest.raises(GraphInterrupt) as raised:
+            interrupt("ok?")
+    finally:
+        var_child_runnable_config.reset(token)
+    (only,) = raised.value.args[0]
+    assert only.id == Interrupt.from_ns(None, ns).id and only.value == "ok?"
 
 
 def test_a_list_of_commands_is_folded_by_the_reducers_in_order() -> None:

@@ -48,7 +48,7 @@ $(FLOOR)/.dev: pyproject.toml
 # tests/test_memory.py runs checkpointers and stores against a real PostgreSQL server:
 # the script installs Debian's postgresql package where none is, and starts a cluster
 test: $(VENV)/.dev $(FLOOR)/.dev
-	export ALTO_TEST_POSTGRES="$$(tests/services/postgres.sh)" && \
+	url="$$(tests/services/postgres.sh)" && export ALTO_TEST_POSTGRES="$$url" && \
 	$(BIN)/python -m pytest && \
 	echo "--- on the oldest supported LangGraph ($(LANGGRAPH_FLOOR)) ---" && \
 	$(FLOOR)/bin/python -m pytest $(FLOOR_TESTS)

@@ -733,3 +733,36 @@ def test_a_graph_invoked_in_a_worker_with_a_checkpointer_falls_back() -> None:
         out = app.invoke(Command(resume="r"), cfg)
     assert out == {"log": ["x1", "y:r"]} and _runs == [1]
     assert _invokes_a_graph().compile(backend="alto", executor="process").plan.fallbacks == ()
+
+
+def _agents() -> dict[str, Any]:
+    inner = StateGraph(Log)
+    inner.add_node("x", _append("x"))
+    inner.add_edge(START, "x")
+    return {"inner": inner.compile()}
+
+
+_AGENTS = _agents()  # module level: a worker that imports this module has it too
+
+
+def _calls_an_agent(s: dict) -> dict:
+    # reached through a subscript: LangGraph's subgraph detection does not see it
+    return {"log": _AGENTS["inner"].invoke({"log": []})["log"]}
+
+
+def test_a_graph_the_fallback_cannot_see_is_a_clear_error_on_a_worker() -> None:
+    """A graph a worker's node invokes that LangGraph does not detect: it would run
+    there without the app's checkpointer (no memory, no subgraph state), so its first
+    use of the checkpointer is an error naming the node and what to do instead."""
+    g = StateGraph(Log)
+    g.add_node("n", _calls_an_agent)
+    g.add_edge(START, "n")
+    cfg = {"configurable": {"thread_id": "t"}}
+    stock = g.compile(checkpointer=_saver()).invoke({"log": []}, cfg)
+    assert stock == {"log": ["x"]}
+    with g.compile(backend="alto", executor="process", checkpointer=_saver()) as app:
+        assert app.plan.fallbacks == ()
+        with pytest.raises(alto_langgraph.ShippingError, match=r"node 'n' runs in a worker"):
+            app.invoke({"log": []}, cfg)
+    with g.compile(backend="alto", executor="process") as app:  # no memory: nothing lost
+        assert app.invoke({"log": []}) == stock

@@ -7,6 +7,7 @@ nodes return (their pid, their CUDA_VISIBLE_DEVICES) and through /proc.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import os
 import pickle
@@ -23,6 +24,7 @@ import pytest
 import zmq
 from langgraph.graph import START, StateGraph, add_messages
 from langgraph.types import RetryPolicy, Send
+from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 import alto_langgraph
@@ -684,6 +686,48 @@ def test_a_sync_store_call_in_an_async_node_on_a_worker_is_a_clear_error() -> No
     with g.compile(backend="alto", executor="process", store=InMemoryStore()) as app:
         with pytest.raises(RuntimeError, match="async methods"):
             asyncio.run(app.ainvoke({"log": []}))
+
+
+class Decision(BaseModel):
+    approved: bool
+
+
+def test_an_invalid_resume_on_a_worker_fails_as_on_stock() -> None:
+    """A resume value that fails its response_schema in a node on a worker: LangGraph's
+    mark on the ValidationError travels back, so the other answered task still
+    finishes and only the invalid answer is asked again, as on stock."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.errors import is_invalid_resume
+    from langgraph.types import Command, interrupt
+    from pydantic import ValidationError
+
+    def send(s: dict) -> dict:
+        interrupt("send?", response_schema=Decision)
+        return {"log": ["sent"]}
+
+    def check(s: dict) -> dict:
+        interrupt("check?", response_schema=Decision)
+        return {"log": ["checked"]}
+
+    def run(**kwargs: Any) -> tuple[bool, list[str]]:
+        g = StateGraph(Log)
+        g.add_node("send", send)
+        g.add_node("check", check)
+        g.add_edge(START, "send")
+        g.add_edge(START, "check")
+        with contextlib.ExitStack() as stack:
+            app = g.compile(checkpointer=InMemorySaver(), **kwargs)
+            if kwargs:
+                stack.enter_context(app)
+            cfg = {"configurable": {"thread_id": "t"}}
+            app.invoke({"log": []}, cfg)
+            ids = {i.value: i.id for i in app.get_state(cfg).interrupts}
+            answers = {ids["send?"]: {"approved": True}, ids["check?"]: {"approved": "nope"}}
+            with pytest.raises(ValidationError) as raised:
+                app.invoke(Command(resume=answers), cfg)
+            return is_invalid_resume(raised.value), [i.value for i in app.get_state(cfg).interrupts]
+
+    assert run(backend="alto", executor="process") == run() == (True, ["check?"])
 
 
 # -- found by review: failures that must not hang, values that must arrive intact --------

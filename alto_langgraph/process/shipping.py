@@ -20,11 +20,13 @@ import types
 from typing import Any, Protocol
 
 import cloudpickle
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
     CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_CHECKPOINTER,
     CONFIG_KEY_NODE_ERROR,
     CONFIG_KEY_READ,
     CONFIG_KEY_READ_STATE,
@@ -185,15 +187,60 @@ def _rebuild_exception(cls: type[BaseException], args: tuple, state: dict) -> Ba
 
 
 def dumps_error(exc: BaseException) -> bytes:
-    """``exc`` pickled so that it unpickles as itself, or else a ``StageError`` for it."""
+    """``exc`` pickled so that it unpickles as itself, or else a ``StageError`` for it.
+    Attributes set on it that its own pickling drops travel too (LangGraph marks a
+    resume value that fails its ``response_schema`` that way)."""
     try:
         data = _pickle(exc)
-        cloudpickle.loads(data)  # what it holds may still fail to load
+        loaded = cloudpickle.loads(data)  # what it holds may still fail to load
+        lost = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not hasattr(loaded, k)}
+        if lost:
+            with_lost = _pickle(_Marked(exc, lost))
+            cloudpickle.loads(with_lost)
+            return with_lost
         return data
     except Exception:
         pass
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return _pickle(StageError(type(exc).__qualname__, str(exc), text))
+
+
+class _Marked:
+    """An exception with the attributes its own pickling drops (see ``dumps_error``)."""
+
+    def __init__(self, exc: BaseException, attrs: dict[str, Any]) -> None:
+        self.exc = exc
+        self.attrs = attrs
+
+    def __reduce__(self) -> Any:
+        return (_marked, (self.exc, self.attrs))
+
+
+def _marked(exc: BaseException, attrs: dict[str, Any]) -> BaseException:
+    for key, value in attrs.items():
+        setattr(exc, key, value)
+    return exc
+
+
+class _AppProcessSaver(BaseCheckpointSaver):
+    """The checkpointer a graph invoked inside a node on a worker process finds: the
+    run's stays in the app process, so any use is a clear error (a graph LangGraph
+    detects in the node's code sends such a run to stock LangGraph instead)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise ShippingError(
+            f"alto: node {self.stage!r} runs in a worker process and invoked a graph that "
+            "keeps its memory in the run's checkpointer, which stays in the app process: "
+            "add that graph to the parent as a node (a subgraph), or keep this node in the "
+            f"app process (stages={{{self.stage!r}: {{'process': False}}}})"
+        )
+
+    get_tuple = aget_tuple = list = alist = put = aput = _refuse
+    put_writes = aput_writes = get_next_version = delete_thread = adelete_thread = _refuse
 
 
 def loads(payload: Any) -> Any:
@@ -220,6 +267,10 @@ def ship_call(
         "ancestry": conf.get(CONFIG_KEY_ANCESTRY, ()),
         "step": pad.step if pad is not None else 0,
         "stop": pad.stop if pad is not None else 0,
+        "stage": stage,
+        # the run's checkpointer stays here: a graph the node invokes must not run
+        # without it there (it would keep no memory)
+        "checkpointer": conf.get(CONFIG_KEY_CHECKPOINTER) is not None,
         # a resumed task's answers to its interrupts; a Command(resume=value) for no
         # interrupt id in particular is taken by this task (the loop allows one only
         # while one interrupt is pending, and the task that raised it runs again)
@@ -312,6 +363,8 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
             runtime = runtime.override(control=control)
         conf[CONFIG_KEY_RUNTIME] = runtime
     conf[CONFIG_KEY_SEND] = link.task_writes
+    if shipped["checkpointer"]:
+        conf[CONFIG_KEY_CHECKPOINTER] = _AppProcessSaver(shipped["stage"])
     if shipped["call"]:
         conf[CONFIG_KEY_CALL] = link.call
     if shipped["node_error"] is not None:

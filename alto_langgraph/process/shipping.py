@@ -193,14 +193,18 @@ def dumps_error(exc: BaseException) -> bytes:
     try:
         data = _pickle(exc)
         loaded = cloudpickle.loads(data)  # what it holds may still fail to load
+    except Exception:
+        data = None
+    if data is not None:
         lost = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not hasattr(loaded, k)}
-        if lost:
+        if not lost:
+            return data
+        try:
             with_lost = _pickle(_Marked(exc, lost))
             cloudpickle.loads(with_lost)
             return with_lost
-        return data
-    except Exception:
-        pass
+        except Exception:  # an attribute that does not travel: the exception does
+            return data
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return _pickle(StageError(type(exc).__qualname__, str(exc), text))
 

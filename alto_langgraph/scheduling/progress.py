@@ -476,7 +476,8 @@ class RunAheadStats:
                 self._in_a_row[node] = 0
 
     def stop(self, node: str) -> None:
-        """``node`` cannot run ahead (its tasks start graphs with memory)."""
+        """``node`` stops running ahead: its tasks would miss each time (they start
+        graphs that keep memory, or that interrupt)."""
         with self._lock:
             self.stopped.add(node)
 

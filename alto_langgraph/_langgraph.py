@@ -41,6 +41,7 @@ from langgraph._internal._constants import (
 from langgraph._internal._future import chain_future
 from langgraph._internal._runnable import RunnableCallable
 from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph._branch import BranchSpec
 from langgraph.graph.state import _coerce_state
 from langgraph.managed.base import is_managed_value
@@ -86,6 +87,7 @@ __all__ = [
     "PregelExecutableTask",
     "PregelNode",
     "PregelScratchpad",
+    "RefusingSaver",
     "RunControl",
     "Runtime",
     "Send",
@@ -118,6 +120,27 @@ def loop_of(call: Any) -> Any:
     ``accept_push`` into it), or None."""
     schedule = getattr(call, "keywords", {}).get("schedule_task")
     return getattr(schedule, "__self__", None)
+
+
+class RefusingSaver(BaseCheckpointSaver):
+    """A checkpointer each use of which raises ``error()``: what a graph run inside a
+    node finds where the run's own checkpointer cannot reach (a task that ran ahead of
+    its step, a worker process). Every method of LangGraph's saver interface refuses,
+    those a later release adds too; a graph reads its checkpoint first, so it fails
+    before it ran anything."""
+
+    def __init__(self, error: Callable[[], BaseException]) -> None:
+        super().__init__()
+        self._error = error
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise self._error()
+
+
+for _name, _member in vars(BaseCheckpointSaver).items():
+    # with_allowlist derives a copy (LangGraph applies a graph's serde allowlist)
+    if callable(_member) and not _name.startswith("_") and _name != "with_allowlist":
+        setattr(RefusingSaver, _name, RefusingSaver._refuse)
 
 
 def new_scratchpad(

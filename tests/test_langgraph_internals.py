@@ -142,6 +142,28 @@ def test_a_first_interrupt_is_named_after_its_tasks_namespace() -> None:
     assert only.id == Interrupt.from_ns(None, ns).id and only.value == "ok?"
 
 
+def test_a_refusing_saver_refuses_every_method_of_the_saver_interface() -> None:
+    """What a graph finds inside a twin or a worker: any use raises the given error,
+    including methods a LangGraph release adds to BaseCheckpointSaver."""
+    import asyncio
+
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    saver = _pregel.RefusingSaver(lambda: LookupError("refused"))
+    methods = [
+        n
+        for n, f in vars(BaseCheckpointSaver).items()
+        if callable(f) and not n.startswith("_") and n != "with_allowlist"
+    ]
+    assert {"get_tuple", "aget_tuple", "put", "put_writes", "list"} <= set(methods)
+    for name in methods:
+        with pytest.raises(LookupError, match="refused"):
+            result = getattr(saver, name)({"configurable": {}})
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+    assert isinstance(saver.with_allowlist([("x",)]), _pregel.RefusingSaver)
+
+
 def test_a_list_of_commands_is_folded_by_the_reducers_in_order() -> None:
     """What a @streaming node returns on stock LangGraph: its items as Commands, each
     update applied through the state's reducer in list order, each Send a task."""

@@ -20,7 +20,6 @@ import types
 from typing import Any, Protocol
 
 import cloudpickle
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._langgraph import (
     CONF,
@@ -34,6 +33,7 @@ from .._langgraph import (
     CONFIG_KEY_SCRATCHPAD,
     CONFIG_KEY_SEND,
     CONFIG_KEY_TASK_ID,
+    RefusingSaver,
     RunControl,
     Runtime,
     new_scratchpad,
@@ -226,25 +226,16 @@ def _marked(exc: BaseException, attrs: dict[str, Any]) -> BaseException:
     return exc
 
 
-class _AppProcessSaver(BaseCheckpointSaver):
-    """The checkpointer a graph invoked inside a node on a worker process finds: the
-    run's stays in the app process, so any use is a clear error (a graph LangGraph
-    detects in the node's code sends such a run to stock LangGraph instead)."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__()
-        self.stage = stage
-
-    def _refuse(self, *_: Any, **__: Any) -> Any:
-        raise ShippingError(
-            f"alto: node {self.stage!r} runs in a worker process and invoked a graph that "
-            "keeps its memory in the run's checkpointer, which stays in the app process: "
-            "add that graph to the parent as a node (a subgraph), or keep this node in the "
-            f"app process (stages={{{self.stage!r}: {{'process': False}}}})"
-        )
-
-    get_tuple = aget_tuple = list = alist = put = aput = _refuse
-    put_writes = aput_writes = get_next_version = delete_thread = adelete_thread = _refuse
+def _no_app_checkpointer(stage: str) -> ShippingError:
+    """What a graph invoked inside a node on a worker process meets when it uses the
+    checkpointer: the run's stays in the app process (a graph LangGraph detects in the
+    node's code sends such a run to stock LangGraph instead)."""
+    return ShippingError(
+        f"alto: node {stage!r} runs in a worker process and invoked a graph that keeps "
+        "its memory in the run's checkpointer, which stays in the app process: add that "
+        "graph to the parent as a node (a subgraph), or keep this node in the app process "
+        f"(stages={{{stage!r}: {{'process': False}}}})"
+    )
 
 
 def loads(payload: Any) -> Any:
@@ -368,7 +359,9 @@ def open_call(payload: bytes, link: Link) -> tuple[Any, dict[str, Any], bool, bo
         conf[CONFIG_KEY_RUNTIME] = runtime
     conf[CONFIG_KEY_SEND] = link.task_writes
     if shipped["checkpointer"]:
-        conf[CONFIG_KEY_CHECKPOINTER] = _AppProcessSaver(shipped["stage"])
+        conf[CONFIG_KEY_CHECKPOINTER] = RefusingSaver(
+            functools.partial(_no_app_checkpointer, shipped["stage"])
+        )
     if shipped["call"]:
         conf[CONFIG_KEY_CALL] = link.call
     if shipped["node_error"] is not None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._langgraph import (
     CONF,
@@ -33,6 +32,7 @@ from .._langgraph import (
     ChannelWriteEntry,
     PregelExecutableTask,
     PregelNode,
+    RefusingSaver,
     Send,
     branch_parts,
     branch_runnable,
@@ -163,18 +163,10 @@ class MemoryNotReady(StateNotReady):
     before the nested graph ran anything, and its node no longer runs ahead."""
 
 
-class _NotYetSaver(BaseCheckpointSaver):
-    """A twin's checkpointer, in place of the run's: a graph run inside the twin reads
-    its checkpoint first, and that raises ``MemoryNotReady``; nothing is ever saved."""
-
-    def _refuse(self, *_: Any, **__: Any) -> Any:
-        raise MemoryNotReady("alto: a task that ran ahead of its step started a graph with memory")
-
-    get_tuple = aget_tuple = list = alist = put = aput = _refuse
-    put_writes = aput_writes = get_next_version = delete_thread = adelete_thread = _refuse
-
-
-NOT_YET_SAVER = _NotYetSaver()
+#: a twin's checkpointer, in place of the run's: nothing a twin runs is ever saved
+NOT_YET_SAVER = RefusingSaver(
+    lambda: MemoryNotReady("alto: a task that ran ahead of its step started a graph with memory")
+)
 
 
 def new_id() -> str:

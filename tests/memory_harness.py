@@ -158,6 +158,25 @@ def _result(value: Any) -> Any:
     return canonical(value)
 
 
+@contextlib.contextmanager
+def compiled(builder: Any, backend: str, alto: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """``builder`` compiled for ``backend`` ("stock" or "alto", with the alto options
+    ``alto``); an alto app runs without falling back to stock (a fallback would compare
+    stock with stock) and is closed at the end."""
+    if backend == "stock":
+        yield builder.compile(**kwargs)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+        with builder.compile(backend="alto", **(alto or {}), **kwargs) as app:
+            yield app
+
+
+def _raised(exc: Exception) -> Any:
+    """An error, as compared between backends (not swallowed)."""
+    return ("raised", type(exc).__name__, canonical(str(exc)))
+
+
 def transcript(
     scenario: Scenario,
     backends: list[str],
@@ -171,43 +190,37 @@ def transcript(
     out: list[Any] = []
     cfg = {"configurable": {"thread_id": uuid.uuid4().hex}}
 
-    def app_for(backend: str, checkpointer: Any) -> Any:
+    def app_for(backend: str, checkpointer: Any, stack: contextlib.ExitStack) -> Any:
         if backend not in apps:
-            kwargs = {**scenario.compile_kwargs, "checkpointer": checkpointer}
-            if backend == "alto":
-                kwargs.update(backend="alto", executor=executor)
-            apps[backend] = scenario.build().compile(**kwargs)
+            build = compiled(
+                scenario.build(),
+                backend,
+                {"executor": executor},
+                checkpointer=checkpointer,
+                **scenario.compile_kwargs,
+            )
+            apps[backend] = stack.enter_context(build)
         return apps[backend]
 
-    def outcome(run: Callable[[], Any]) -> Any:
-        try:
-            return _result(run())
-        except Exception as exc:  # compared, not swallowed
-            return ("raised", type(exc).__name__, canonical(str(exc)))
+    with contextlib.ExitStack() as stack:
+        if scenario.is_async:
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
-        try:
-            if scenario.is_async:
-
-                async def go() -> list[Any]:
-                    async with async_saver(kind, folder) as cp:
-                        for call, backend in zip(scenario.calls, backends, strict=True):
-                            app = app_for(backend, cp)
-                            try:
-                                out.append(_result(await call(app, cfg)))
-                            except Exception as exc:
-                                out.append(("raised", type(exc).__name__, canonical(str(exc))))
-                        return await ahistory(app_for("stock", cp), cfg)
-
-                hist = asyncio.run(go())
-            else:
-                with saver(kind, folder) as cp:
+            async def go() -> list[Any]:
+                async with async_saver(kind, folder) as cp:
                     for call, backend in zip(scenario.calls, backends, strict=True):
-                        app = app_for(backend, cp)
-                        out.append(outcome(lambda app=app, call=call: call(app, cfg)))
-                    hist = history(app_for("stock", cp), cfg)
-        finally:
-            if "alto" in apps:
-                apps["alto"].close()
+                        try:
+                            out.append(_result(await call(app_for(backend, cp, stack), cfg)))
+                        except Exception as exc:
+                            out.append(_raised(exc))
+                    return await ahistory(app_for("stock", cp, stack), cfg)
+
+            hist = asyncio.run(go())
+        else:
+            with saver(kind, folder) as cp:
+                for call, backend in zip(scenario.calls, backends, strict=True):
+                    try:
+                        out.append(_result(call(app_for(backend, cp, stack), cfg)))
+                    except Exception as exc:
+                        out.append(_raised(exc))
+                hist = history(app_for("stock", cp, stack), cfg)
     return out, hist

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -25,7 +24,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.constants import END, START
 from langgraph.graph import StateGraph
 from langgraph.types import Command, Interrupt, Send, StateUpdate, interrupt
-from memory_harness import SAVERS, Scenario, transcript
+from memory_harness import SAVERS, Scenario, compiled, transcript
 
 import alto_langgraph
 
@@ -409,21 +408,20 @@ def test_a_task_that_ran_ahead_and_interrupted_interrupts_under_its_steps_id(
     human answered. Missed (it read the log b writes), it asks again at its step."""
     outs = {}
     for backend in ("stock", "alto"):
-        kwargs = {"backend": "alto"} if backend == "alto" else {}
-        app = _asks_beside_a_slow_sibling(reads_log).compile(checkpointer=_saver(), **kwargs)
-        cfg = {"configurable": {"thread_id": "t"}}
-        first = list(app.stream({"log": []}, cfg))
-        state = app.get_state(cfg)
-        (pending,) = state.interrupts
-        assert first[-1]["__interrupt__"][0].id == pending.id
-        ask_task = next(t for t in state.tasks if t.name == "ask")
-        assert pending.id == Interrupt.from_ns(None, f"ask:{ask_task.id}").id
-        outs[backend] = (pending.value, app.invoke(Command(resume={pending.id: "go"}), cfg))
-        if backend == "alto":
-            stats = app.run_ahead_stats()["ask"]
-            assert stats["run_ahead"] == 1
-            assert (stats["adopted"], stats["missed"]) == ((0, 1) if reads_log else (1, 0))
-            app.close()
+        builder = _asks_beside_a_slow_sibling(reads_log)
+        with compiled(builder, backend, checkpointer=_saver()) as app:
+            cfg = {"configurable": {"thread_id": "t"}}
+            first = list(app.stream({"log": []}, cfg))
+            state = app.get_state(cfg)
+            (pending,) = state.interrupts
+            assert first[-1]["__interrupt__"][0].id == pending.id
+            ask_task = next(t for t in state.tasks if t.name == "ask")
+            assert pending.id == Interrupt.from_ns(None, f"ask:{ask_task.id}").id
+            outs[backend] = (pending.value, app.invoke(Command(resume={pending.id: "go"}), cfg))
+            if backend == "alto":
+                stats = app.run_ahead_stats()["ask"]
+                assert stats["run_ahead"] == 1
+                assert (stats["adopted"], stats["missed"]) == ((0, 1) if reads_log else (1, 0))
     assert outs["alto"] == outs["stock"]
     assert outs["stock"][1]["log"] == ["a", "b", "ask:go"]
 
@@ -453,17 +451,15 @@ def _interrupts_on_first_call() -> StateGraph:
 def test_a_send_target_that_interrupts_once_runs_once_before_the_interrupt() -> None:
     outs = {}
     for backend in ("stock", "alto"):
-        kwargs = {"backend": "alto"} if backend == "alto" else {}
-        app = _interrupts_on_first_call().compile(checkpointer=_saver(), **kwargs)
-        cfg = {"configurable": {"thread_id": "t"}}
-        first = app.invoke({"log": []}, cfg)
-        outs[backend] = (
-            [i.value for i in first["__interrupt__"]],
-            app.invoke(Command(resume="ok"), cfg),
-        )
-        if backend == "alto":
-            assert app.run_ahead_stats()["b"]["adopted"] == 1
-            app.close()
+        with compiled(_interrupts_on_first_call(), backend, checkpointer=_saver()) as app:
+            cfg = {"configurable": {"thread_id": "t"}}
+            first = app.invoke({"log": []}, cfg)
+            outs[backend] = (
+                [i.value for i in first["__interrupt__"]],
+                app.invoke(Command(resume="ok"), cfg),
+            )
+            if backend == "alto":
+                assert app.run_ahead_stats()["b"]["adopted"] == 1
     assert outs["alto"] == outs["stock"]
     assert outs["stock"] == (["first call only"], {"log": ["a", "slow", "b2"]})
 
@@ -620,16 +616,20 @@ def test_a_store_runs_on_alto_with_every_task_at_its_step(kind: str, executor: s
     """Also from worker processes, whose operations the app's store runs."""
     outs = {}
     for backend in ("stock", "alto"):
-        with _store(kind) as store:
-            kwargs = {"backend": "alto", "executor": executor} if backend == "alto" else {}
-            app = _with_store().compile(store=store, checkpointer=_saver(), **kwargs)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
-                cfg = {"configurable": {"thread_id": "t"}}
-                outs[backend] = [app.invoke({"log": []}, cfg), app.invoke({"log": []}, cfg)]
+        with (
+            _store(kind) as store,
+            compiled(
+                _with_store(),
+                backend,
+                {"executor": executor},
+                store=store,
+                checkpointer=_saver(),
+            ) as app,
+        ):
+            cfg = {"configurable": {"thread_id": "t"}}
+            outs[backend] = [app.invoke({"log": []}, cfg), app.invoke({"log": []}, cfg)]
             if backend == "alto":
                 assert all(s["run_ahead"] == 0 for s in app.run_ahead_stats().values())
-                app.close()
     assert outs["alto"] == outs["stock"]
     assert outs["stock"][1]["log"][-1] == "note-3"  # the second turn read the first's note
 
@@ -650,16 +650,10 @@ def test_a_node_cache_runs_on_alto_and_cached_nodes_run_once() -> None:
         g.add_node("after", _append("after"))
         g.add_edge(START, "costly")
         g.add_edge("costly", "after")
-        kwargs = {"backend": "alto"} if backend == "alto" else {}
-        app = g.compile(cache=InMemoryCache(), **kwargs)
-        chunks = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
-            for flag in ("x", "x", "y"):
-                chunks.append(list(app.stream({"log": [], "flag": flag})))
-        if backend == "alto":
-            assert "never runs ahead (a cache policy" in str(app.plan)
-            app.close()
+        with compiled(g, backend, cache=InMemoryCache()) as app:
+            chunks = [list(app.stream({"log": [], "flag": flag})) for flag in ("x", "x", "y")]
+            if backend == "alto":
+                assert "never runs ahead (a cache policy" in str(app.plan)
         return chunks, calls
 
     stock, alto = run("stock"), run("alto")
@@ -676,17 +670,12 @@ def test_step_timeout_runs_on_alto_and_times_steps_as_stock(pause: float) -> Non
         g.add_edge(START, "a")
         g.add_edge(START, "slow")
         g.add_edge("a", "slow")
-        app = g.compile(**({"backend": "alto"} if backend == "alto" else {}))
-        app.step_timeout = 0.1
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", alto_langgraph.AltoFallbackWarning)
+        with compiled(g, backend) as app:
+            app.step_timeout = 0.1
+            try:
                 return app.invoke({"log": []})
-        except Exception as exc:
-            return type(exc).__name__
-        finally:
-            if backend == "alto":
-                app.close()
+            except Exception as exc:
+                return type(exc).__name__
 
     stock = run("stock")
     assert run("alto") == stock

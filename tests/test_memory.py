@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from graphs._common import _append
 from harness import canonical
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import END, START
@@ -33,10 +34,6 @@ class Log(TypedDict, total=False):
     log: Annotated[list, operator.add]
     items: list
     flag: str
-
-
-def _append(tag: str) -> Any:
-    return lambda s: {"log": [tag]}
 
 
 # -- the graphs ------------------------------------------------------------------------
@@ -390,7 +387,7 @@ def _asks_beside_a_slow_sibling(reads_log: bool) -> StateGraph:
 
     g = StateGraph(Log)
     g.add_node("a", lambda s: {"log": ["a"], "flag": "A"})
-    g.add_node("b", lambda s: (time.sleep(0.1), {"log": ["b"]})[1])
+    g.add_node("b", _append("b", 0.1))
     g.add_node("ask", ask)
     g.add_edge(START, "a")
     g.add_edge(START, "b")
@@ -440,7 +437,7 @@ def _interrupts_on_first_call() -> StateGraph:
 
     g = StateGraph(Log)
     g.add_node("a", _append("a"))
-    g.add_node("slow", lambda s: (time.sleep(0.1), {"log": ["slow"]})[1])
+    g.add_node("slow", _append("slow", 0.1))
     g.add_node("b", b)
     g.add_edge(START, "a")
     g.add_edge(START, "slow")
@@ -504,7 +501,7 @@ def test_a_subgraph_with_memory_does_not_run_ahead() -> None:
     scenario = SCENARIOS["subgraph-interrupt"]
     g = StateGraph(Log)
     g.add_node("a", _append("a"))
-    g.add_node("b", lambda s: (time.sleep(0.05), {"log": ["b"]})[1])
+    g.add_node("b", _append("b", 0.05))
     g.add_node("sub", scenario.build().compile())
     g.add_edge(START, "a")
     g.add_edge(START, "b")
@@ -586,7 +583,7 @@ def _with_store() -> StateGraph:
 
     g = StateGraph(Log)
     g.add_node("put", put)
-    g.add_node("slow", lambda s: (time.sleep(0.03), {"log": ["slow"]})[1])
+    g.add_node("slow", _append("slow", 0.03))
     g.add_node("get", get)
     g.add_edge(START, "put")
     g.add_edge(START, "slow")
@@ -666,7 +663,7 @@ def test_step_timeout_runs_on_alto_and_times_steps_as_stock(pause: float) -> Non
     def run(backend: str) -> Any:
         g = StateGraph(Log)
         g.add_node("a", _append("a"))
-        g.add_node("slow", lambda s: (time.sleep(pause), {"log": ["slow"]})[1])
+        g.add_node("slow", _append("slow", pause))
         g.add_edge(START, "a")
         g.add_edge(START, "slow")
         g.add_edge("a", "slow")

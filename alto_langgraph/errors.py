@@ -32,6 +32,11 @@ class StageInstanceLost(AltoError, ConnectionError):
     ``ConnectionError``, so LangGraph's default ``RetryPolicy`` retries the node."""
 
 
+class RoutingError(AltoError, RuntimeError):
+    """A stage's routing policy picked no live instance for a call (it returned
+    something else); the call fails, the router goes on serving."""
+
+
 class StageError(AltoError, RuntimeError):
     """An exception a node raised in a stage instance that could not travel back as
     itself (it does not pickle, or does not unpickle): its type name, message and the
@@ -67,6 +72,7 @@ __all__ = [
     "AltoFallbackWarning",
     "DeploymentError",
     "EngineError",
+    "RoutingError",
     "ShippingError",
     "StageError",
     "StageInstanceLost",

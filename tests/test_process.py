@@ -21,10 +21,10 @@ import warnings
 from typing import Annotated, Any
 
 import pytest
-import zmq
 from langgraph.graph import START, StateGraph, add_messages
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel
+from router_harness import live_router
 from typing_extensions import TypedDict
 
 import alto_langgraph
@@ -176,28 +176,10 @@ def _explode() -> None:
 def test_router_forwards_payloads_it_cannot_unpickle_untouched(tmp_path: Any) -> None:
     """A payload whose unpickling raises (and one that is no pickle at all) passes
     through the router byte for byte, and the router goes on forwarding."""
-    front, back = f"ipc://{tmp_path}/front", f"ipc://{tmp_path}/back"
     inst = wire.instance_id("s", 0)
-    server = fork_server()
-    exited = threading.Event()
-    table = [("s", [inst], LeastOutstanding())]
-    from alto_langgraph.process.deployment import _cloudpickled
-
-    pid = server.spawn(
-        "router",
-        {"front_address": front, "back_address": back, "stages": _cloudpickled(table)},
-        {},
-        lambda code: exited.set(),
-    )
-    ctx = zmq.Context()
-    try:
-        instance = ctx.socket(zmq.DEALER)
-        instance.setsockopt(zmq.IDENTITY, inst)
-        instance.connect(back)
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.IDENTITY, b"client-1")
-        client.connect(front)
-        instance.send_multipart([b"", wire.envelope(wire.READY, b"", b"s"), b""])
+    with live_router(tmp_path=tmp_path) as router:
+        instance = router.instance(inst)
+        client = router.app()
         poisoned = pickle.dumps(_Boom())
         with pytest.raises(RuntimeError):
             pickle.loads(poisoned)
@@ -205,18 +187,13 @@ def test_router_forwards_payloads_it_cannot_unpickle_untouched(tmp_path: Any) ->
             client.send_multipart([wire.envelope(wire.TASK, call_id, b"s"), payload])
             assert instance.poll(5000)
             got = instance.recv_multipart()
-            assert got[0] == b"client-1"
             assert wire.decode(got[1]) == (wire.TASK, call_id, b"s", b"")
             assert got[2:] == [payload]
             # and back: a result payload is as opaque as a task payload
             instance.send_multipart([got[0], wire.envelope(wire.RESULT, call_id), payload])
             assert client.poll(5000)
             assert client.recv_multipart() == [wire.envelope(wire.RESULT, call_id), payload]
-        assert not exited.is_set()
-    finally:
-        ctx.destroy(linger=0)
-        server.kill(pid)
-        assert exited.wait(5)
+        assert not router.exited.is_set()
 
 
 # -- shipping -----------------------------------------------------------------------------

@@ -754,13 +754,15 @@ def test_a_sends_timeout_survives_collecting_its_streams() -> None:
 
 def test_a_call_cancelled_before_it_starts_leaves_no_input_streams() -> None:
     from alto_langgraph.process import wire
+    from alto_langgraph.process.security import Keyring
     from alto_langgraph.process.worker import StageInstance
 
     async def go() -> dict:
-        inst = StageInstance("f", b"f#0", asyncio.get_running_loop())
+        creds = Keyring("ipc").peer(b"f#0")
+        inst = StageInstance("f", b"f#0", asyncio.get_running_loop(), creds)
         inst.send = lambda frames: None  # type: ignore[method-assign]
-        inst.on_message([b"c", wire.envelope(wire.TASK, b"7", b"f", b""), b"", b"payload"])
-        inst.on_message([b"c", wire.envelope(wire.CANCEL, b"7"), b"", b""])
+        inst.on_message([b"c", wire.envelope(wire.TASK, b"7", b"f", b""), b"payload"])
+        inst.on_message([b"c", wire.envelope(wire.CANCEL, b"7"), b""])
         await asyncio.sleep(0.05)
         left = dict(inst.inputs)
         inst.sock.close()

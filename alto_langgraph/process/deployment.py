@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import DeploymentError, StageInstanceLost
-from . import shipping, wire
+from . import security, shipping, wire
 from .forkserver import STOP_SIGNAL, ForkServer, fork_server
 from .gpus import assign_gpus, visible_gpus
 from .routing import make_policy
@@ -56,11 +56,11 @@ class Deployment:
         self._server: ForkServer | None = None
         #: the connection to this generation's router (None while none runs)
         self.rpc: RpcClient | None = None
-        self._identity = os.urandom(6).hex().encode()
         self._dir: str | None = None
         #: pid of the router and of every instance (``(stage, index)``), for tests and stats
         self.pids: dict[Any, int] = {}
         self._supervisor = Supervisor()
+        self._keyring: security.Keyring | None = None
         self._addresses: tuple[str, str] = ("", "")
         self._gpus: dict[tuple[str, int], str] = {}
         self._finalizer: weakref.finalize | None = None
@@ -100,17 +100,21 @@ class Deployment:
                 raise RuntimeError("alto: this app was closed; compile it again to run it")
             shipped = {name: shipping.ship_code(name, node) for name, node in self._code.items()}
             gpus = assign_gpus(self.specs, visible_gpus())
+            instances = {
+                name: [wire.instance_id(name, i) for i in range(s.replicas)]
+                for name, s in self.specs.items()
+            }
             table = _cloudpickled(
                 [
-                    (
-                        name,
-                        [wire.instance_id(name, i) for i in range(s.replicas)],
-                        make_policy(s.policy, stateful=s.stateful),
-                    )
+                    (name, instances[name], make_policy(s.policy, stateful=s.stateful))
                     for name, s in self.specs.items()
                 ]
             )
             self._shipped, self._gpus = shipped, gpus
+            # fresh credentials per deployment: the app and every instance, no one else
+            self._keyring = keyring = security.Keyring(self.transport)
+            peers = [security.APP, *(i for ids in instances.values() for i in ids)]
+            router_credentials = keyring.router(peers)
             self._server = server = fork_server()
             self.pids = {}  # this deployment's (an earlier one's finalizer holds its own)
             self._generation += 1
@@ -124,11 +128,16 @@ class Deployment:
                     )
                     self.pids["router"] = server.spawn(
                         "router",
-                        {"front_address": front, "back_address": back, "stages": table},
+                        {
+                            "front_address": front,
+                            "back_address": back,
+                            "stages": table,
+                            "credentials": router_credentials,
+                        },
                         {},
                         _weakly(self._router_exited, gen),
                     )
-                    self.rpc = RpcClient(front, identity=self._identity, name="alto-client")
+                    self.rpc = RpcClient(front, keyring.peer(security.APP), name="alto-client")
                     self._finalizer.detach()
                     self._finalizer = weakref.finalize(
                         self, _shutdown, server, self.pids, [self.rpc], self._dir
@@ -168,6 +177,7 @@ class Deployment:
             {
                 "back_address": self._addresses[1],
                 "identity": wire.instance_id(name, index),
+                "credentials": self._keyring_peer(wire.instance_id(name, index)),
                 "stage": name,
                 "code": self._shipped[name],
                 "sys_path": list(sys.path),
@@ -178,6 +188,10 @@ class Deployment:
             env,
             _weakly(self._instance_exited, gen, name, index),
         )
+
+    def _keyring_peer(self, name: bytes) -> security.PeerCredentials:
+        assert self._keyring is not None
+        return self._keyring.peer(name)
 
     def close(self) -> None:
         """Stop the router and every instance, and fail calls still in flight."""

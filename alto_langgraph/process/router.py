@@ -4,20 +4,32 @@ It reads only the envelope frame (``wire.py``) of each message: the payload fram
 passes through as bytes, never deserialised. Per stage it keeps the live
 instances and a routing policy; per instance, the calls in flight, so that when an
 instance dies each of its callers gets a ``LOST`` reply instead of waiting forever.
+
+It trusts no message. Every connection is authenticated (``security.py``) and the
+router knows each connection's peer from that, not from what the peer claims: an
+instance is addressed through the connection that proved to be it, only the app may
+send control messages, an instance may only speak for the calls it holds, and a
+coordinator only for its own. A message that breaks these rules, or is malformed, is
+logged, counted and dropped. User code here (a routing policy) that raises or answers
+nonsense fails the call it was asked about, not the router.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import zmq
 
-from . import wire
+from ..errors import RoutingError
+from . import security, shipping, wire
 from .routing import RoutingPolicy
+
+logger = logging.getLogger("alto_langgraph")
 
 #: messages an instance sends to the caller of a call before its result
 _TO_CALLER = frozenset(
@@ -34,6 +46,10 @@ _TO_CALLER = frozenset(
         wire.READS,
     )
 )
+#: of those, the requests the instance waits on under its own name (stage field)
+_ASKS = frozenset((wire.CALL, wire.STORE))
+#: dropped messages logged one by one before the log only samples them
+_LOG_DROPS = 20
 
 
 @dataclasses.dataclass
@@ -43,7 +59,7 @@ class StageRoute:
     live: list[bytes] = dataclasses.field(default_factory=list)
     failed: dict[bytes, str] = dataclasses.field(default_factory=dict)
     #: task messages that arrived while no instance was live (startup, restart)
-    waiting: collections.deque[list[bytes]] = dataclasses.field(default_factory=collections.deque)
+    waiting: collections.deque[list[Any]] = dataclasses.field(default_factory=collections.deque)
 
 
 class Router:
@@ -51,6 +67,8 @@ class Router:
         self.stages = stages
         self.outstanding: dict[bytes, int] = collections.Counter()
         self.forwarded = 0
+        #: messages dropped, by why
+        self.dropped: collections.Counter[str] = collections.Counter()
         # (client, call id) -> instance; instance -> {(client, call id): envelope}
         self.inflight: dict[tuple[bytes, bytes], bytes] = {}
         self.by_instance: dict[bytes, dict[tuple[bytes, bytes], bytes]] = collections.defaultdict(
@@ -58,95 +76,159 @@ class Router:
         )
         self.ready_waiters: list[tuple[bytes, bytes]] = []
         self.stage_of = {inst: name for name, st in stages.items() for inst in st.instances}
+        #: instance -> the back-end connection that proved to be it, and back
+        self.conn_of: dict[bytes, bytes] = {}
+        self.inst_of: dict[bytes, bytes] = {}
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] += 1
+        n = sum(self.dropped.values())
+        if n <= _LOG_DROPS or n % 1000 == 0:
+            logger.warning("alto router: dropped a message (%s; %d dropped so far)", why, n)
 
     # -- from coordinators ------------------------------------------------------
-    def from_client(self, frames: list[Any], front: Any, back: Any) -> None:
-        client, env = frames[0], frames[1]
-        kind, call_id, stage, key = env.split(wire.SEP, 3)
+    def from_client(self, frames: list[Any], peer: bytes | None, front: Any, back: Any) -> None:
+        """``frames``: the connection, the envelope (bytes) and the payload frame;
+        ``peer``: who the connection proved to be."""
+        if len(frames) != 3:
+            return self.drop("a coordinator's message without envelope and payload")
+        client, env, payload = frames
+        fields = env.split(wire.SEP, 3)
+        if len(fields) != 4:
+            return self.drop("a coordinator's message with a malformed envelope")
+        kind, call_id, stage, key = fields
         if kind == wire.TASK:
             route = self.stages.get(stage)
             if route is None:
-                front.send_multipart(
-                    [client, wire.envelope(wire.LOST, call_id), b"no stage named " + stage]
-                )
-                return
-            if not route.live:
-                if len(route.failed) == len(route.instances):
-                    reason = "; ".join(route.failed.values()).encode()
-                    front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
-                else:
-                    route.waiting.append(frames)
-                return
-            inst = route.policy.pick(key, route.live, self.outstanding)
-            self._dispatch(inst, client, call_id, frames, back)
+                lost = b"no stage named " + stage
+                front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
+            elif (client, call_id) in self.inflight:
+                return self.drop("a task whose call id is already in flight")
+            elif route.live:
+                self._dispatch(stage, route, frames, front, back)
+            elif len(route.failed) == len(route.instances):
+                reason = "; ".join(route.failed.values()).encode()
+                front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
+            else:
+                route.waiting.append(frames)
         elif kind == wire.CANCEL:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
-                back.send_multipart([inst, client, env, b""])
+                back.send_multipart([self.conn_of[inst], client, env, b""])
         elif kind == wire.FEED:  # to the instance that has the call, after its TASK
             inst = self.inflight.get((client, call_id))
             if inst is not None:
-                back.send_multipart([inst, *frames])
+                back.send_multipart([self.conn_of[inst], *frames], copy=False)
             elif (route := self.stages.get(stage)) is not None and any(
                 f[0] == client and f[1].split(wire.SEP, 2)[1] == call_id for f in route.waiting
             ):
                 route.waiting.append(frames)  # its TASK waits for an instance: after it
         elif kind == wire.CALL_RESULT:  # to the instance that waits for it
-            back.send_multipart([stage, client, env, frames[-1]])
+            if self.inflight.get((client, call_id)) != stage:
+                return self.drop("a @task result for an instance that does not run the call")
+            back.send_multipart([self.conn_of[stage], *frames], copy=False)
         elif kind == wire.CONTROL:
-            self._control(client, call_id, stage, key, frames[-1], front)
+            if peer != security.APP:
+                return self.drop("a control message from a peer other than the app")
+            self._control(client, call_id, stage, key, payload, front)
+        else:
+            return self.drop(f"a coordinator's message of unknown kind {kind[:8]!r}")
         self.forwarded += 1
 
     def _dispatch(
-        self, inst: bytes, client: bytes, call_id: bytes, frames: list[Any], back: Any
+        self, name: bytes, route: StageRoute, frames: list[Any], front: Any, back: Any
     ) -> None:
-        back.send_multipart([inst, *frames])
+        """Send a task to the instance the stage's policy picks (or fail it, if the
+        policy cannot pick one)."""
+        client, env, _payload = frames
+        _kind, call_id, _stage, key = env.split(wire.SEP, 3)
+        try:
+            inst = route.policy.pick(key, route.live, self.outstanding)
+            if inst not in route.live:
+                live = ", ".join(i.decode() for i in route.live)
+                raise RoutingError(
+                    f"alto: the routing policy {type(route.policy).__name__} of stage "
+                    f"{name.decode()!r} picked {inst!r}, which is not one of its live "
+                    f"instances ({live})"
+                )
+        except Exception as exc:  # the policy is user code: it fails this call only
+            if not isinstance(exc, RoutingError):
+                exc.add_note(
+                    f"alto: raised by the routing policy {type(route.policy).__name__} "
+                    f"of stage {name.decode()!r}, in the router process"
+                )
+            error = shipping.dumps_error(exc)
+            front.send_multipart([client, wire.envelope(wire.ERROR, call_id), error])
+            return
+        back.send_multipart([self.conn_of[inst], *frames], copy=False)
         self.outstanding[inst] += 1
         self.inflight[(client, call_id)] = inst
-        self.by_instance[inst][(client, call_id)] = frames[1]
+        self.by_instance[inst][(client, call_id)] = env
 
     # -- from instances ---------------------------------------------------------
-    def from_instance(self, frames: list[Any], front: Any, back: Any) -> None:
-        inst, client, env = frames[0], frames[1], frames[2]
+    def from_instance(self, frames: list[Any], peer: bytes | None, front: Any, back: Any) -> None:
+        """``frames``: the connection, the call's client, the envelope (bytes) and the
+        payload frame; ``peer``: the instance the connection proved to be."""
+        if len(frames) != 4:
+            return self.drop("an instance's message without client, envelope and payload")
+        conn, client, env, payload = frames
         kind = env[:1]
+        inst = self.inst_of.get(conn)
+        if inst is None:  # a new connection: it says READY (or FAILED) first
+            if peer not in self.stage_of or kind not in (wire.READY, wire.FAILED):
+                return self.drop("a message from a connection that is no known instance")
+            self._connected(peer, conn)
+            inst = peer
         if kind == wire.RESULT or kind == wire.ERROR:
             call_id = env.split(wire.SEP, 2)[1]
-            if self.inflight.pop((client, call_id), None) is not None:
-                self.outstanding[inst] -= 1
-                self.by_instance[inst].pop((client, call_id), None)
-            front.send_multipart([client, env, frames[3]])
+            if self.inflight.get((client, call_id)) != inst:
+                return self.drop("a result of a call the instance does not run")
+            del self.inflight[(client, call_id)]
+            self.outstanding[inst] -= 1
+            self.by_instance[inst].pop((client, call_id), None)
+            front.send_multipart([client, env, payload], copy=False)
         elif kind in _TO_CALLER:
-            front.send_multipart([client, env, frames[3]])
+            fields = env.split(wire.SEP, 3)
+            if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
+                return self.drop("a message about a call the instance does not run")
+            if kind in _ASKS and fields[2] != inst:
+                return self.drop("a @task call made in another instance's name")
+            front.send_multipart([client, env, payload], copy=False)
         elif kind == wire.READY:
-            self._instance_up(inst, back)
+            self._instance_up(inst, front, back)
         elif kind == wire.FAILED:
-            self._instance_failed(inst, bytes(frames[3]).decode(errors="replace"), front)
+            self._instance_failed(inst, bytes(payload).decode(errors="replace"), front)
             # the instance waits for this before it exits, so its own reason is on
             # record before the supervisor's report of the exit can arrive
-            back.send_multipart([inst, wire.envelope(wire.FAILED)])
+            back.send_multipart([conn, b"", wire.envelope(wire.FAILED), b""])
+        else:
+            return self.drop(f"an instance's message of unknown kind {kind[:8]!r}")
         self.forwarded += 1
 
-    def _instance_up(self, inst: bytes, back: Any) -> None:
-        route = self.stages[self.stage_of[inst]]
+    def _connected(self, inst: bytes, conn: bytes) -> None:
+        """``conn`` proved to be ``inst`` (a restarted instance connects anew)."""
+        old = self.conn_of.get(inst)
+        if old is not None:
+            self.inst_of.pop(old, None)
+        self.conn_of[inst] = conn
+        self.inst_of[conn] = inst
+
+    def _instance_up(self, inst: bytes, front: Any, back: Any) -> None:
+        name = self.stage_of[inst]
+        route = self.stages[name]
         route.failed.pop(inst, None)
         if inst not in route.live:
             route.live.append(inst)
             route.live.sort()
-        while route.waiting:
+        while route.waiting and route.live:
             frames = route.waiting.popleft()
-            kind, call_id, _stage, key = frames[1].split(wire.SEP, 3)
+            kind, call_id = frames[1].split(wire.SEP, 2)[:2]
             if kind == wire.FEED:
-                inst = self.inflight.get((frames[0], call_id))
-                if inst is not None:
-                    back.send_multipart([inst, *frames])
+                held_by = self.inflight.get((frames[0], call_id))
+                if held_by is not None:
+                    back.send_multipart([self.conn_of[held_by], *frames], copy=False)
                 continue
-            self._dispatch(
-                route.policy.pick(key, route.live, self.outstanding),
-                frames[0],
-                call_id,
-                frames,
-                back,
-            )
+            self._dispatch(name, route, frames, front, back)
 
     def _instance_failed(self, inst: bytes, reason: str, front: Any) -> None:
         name = self.stage_of.get(inst)
@@ -156,38 +238,42 @@ class Router:
         # the instance's own reason (why its code did not load) beats the
         # supervisor's later "exited with code 3"
         route.failed.setdefault(inst, reason)
-        if inst in route.live:
-            route.live.remove(inst)
-        self._fail_inflight(inst, reason, front)
+        self._gone(inst, reason, front)
         if not route.live and len(route.failed) == len(route.instances):
             while route.waiting:  # nobody will ever run these
                 frames = route.waiting.popleft()
-                kind, call_id = frames[1].split(wire.SEP, 3)[:2]
+                kind, call_id = frames[1].split(wire.SEP, 2)[:2]
                 if kind == wire.FEED:
                     continue
                 front.send_multipart(
                     [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
                 )
 
-    def _fail_inflight(self, inst: bytes, reason: str, front: Any) -> None:
-        for (client, call_id), _env in self.by_instance.pop(inst, {}).items():
+    def _gone(self, inst: bytes, reason: str, front: Any) -> None:
+        """``inst`` is no longer live: its connection is forgotten, and each call it
+        held fails, saying which node it was running."""
+        name = self.stage_of[inst]
+        route = self.stages[name]
+        if inst in route.live:
+            route.live.remove(inst)
+        conn = self.conn_of.pop(inst, None)
+        if conn is not None:
+            self.inst_of.pop(conn, None)
+        lost = f"{reason} while running node {name.decode()!r}".encode()
+        for client, call_id in self.by_instance.pop(inst, {}):
             self.inflight.pop((client, call_id), None)
-            front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason.encode()])
-        self.outstanding[inst] = 0
+            front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
+        self.outstanding.pop(inst, None)
 
-    # -- control (from the coordinator that owns this deployment) -----------------
+    # -- control (from the app that owns this deployment) ---------------------------
     def _control(
         self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any, front: Any
     ) -> None:
         if cmd == wire.CTL_WAIT_READY:
             self.ready_waiters.append((client, call_id))
         elif cmd == wire.CTL_DEAD:
-            name = self.stage_of.get(arg)
-            if name is not None:
-                route = self.stages[name]
-                if arg in route.live:
-                    route.live.remove(arg)
-                self._fail_inflight(arg, bytes(detail).decode(errors="replace"), front)
+            if arg in self.stage_of:
+                self._gone(arg, bytes(detail).decode(errors="replace"), front)
         elif cmd == wire.CTL_FAILED:
             self._instance_failed(arg, bytes(detail).decode(errors="replace"), front)
         elif cmd == wire.CTL_RESTARTED:
@@ -195,16 +281,20 @@ class Router:
             if name is not None:
                 self.stages[name].failed.pop(arg, None)
         elif cmd == wire.CTL_STATS:
+            live = {i for st in self.stages.values() for i in st.live}
             stats = {
                 "forwarded": self.forwarded,
-                "outstanding": {k.decode(): v for k, v in self.outstanding.items()},
+                "outstanding": {k.decode(): v for k, v in self.outstanding.items() if k in live},
                 "live": {
                     k.decode(): [i.decode() for i in st.live] for k, st in self.stages.items()
                 },
                 "pid": os.getpid(),
                 "policies": {k.decode(): type(st.policy).__name__ for k, st in self.stages.items()},
+                "dropped": dict(self.dropped),
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
+        else:
+            self.drop(f"an unknown control command {cmd[:16]!r}")
 
     def answer_ready_waiters(self, front: Any) -> None:
         if not self.ready_waiters:
@@ -222,7 +312,10 @@ class Router:
 
 
 def serve(
-    front_address: str, back_address: str, stages: Sequence[tuple[str, Sequence[bytes], Any]]
+    front_address: str,
+    back_address: str,
+    stages: Sequence[tuple[str, Sequence[bytes], Any]],
+    credentials: security.RouterCredentials,
 ) -> None:
     """Run a router until the process is killed (its owner's lifeline ends it)."""
     routes = {
@@ -230,32 +323,42 @@ def serve(
     }
     router = Router(routes)
     ctx = zmq.Context()
+    gate = security.Gatekeeper(ctx, credentials)
     front = ctx.socket(zmq.ROUTER)
     back = ctx.socket(zmq.ROUTER)
-    for sock in (front, back):
+    for sock, domain in ((front, security.FRONT), (back, security.BACK)):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
-    back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted instance reuses its identity
+        credentials.serve(sock, domain)
     front.bind(front_address)
     back.bind(back_address)
     poller = zmq.Poller()
+    poller.register(gate.sock, zmq.POLLIN)
     poller.register(front, zmq.POLLIN)
     poller.register(back, zmq.POLLIN)
     while True:
         events = dict(poller.poll())
+        if gate.sock in events:
+            gate.answer()
         if back in events:
-            _drain(back, router.from_instance, front, back)
+            _drain(back, router, router.from_instance, front, back)
         if front in events:
-            _drain(front, router.from_client, front, back)
+            _drain(front, router, router.from_client, front, back)
         router.answer_ready_waiters(front)
 
 
-def _drain(sock: Any, handle: Any, front: Any, back: Any) -> None:
-    """Handle what ``sock`` has queued (up to a batch: the other socket gets its turn)."""
+def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> None:
+    """Handle what ``sock`` has queued (up to a batch: the other socket gets its turn).
+    Addresses and envelopes are read as bytes; payloads pass through as frames; the
+    sender is the peer its connection proved to be (each frame carries it)."""
     for _ in range(512):
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return
-        handle(frames, front, back)
+        try:
+            peer = security.peer_name(frames[1]) if len(frames) > 1 else None
+            handle([*(f.bytes for f in frames[:-1]), frames[-1]], peer, front, back)
+        except Exception as exc:  # a bug here must not end the deployment
+            router.drop(f"handling it raised {type(exc).__name__}: {exc}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import itertools
-import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import zmq
 
 from . import shipping, wire
+from .security import PeerCredentials
 from .transport import Endpoint
 
 #: receives every message of one call: (kind, envelope, payload)
@@ -33,15 +33,11 @@ _ENDS_CALL = TERMINAL | {wire.READY, wire.FAILED}
 class RpcClient:
     """Calls to stages over one connection to a router. Thread-safe."""
 
-    def __init__(self, address: str, *, identity: bytes | None = None, name: str) -> None:
+    def __init__(self, address: str, credentials: PeerCredentials, *, name: str) -> None:
         self._calls: dict[bytes, Deliver] = {}
         self._ids = itertools.count()
         self._endpoint = Endpoint(
-            zmq.DEALER,
-            address,
-            self._on_message,
-            identity=identity or b"c" + os.urandom(6).hex().encode(),
-            name=name,
+            zmq.DEALER, address, self._on_message, credentials=credentials, name=name
         )
 
     def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:
@@ -94,7 +90,9 @@ class RpcClient:
         self._endpoint.close()
 
     def _on_message(self, frames: list[Any]) -> None:
-        env, payload = frames[0], frames[1]
+        if len(frames) != 2:  # the router sends none such: ignore it
+            return
+        env, payload = frames
         kind, call_id = env[:1], env.split(wire.SEP, 2)[1]
         deliver = (self._calls.pop if kind in _ENDS_CALL else self._calls.get)(call_id, None)
         if deliver is not None and not _deliver(deliver, kind, env, payload):
@@ -114,25 +112,34 @@ def _deliver(deliver: Deliver, kind: bytes, env: bytes, payload: Any) -> bool:
 # -- the process's own client, in a stage instance ------------------------------------
 _clients: dict[str, RpcClient] = {}
 _lock = threading.Lock()
-#: in a stage instance: the router's front end, and model name -> LM stage
+#: in a stage instance: the router's front end, model name -> LM stage, and the
+#: instance's credentials (the router knows its connections by them)
 _process_front: str = ""
 _process_lm_stages: dict[str, str] = {}
+_process_credentials: PeerCredentials | None = None
 
 
 def client_for(address: str) -> RpcClient:
-    """This process's client of the router at ``address`` (made on first use)."""
+    """This process's client of its deployment's router at ``address`` (made on
+    first use)."""
     with _lock:
         client = _clients.get(address)
         if client is None:
-            client = _clients[address] = RpcClient(address, name="alto-rpc-client")
+            if _process_credentials is None or address != _process_front:
+                raise RuntimeError(f"alto: this process has no credentials for {address}")
+            client = RpcClient(address, _process_credentials, name="alto-rpc-client")
+            _clients[address] = client
         return client
 
 
-def bind_process(front_address: str, lm_stages: Mapping[str, str]) -> None:
+def bind_process(
+    front_address: str, lm_stages: Mapping[str, str], credentials: PeerCredentials
+) -> None:
     """In a stage instance: where calls made by node code here go (the LM stages of
-    its deployment, through the router at ``front_address``)."""
-    global _process_front, _process_lm_stages
+    its deployment, through the router at ``front_address``), and as whom."""
+    global _process_front, _process_lm_stages, _process_credentials
     _process_front, _process_lm_stages = front_address, dict(lm_stages)
+    _process_credentials = credentials
 
 
 def process_lm_stages() -> tuple[str, dict[str, str]]:

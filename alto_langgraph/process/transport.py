@@ -17,6 +17,8 @@ from typing import Any
 
 import zmq
 
+from .security import PeerCredentials
+
 logger = logging.getLogger("alto_langgraph")
 
 
@@ -27,15 +29,14 @@ class Endpoint:
         address: str,
         on_message: Callable[[list[bytes]], None],
         *,
-        identity: bytes | None = None,
+        credentials: PeerCredentials,
         name: str = "alto-io",
         context: zmq.Context | None = None,
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(socket_type)
         self._sock.setsockopt(zmq.LINGER, 0)
-        if identity is not None:
-            self._sock.setsockopt(zmq.IDENTITY, identity)
+        credentials.apply(self._sock)  # the router admits no one else (security.py)
         self._sock.connect(address)
         self._on_message = on_message
         self._out: collections.deque[list[bytes]] = collections.deque()

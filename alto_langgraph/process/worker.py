@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -29,8 +30,10 @@ from langchain_core.runnables.config import var_child_runnable_config
 from .. import streams
 from .._langgraph import CONFIG_KEY_RUNTIME
 from ..views import StateView
-from . import relay, rpc, shipping, wire
+from . import relay, rpc, security, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
+
+logger = logging.getLogger("alto_langgraph")
 
 #: the least time between two heartbeat messages of one call
 HEARTBEAT_EVERY = 0.05
@@ -50,6 +53,7 @@ def serve(
     stage: str,
     code: bytes,
     sys_path: list[str],
+    credentials: security.PeerCredentials,
     front_address: str = "",
     lm_routes: dict[str, str] | None = None,
     threads: int = 64,
@@ -57,7 +61,7 @@ def serve(
     global IN_STAGE_INSTANCE
     IN_STAGE_INSTANCE = True
     if lm_routes:  # ChatAlto calls made by node code here go to the app's LM stages
-        rpc.bind_process(front_address, lm_routes)
+        rpc.bind_process(front_address, lm_routes, credentials)
     for p in reversed(sys_path):  # node code is pickled by reference to its modules
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -69,14 +73,21 @@ def serve(
     )
     # through the loop, which wakes the main thread whichever thread the signal hits
     loop.add_signal_handler(STOP_SIGNAL, exit_now)
-    loop.run_until_complete(StageInstance(stage, identity, loop).serve(back_address, code))
+    instance = StageInstance(stage, identity, loop, credentials)
+    loop.run_until_complete(instance.serve(back_address, code))
 
 
 class StageInstance:
     """The socket lives on the event loop (no I/O thread: one thread hand-off less per
     message each way); node code on other threads sends through the loop."""
 
-    def __init__(self, stage: str, identity: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        stage: str,
+        identity: bytes,
+        loop: asyncio.AbstractEventLoop,
+        credentials: security.PeerCredentials,
+    ) -> None:
         self.stage = stage
         self.identity = identity
         self.loop = loop
@@ -88,9 +99,11 @@ class StageInstance:
         self.controls: dict[tuple[bytes, bytes], Any] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
+        #: messages that could not be handled (malformed)
+        self.dropped = 0
         self.context = zmq.asyncio.Context()
         self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, identity)
+        credentials.apply(self.sock)  # the router knows this instance by them
         self.sock.setsockopt(zmq.LINGER, 1000)
         for opt in (zmq.SNDHWM, zmq.RCVHWM):
             self.sock.setsockopt(opt, 0)
@@ -118,23 +131,32 @@ class StageInstance:
             self.sock.close()
             self.context.term()
             raise SystemExit(EXIT_LOAD_FAILED) from None
-        await self.sock.send_multipart([b"", wire.envelope(wire.READY, b"", self.stage.encode())])
+        ready = wire.envelope(wire.READY, b"", self.stage.encode())
+        await self.sock.send_multipart([b"", ready, b""])
         while True:
-            self.on_message(await self.sock.recv_multipart())
+            frames = await self.sock.recv_multipart()
+            try:
+                self.on_message(frames)
+            except Exception:  # only the router talks to us, but a bug must not end us
+                self.dropped += 1
+                logger.exception("alto: stage instance %s dropped a message", self.identity)
 
     def on_message(self, frames: list[Any]) -> None:
-        client, env = bytes(frames[0]), bytes(frames[1])
+        if len(frames) != 3:
+            self.dropped += 1
+            return
+        client, env, payload = frames
         kind, call_id, _stage, sub = env.split(wire.SEP, 3)
         if kind == wire.TASK:
             # now, not in run(): the call's FEEDs may come before run() starts
             self.inputs[(client, call_id)] = {}
-            task = self.loop.create_task(self.run(client, call_id, frames[2]))
+            task = self.loop.create_task(self.run(client, call_id, payload))
             self.running[(client, call_id)] = task
             task.add_done_callback(lambda _, k=(client, call_id): self._ended(k))
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
-                self._feed((client, call_id), table, frames[2])
+                self._feed((client, call_id), table, payload)
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -143,7 +165,7 @@ class StageInstance:
             fut = self.waiting.pop((client, call_id, sub), None)
             if fut is not None:
                 try:
-                    ok, value = shipping.loads(frames[2])
+                    ok, value = shipping.loads(payload)
                 except Exception as exc:  # fails that @task call, not the instance
                     ok, value = False, exc
                 relay.settle(fut, ok, value)

@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage
 
 from alto_langgraph.lm import ChatAlto, EngineError, SamplingParams, SimulatedEngine, Timing
 from alto_langgraph.lm.openai_engine import OpenAIEngine
-from alto_langgraph.lm.server import OpenAIServer
+from alto_langgraph.lm.server import OpenAIServer, ServerConfig
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,13 @@ class SimServer:
     """An OpenAIServer over a simulated engine (or ``engine``), on a thread of this
     process (so the test can read the engine's stats)."""
 
-    def __init__(self, engine: Any = None) -> None:
+    def __init__(self, engine: Any = None, config: ServerConfig | None = None) -> None:
         self.engine = engine or SimulatedEngine(
             Timing(step_base=0.01), texts=[" ".join(["word"] * 200)]
         )
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.server = OpenAIServer(self.engine, "sim")
+        self.server = OpenAIServer(self.engine, "sim", config)
         port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
         self.url = f"http://127.0.0.1:{port}"
 
@@ -250,5 +250,24 @@ def test_abort_before_the_server_has_answered_ends_the_request() -> None:
             return await reading
 
         assert [d.finish_reason for d in asyncio.run(go())] == ["abort"]
+    finally:
+        sim.close()
+
+
+def test_the_openai_engine_sends_its_api_key() -> None:
+    """Against a server that requires a key: the right one is let in; a wrong or
+    missing one is the server's 401, raised as an EngineError that names it."""
+    sim = SimServer(config=ServerConfig(api_key="k-123"))
+    try:
+
+        async def go(engine: OpenAIEngine) -> list:
+            return [d async for d in engine.generate("hi", SamplingParams(max_tokens=3), "r")]
+
+        keyed = asyncio.run(go(OpenAIEngine(sim.url, "sim", api_key="k-123")))
+        assert "".join(d.text for d in keyed) and keyed[-1].finish_reason == "length"
+        with pytest.raises(EngineError, match="HTTP 401: incorrect API key"):
+            asyncio.run(go(OpenAIEngine(sim.url, "sim", api_key="k-124")))
+        with pytest.raises(EngineError, match="HTTP 401: no API key"):
+            asyncio.run(go(OpenAIEngine(sim.url, "sim")))
     finally:
         sim.close()

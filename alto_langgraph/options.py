@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,22 @@ EXECUTORS = ("auto", "process", "inline")
 STARTS = ("first_run", "compile")
 TRANSPORTS = ("ipc", "tcp")
 #: what a stage table may set (``replicas`` comes from ``[instances]`` or ``replicas=``)
-STAGE_SETTINGS = ("process", "stateful", "group_depth", "gpus", "policy", "threads", "run_ahead")
+STAGE_SETTINGS = (
+    "process",
+    "stateful",
+    "group_depth",
+    "gpus",
+    "policy",
+    "threads",
+    "run_ahead",
+    "max_calls_per_instance",
+    "max_memory_mb",
+    "stuck_after",
+)
+#: the most instances of one stage, and threads of one instance (a typo's million
+#: processes would take the machine down before any error could be read)
+MAX_REPLICAS = 1024
+MAX_THREADS = 4096
 #: stage settings about scheduling, not placement: they do not move a stage to workers
 SCHEDULING_SETTINGS = ("run_ahead",)
 
@@ -43,7 +59,10 @@ class AltoOptions:
         items), ``gpus`` (per instance), ``policy`` (a routing policy name or object),
         ``threads`` (sync node calls an instance runs at once, default 64),
         ``run_ahead`` (False: the node's tasks never start before their superstep;
-        it stays where it runs).
+        it stays where it runs), ``max_calls_per_instance`` and ``max_memory_mb``
+        (an instance past either is recycled: it gets no new calls, and is replaced
+        once its calls have finished), ``stuck_after`` (seconds an instance's event
+        loop may not answer before it is replaced, default 3; 0: never).
     run_ahead: False turns run-ahead off for the whole app: every task waits for its
         superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
@@ -182,8 +201,15 @@ def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...
         except (TypeError, ValueError, ImportError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
         replicas = settings.get("replicas", 1)
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-            raise ValueError(f"{where}: replicas must be an integer >= 1, got {replicas!r}")
+        if (
+            isinstance(replicas, bool)
+            or not isinstance(replicas, int)
+            or not 1 <= replicas <= MAX_REPLICAS
+        ):
+            raise ValueError(
+                f"{where}: replicas must be an integer between 1 and {MAX_REPLICAS}, "
+                f"got {replicas!r}"
+            )
         gpus = settings.get("gpus")
         if gpus is None:
             gpus = 1 if engine in _GPU_ENGINES and visible_gpus() else 0
@@ -237,11 +263,35 @@ def _merge(
                 f"alto {where}: stage {name!r} has unknown setting(s) {', '.join(bad)}; "
                 f"known: {', '.join(STAGE_SETTINGS)}"
             )
-        for key, least in (("group_depth", 0), ("gpus", 0), ("threads", 1)):
+        for key, least, most in (
+            ("group_depth", 0, None),
+            ("gpus", 0, None),
+            ("threads", 1, MAX_THREADS),
+            ("max_calls_per_instance", 1, None),
+        ):
             value = fields.get(key, least)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < least
+                or (most is not None and value > most)
+            ):
+                bound = f"between {least} and {most}" if most else f">= {least}"
                 raise ValueError(
-                    f"alto {where}: stage {name!r}: {key} must be an integer >= {least}"
+                    f"alto {where}: stage {name!r}: {key} must be an integer {bound}, got {value!r}"
+                )
+        for key, positive in (("max_memory_mb", True), ("stuck_after", False)):
+            value = fields.get(key, 1)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+                or (positive and value == 0)
+            ):
+                least = "> 0" if positive else ">= 0"
+                raise ValueError(
+                    f"alto {where}: stage {name!r}: {key} must be a number {least}, got {value!r}"
                 )
         for key in ("stateful", "process", "run_ahead"):
             if key in fields and not isinstance(fields[key], bool):
@@ -253,6 +303,9 @@ def _merge(
                 raise type(exc)(f"alto {where}: stage {name!r}: {exc}") from None
         into.setdefault(name, {}).update(fields)
     for name, n in instances.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"alto {where}: stage {name!r} needs at least 1 instance, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPLICAS:
+            raise ValueError(
+                f"alto {where}: stage {name!r} needs between 1 and {MAX_REPLICAS} instances, "
+                f"got {n!r}"
+            )
         into.setdefault(name, {})["replicas"] = n

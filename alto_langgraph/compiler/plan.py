@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from ..process.spec import DEFAULT_THREADS, StageSpec
+from ..process.spec import DEFAULT_STUCK_AFTER, DEFAULT_THREADS, StageSpec
 
 StageKind = Literal["node", "subgraph", "entry", "lm"]
 QueueKind = Literal["edge", "join", "branch", "send"]
@@ -70,6 +70,10 @@ class Stage:
     gpus: int = 0
     #: sync node calls one instance runs at once
     threads: int = DEFAULT_THREADS
+    #: recycling and health (``process.spec.StageSpec``)
+    max_calls_per_instance: int | None = None
+    max_memory_mb: float | None = None
+    stuck_after: float = DEFAULT_STUCK_AFTER
     #: the routing policy: a name in ``routing.POLICIES``, an object, or None (by
     #: ``stateful``: consistent hash, else least outstanding)
     policy: Any = None
@@ -100,6 +104,9 @@ class Stage:
             gpus=self.gpus,
             policy=self.policy,
             threads=self.threads,
+            max_calls_per_instance=self.max_calls_per_instance,
+            max_memory_mb=self.max_memory_mb,
+            stuck_after=self.stuck_after,
         )
 
 

@@ -57,7 +57,8 @@ class Deployment:
         #: the connection to this generation's router (None while none runs)
         self.rpc: RpcClient | None = None
         self._dir: str | None = None
-        #: pid of the router and of every instance (``(stage, index)``), for tests and stats
+        #: pid of the router and of every live instance (``(stage, index)``): an
+        #: instance's entry goes when it exits, and its successor's comes when it starts
         self.pids: dict[Any, int] = {}
         self._supervisor = Supervisor()
         self._keyring: security.Keyring | None = None
@@ -106,7 +107,12 @@ class Deployment:
             }
             table = _cloudpickled(
                 [
-                    (name, instances[name], make_policy(s.policy, stateful=s.stateful))
+                    (
+                        name,
+                        instances[name],
+                        make_policy(s.policy, stateful=s.stateful),
+                        s.stuck_after,
+                    )
                     for name, s in self.specs.items()
                 ]
             )
@@ -137,7 +143,12 @@ class Deployment:
                         {},
                         _weakly(self._router_exited, gen),
                     )
-                    self.rpc = RpcClient(front, keyring.peer(security.APP), name="alto-client")
+                    self.rpc = RpcClient(
+                        front,
+                        keyring.peer(security.APP),
+                        name="alto-client",
+                        on_notice=_weakly(self._notice),
+                    )
                     self._finalizer.detach()
                     self._finalizer = weakref.finalize(
                         self, _shutdown, server, self.pids, [self.rpc], self._dir
@@ -184,6 +195,8 @@ class Deployment:
                 "front_address": self._addresses[0],
                 "lm_routes": self.lm_routes,
                 "threads": self.specs[name].threads,
+                "max_calls": self.specs[name].max_calls_per_instance,
+                "max_memory_mb": self.specs[name].max_memory_mb,
             },
             env,
             _weakly(self._instance_exited, gen, name, index),
@@ -228,6 +241,14 @@ class Deployment:
 
     def _instance_exited(self, generation: int, name: str, index: int, code: int | None) -> None:
         self._supervisor.instance_exited(self, generation, name, index, code)
+
+    def _notice(self, command: bytes, inst: bytes, why: str) -> None:
+        self._supervisor.notice(self, command, inst, why)
+
+    def kill(self, pid: int, sig: int) -> None:
+        """Signal one of this deployment's processes."""
+        if self._server is not None:
+            _kill(self._server, pid, sig)
 
     # -- calls -----------------------------------------------------------------------
     def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:

@@ -12,6 +12,13 @@ send control messages, an instance may only speak for the calls it holds, and a
 coordinator only for its own. A message that breaks these rules, or is malformed, is
 logged, counted and dropped. User code here (a routing policy) that raises or answers
 nonsense fails the call it was asked about, not the router.
+
+It also watches the instances' health: each instance's event loop pulses every
+``wire.PULSE_EVERY`` seconds. One that falls silent for ``wire.STUCK_AFTER`` seconds, or
+reports that every thread it has is held by abandoned calls, gets no new calls and
+the app is told to replace it; one that asks to be recycled (it served its
+``max_calls_per_instance`` or passed its memory limit) gets no new calls, and once its
+calls have finished the app is told to stop it. Supervision restarts both.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import collections
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,16 +58,28 @@ _TO_CALLER = frozenset(
 _ASKS = frozenset((wire.CALL, wire.STORE))
 #: dropped messages logged one by one before the log only samples them
 _LOG_DROPS = 20
+#: how long a task waits for an instance of a stage that has none live before it
+#: fails (as long as ``Deployment.start`` gives instances to become ready)
+UNAVAILABLE_TIMEOUT = 120.0
+#: how often the router looks at the instances' pulses and its waiting tasks
+TICK = 0.25
 
 
 @dataclasses.dataclass
 class StageRoute:
     instances: tuple[bytes, ...]  # every instance the stage should have
     policy: RoutingPolicy
+    #: seconds of silence before an instance is replaced (0: never)
+    stuck_after: float = 0.0
     live: list[bytes] = dataclasses.field(default_factory=list)
     failed: dict[bytes, str] = dataclasses.field(default_factory=dict)
-    #: task messages that arrived while no instance was live (startup, restart)
-    waiting: collections.deque[list[Any]] = dataclasses.field(default_factory=collections.deque)
+    #: task messages that arrived while no instance was live (startup, restart), with
+    #: their arrival times
+    waiting: collections.deque[tuple[float, list[Any]]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    #: why the stage's last instance went away (what waiting tasks fail with, in time)
+    last_reason: str = "no instance of it has started yet"
 
 
 class Router:
@@ -79,6 +99,11 @@ class Router:
         #: instance -> the back-end connection that proved to be it, and back
         self.conn_of: dict[bytes, bytes] = {}
         self.inst_of: dict[bytes, bytes] = {}
+        #: health: each live instance's last pulse; those leaving (no new calls) and why
+        self.last_pulse: dict[bytes, float] = {}
+        self.leaving: dict[bytes, bytes] = {}  # instance -> CTL_REPLACE or CTL_RECYCLE
+        #: the app's connection (notices go there)
+        self.owner: bytes | None = None
 
     def drop(self, why: str) -> None:
         self.dropped[why] += 1
@@ -110,7 +135,7 @@ class Router:
                 reason = "; ".join(route.failed.values()).encode()
                 front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
             else:
-                route.waiting.append(frames)
+                route.waiting.append((time.monotonic(), frames))
         elif kind == wire.CANCEL:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
@@ -120,9 +145,9 @@ class Router:
             if inst is not None:
                 back.send_multipart([self.conn_of[inst], *frames], copy=False)
             elif (route := self.stages.get(stage)) is not None and any(
-                f[0] == client and f[1].split(wire.SEP, 2)[1] == call_id for f in route.waiting
+                f[0] == client and f[1].split(wire.SEP, 2)[1] == call_id for _, f in route.waiting
             ):
-                route.waiting.append(frames)  # its TASK waits for an instance: after it
+                route.waiting.append((time.monotonic(), frames))  # after its waiting TASK
         elif kind == wire.CALL_RESULT:  # to the instance that waits for it
             if self.inflight.get((client, call_id)) != stage:
                 return self.drop("a @task result for an instance that does not run the call")
@@ -130,6 +155,7 @@ class Router:
         elif kind == wire.CONTROL:
             if peer != security.APP:
                 return self.drop("a control message from a peer other than the app")
+            self.owner = client
             self._control(client, call_id, stage, key, payload, front)
         else:
             return self.drop(f"a coordinator's message of unknown kind {kind[:8]!r}")
@@ -187,6 +213,8 @@ class Router:
             self.outstanding[inst] -= 1
             self.by_instance[inst].pop((client, call_id), None)
             front.send_multipart([client, env, payload], copy=False)
+            if inst in self.leaving and not self.outstanding[inst]:
+                self._notify(self.leaving[inst], inst, b"its calls have finished", front)
         elif kind in _TO_CALLER:
             fields = env.split(wire.SEP, 3)
             if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
@@ -194,6 +222,8 @@ class Router:
             if kind in _ASKS and fields[2] != inst:
                 return self.drop("a @task call made in another instance's name")
             front.send_multipart([client, env, payload], copy=False)
+        elif kind == wire.PULSE:
+            self._pulse(inst, bytes(payload), front)
         elif kind == wire.READY:
             self._instance_up(inst, front, back)
         elif kind == wire.FAILED:
@@ -213,15 +243,67 @@ class Router:
         self.conn_of[inst] = conn
         self.inst_of[conn] = inst
 
+    # -- health ---------------------------------------------------------------------
+    def _pulse(self, inst: bytes, health: bytes, front: Any) -> None:
+        self.last_pulse[inst] = time.monotonic()
+        verdict, _, why = health.partition(b":")
+        if verdict == b"stuck":
+            self._leave(inst, wire.CTL_REPLACE, why, front)
+        elif verdict == b"recycle":
+            self._leave(inst, wire.CTL_RECYCLE, why, front)
+
+    def _leave(self, inst: bytes, notice: bytes, why: bytes, front: Any) -> None:
+        """``inst`` gets no new calls; a stuck one is replaced now (its calls fail), one
+        to recycle once its calls have finished."""
+        if inst in self.leaving:
+            return
+        self.leaving[inst] = notice
+        route = self.stages[self.stage_of[inst]]
+        if inst in route.live:
+            route.live.remove(inst)
+        if notice == wire.CTL_REPLACE or not self.outstanding.get(inst):
+            self._notify(notice, inst, why, front)
+
+    def _notify(self, notice: bytes, inst: bytes, why: bytes, front: Any) -> None:
+        """Tell the app to replace or stop ``inst``."""
+        if self.owner is not None:
+            env = wire.envelope(wire.CONTROL, b"", notice, inst)
+            front.send_multipart([self.owner, env, why])
+
+    def tick(self, now: float, front: Any) -> None:
+        """Replace instances whose loop fell silent; fail tasks that waited too long
+        for a stage with no live instance."""
+        for inst, last in list(self.last_pulse.items()):
+            limit = self.stages[self.stage_of[inst]].stuck_after
+            if limit and now - last > limit and inst not in self.leaving:
+                why = f"its event loop did not answer for {now - last:.1f} s"
+                self._leave(inst, wire.CTL_REPLACE, why.encode(), front)
+        for name, route in self.stages.items():
+            while (
+                route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT
+            ):
+                _, frames = route.waiting.popleft()
+                kind, call_id = frames[1].split(wire.SEP, 2)[:2]
+                if kind != wire.FEED:
+                    why = (
+                        f"alto: no instance of stage {name.decode()!r} was available for "
+                        f"{UNAVAILABLE_TIMEOUT:.0f} s ({route.last_reason})"
+                    )
+                    front.send_multipart(
+                        [frames[0], wire.envelope(wire.LOST, call_id), why.encode()]
+                    )
+
     def _instance_up(self, inst: bytes, front: Any, back: Any) -> None:
         name = self.stage_of[inst]
         route = self.stages[name]
         route.failed.pop(inst, None)
+        self.leaving.pop(inst, None)
+        self.last_pulse[inst] = time.monotonic()
         if inst not in route.live:
             route.live.append(inst)
             route.live.sort()
         while route.waiting and route.live:
-            frames = route.waiting.popleft()
+            _, frames = route.waiting.popleft()
             kind, call_id = frames[1].split(wire.SEP, 2)[:2]
             if kind == wire.FEED:
                 held_by = self.inflight.get((frames[0], call_id))
@@ -241,7 +323,7 @@ class Router:
         self._gone(inst, reason, front)
         if not route.live and len(route.failed) == len(route.instances):
             while route.waiting:  # nobody will ever run these
-                frames = route.waiting.popleft()
+                _, frames = route.waiting.popleft()
                 kind, call_id = frames[1].split(wire.SEP, 2)[:2]
                 if kind == wire.FEED:
                     continue
@@ -259,6 +341,9 @@ class Router:
         conn = self.conn_of.pop(inst, None)
         if conn is not None:
             self.inst_of.pop(conn, None)
+        self.last_pulse.pop(inst, None)
+        self.leaving.pop(inst, None)
+        route.last_reason = reason
         lost = f"{reason} while running node {name.decode()!r}".encode()
         for client, call_id in self.by_instance.pop(inst, {}):
             self.inflight.pop((client, call_id), None)
@@ -314,12 +399,13 @@ class Router:
 def serve(
     front_address: str,
     back_address: str,
-    stages: Sequence[tuple[str, Sequence[bytes], Any]],
+    stages: Sequence[tuple[str, Sequence[bytes], Any, float]],
     credentials: security.RouterCredentials,
 ) -> None:
     """Run a router until the process is killed (its owner's lifeline ends it)."""
     routes = {
-        name.encode(): StageRoute(tuple(instances), policy) for name, instances, policy in stages
+        name.encode(): StageRoute(tuple(instances), policy, stuck_after)
+        for name, instances, policy, stuck_after in stages
     }
     router = Router(routes)
     ctx = zmq.Context()
@@ -337,8 +423,9 @@ def serve(
     poller.register(gate.sock, zmq.POLLIN)
     poller.register(front, zmq.POLLIN)
     poller.register(back, zmq.POLLIN)
+    next_tick = time.monotonic() + TICK
     while True:
-        events = dict(poller.poll())
+        events = dict(poller.poll(TICK * 1000))
         if gate.sock in events:
             gate.answer()
         if back in events:
@@ -346,6 +433,10 @@ def serve(
         if front in events:
             _drain(front, router, router.from_client, front, back)
         router.answer_ready_waiters(front)
+        now = time.monotonic()
+        if now >= next_tick:
+            router.tick(now, front)
+            next_tick = now + TICK
 
 
 def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> None:

@@ -33,8 +33,17 @@ _ENDS_CALL = TERMINAL | {wire.READY, wire.FAILED}
 class RpcClient:
     """Calls to stages over one connection to a router. Thread-safe."""
 
-    def __init__(self, address: str, credentials: PeerCredentials, *, name: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        credentials: PeerCredentials,
+        *,
+        name: str,
+        on_notice: Callable[[bytes, bytes, str], None] | None = None,
+    ) -> None:
         self._calls: dict[bytes, Deliver] = {}
+        #: the router's notices to the app (command, instance, why), on the I/O thread
+        self._on_notice = on_notice
         self._ids = itertools.count()
         self._endpoint = Endpoint(
             zmq.DEALER, address, self._on_message, credentials=credentials, name=name
@@ -93,7 +102,14 @@ class RpcClient:
         if len(frames) != 2:  # the router sends none such: ignore it
             return
         env, payload = frames
-        kind, call_id = env[:1], env.split(wire.SEP, 2)[1]
+        fields = env.split(wire.SEP, 3)
+        if len(fields) != 4:
+            return
+        kind, call_id, command, instance = fields
+        if kind == wire.CONTROL and not call_id:  # a notice (only the app gets them)
+            if self._on_notice is not None:
+                self._on_notice(command, instance, bytes(payload).decode(errors="replace"))
+            return
         deliver = (self._calls.pop if kind in _ENDS_CALL else self._calls.get)(call_id, None)
         if deliver is not None and not _deliver(deliver, kind, env, payload):
             self.cancel(call_id)  # its caller is gone (e.g. its event loop was closed)

@@ -8,6 +8,8 @@ from typing import Any
 
 #: an instance's threads for sync node code, by default
 DEFAULT_THREADS = 64
+#: seconds of silence from an instance's event loop before it is replaced, by default
+DEFAULT_STUCK_AFTER = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,14 @@ class StageSpec:
     #: each request a pool of its own, so an instance serving many requests needs more
     #: than one request's worth
     threads: int = DEFAULT_THREADS
+    #: an instance that has run this many calls is recycled (replaced once its calls
+    #: have finished); None: never
+    max_calls_per_instance: int | None = None
+    #: an instance whose resident memory passes this many MiB is recycled; None: never
+    max_memory_mb: float | None = None
+    #: an instance whose event loop does not answer for this many seconds is replaced
+    #: (its calls fail with ``StageInstanceLost``); 0: never
+    stuck_after: float = DEFAULT_STUCK_AFTER
 
 
 def routing_key(spec: StageSpec, request_id: str, ancestry: tuple[Any, ...]) -> bytes:

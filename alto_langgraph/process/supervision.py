@@ -1,27 +1,39 @@
-"""Supervision: what a deployment does when one of its processes exits.
+"""Supervision: what a deployment does when one of its processes exits, or is unwell.
 
 The fork server reports every exit of a process it started (on its reader thread).
 An instance that dies is restarted, and the router fails the calls it held with
-``StageInstanceLost``; one that keeps dying (``MAX_RESTARTS`` in ``RESTART_WINDOW``)
-is marked failed, so its stage's calls fail instead of waiting, and is tried again
-once the window has passed. An instance whose code did not load is not restarted: it
-would fail the same way. A router that dies takes the deployment with it: every call
+``StageInstanceLost``. Restarts back off: the first is immediate, each further death
+within ``RESTART_WINDOW`` doubles the wait, up to ``MAX_BACKOFF``, so a burst of
+crashes never takes a stage offline for longer than that (its calls wait for the
+restart in the router). Two cases are not restarted: an instance whose code did not
+load (it would fail the same way), and one that keeps dying before the deployment
+has ever been ready (``MAX_START_RESTARTS``): the start fails, saying why.
+
+The router watches the instances' health (``router.py``) and sends notices: a stuck
+instance is killed and restarted like a crashed one; one to recycle (its
+``max_calls_per_instance`` or memory limit) is stopped once its calls have finished,
+and restarted at once. A router that dies takes the deployment with it: every call
 in flight fails, and the next run starts a new deployment.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any, Protocol
 
 from . import wire
+from .forkserver import STOP_SIGNAL
 from .rpc import RpcClient
 from .worker import EXIT_LOAD_FAILED
 
-#: how often one instance may die and be restarted within ``RESTART_WINDOW`` seconds
-MAX_RESTARTS = 5
+#: the wait before the second restart within ``RESTART_WINDOW``; doubled for each next
+RESTART_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
 RESTART_WINDOW = 60.0
+#: deaths of one instance before the deployment was first ready, before it gives up
+MAX_START_RESTARTS = 3
 
 
 def exit_text(code: int | None) -> str:
@@ -30,6 +42,11 @@ def exit_text(code: int | None) -> str:
     if code < 0:
         return f"was killed by signal {-code}"
     return f"died with exit code {code}"
+
+
+def backoff(deaths: int) -> float:
+    """The wait before restarting an instance that died ``deaths`` times lately."""
+    return 0.0 if deaths <= 1 else min(MAX_BACKOFF, RESTART_BACKOFF * 2 ** (deaths - 2))
 
 
 class Deployment(Protocol):
@@ -44,16 +61,20 @@ class Deployment(Protocol):
     def fail_calls(self, reason: str) -> None: ...
     def teardown(self, reason: str, generation: int | None) -> None: ...
     def spawn_instance(self, name: str, index: int) -> None: ...
+    def kill(self, pid: int, sig: int) -> None: ...
 
 
 class Supervisor:
     """The restart history of one deployment's instances, and what to do on an exit.
 
-    Runs on the fork server's reader thread; spawning waits for that thread, so
-    restarts happen on threads of their own."""
+    Runs on the fork server's reader thread (exits) and the client's I/O thread
+    (notices); spawning waits for the reader thread, so restarts happen on threads
+    of their own."""
 
     def __init__(self) -> None:
-        self._restarts: dict[tuple[str, int], list[float]] = {}
+        self._deaths: dict[tuple[str, int], list[float]] = {}
+        #: instances the app stopped on the router's notice: (notice, why)
+        self._stopped: dict[tuple[str, int], tuple[bytes, str]] = {}
 
     def router_exited(self, deployment: Deployment, generation: int, code: int | None) -> None:
         if not deployment.is_current(generation):
@@ -64,6 +85,20 @@ class Supervisor:
         deployment.fail_calls(reason)
         threading.Thread(target=deployment.teardown, args=(reason, generation), daemon=True).start()
 
+    def notice(self, deployment: Deployment, command: bytes, inst: bytes, why: str) -> None:
+        """The router asks to replace (stuck) or stop (recycle) an instance."""
+        name, _, index = inst.decode(errors="replace").rpartition("#")
+        key = (name, int(index)) if index.isdigit() else None
+        pid = deployment.pids.get(key)
+        if pid is None or key in self._stopped:
+            return
+        if command == wire.CTL_REPLACE:
+            self._stopped[key] = (command, f"was stuck ({why}) and was replaced")
+            deployment.kill(pid, signal.SIGKILL)
+        elif command == wire.CTL_RECYCLE:
+            self._stopped[key] = (command, f"was recycled ({why})")
+            deployment.kill(pid, STOP_SIGNAL)
+
     def instance_exited(
         self, deployment: Deployment, generation: int, name: str, index: int, code: int | None
     ) -> None:
@@ -71,33 +106,45 @@ class Supervisor:
         if not deployment.is_current(generation) or rpc is None:
             return  # an instance of an earlier deployment: its router is gone too
         inst = wire.instance_id(name, index)
-        when = "while running node" if deployment.started else "before it was ready, for node"
-        reason = (
-            f"alto: stage instance {inst.decode()} (pid {deployment.pids.get((name, index))}) "
-            f"{exit_text(code)} {when} {name!r}"
-        )
+        pid = deployment.pids.pop((name, index), None)
+        command, what = self._stopped.pop((name, index), (b"", exit_text(code)))
+        reason = f"alto: stage instance {inst.decode()} (pid {pid}) {what}"
+        if not deployment.started:
+            reason += " before it was ready"
         rpc.tell(wire.CTL_DEAD, inst, reason)
         if code == EXIT_LOAD_FAILED:  # it said why (FAILED), and would fail again
             rpc.tell(wire.CTL_FAILED, inst, reason)
             return
-        now = time.monotonic()
-        recent = [t for t in self._restarts.get((name, index), []) if now - t < RESTART_WINDOW]
-        if code is None or len(recent) >= MAX_RESTARTS:
-            # keeps dying (or nothing can restart it): fail its stage's waiting calls
-            why = f"{reason}; not restarted ({len(recent)} restarts in {RESTART_WINDOW:.0f} s)"
-            rpc.tell(wire.CTL_FAILED, inst, why)
-            if code is not None:  # try again once the window has passed
-                self._restarts[(name, index)] = []
-                retry = threading.Timer(
-                    RESTART_WINDOW, self.restart, args=(deployment, generation, name, index, reason)
-                )
-                retry.daemon = True
-                retry.start()
+        if code is None:
+            rpc.tell(wire.CTL_FAILED, inst, f"{reason}; not restarted")
             return
-        self._restarts[(name, index)] = [*recent, now]
-        threading.Thread(
-            target=self.restart, args=(deployment, generation, name, index, reason), daemon=True
-        ).start()
+        if command == wire.CTL_RECYCLE:  # not a failure: its successor starts now
+            self._restart_after(0.0, deployment, generation, name, index, reason)
+            return
+        now = time.monotonic()
+        deaths = [t for t in self._deaths.get((name, index), []) if now - t < RESTART_WINDOW]
+        deaths.append(now)
+        self._deaths[(name, index)] = deaths
+        if not deployment.started and len(deaths) > MAX_START_RESTARTS:
+            why = f"{reason}; not restarted (it died {len(deaths)} times while starting)"
+            rpc.tell(wire.CTL_FAILED, inst, why)
+            return
+        self._restart_after(backoff(len(deaths)), deployment, generation, name, index, reason)
+
+    def _restart_after(
+        self,
+        delay: float,
+        deployment: Deployment,
+        generation: int,
+        name: str,
+        index: int,
+        reason: str,
+    ) -> None:
+        timer = threading.Timer(
+            delay, self.restart, args=(deployment, generation, name, index, reason)
+        )
+        timer.daemon = True
+        timer.start()
 
     @staticmethod
     def restart(

@@ -49,6 +49,9 @@ CANCEL = b"X"  # the caller gave up on a call (timeout, cancelled request)
 READY = b"Y"  # an instance is up (instance -> router), or all are (router -> coordinator)
 FAILED = b"F"  # an instance could not start (payload: reason, utf-8)
 CONTROL = b"C"  # coordinator -> router: stage field names the command
+#   (router -> the app, with no call id: a notice, see CTL_REPLACE and CTL_RECYCLE)
+PULSE = b"U"  # an instance's event loop is alive (instance -> router, every PULSE_EVERY s;
+#   payload: b"" when healthy, b"stuck:WHY" or b"recycle:WHY")
 
 # control commands (stage field of a CONTROL envelope)
 CTL_WAIT_READY = b"wait-ready"  # reply READY once every instance is up, FAILED if one failed
@@ -56,6 +59,12 @@ CTL_DEAD = b"dead"  # routing key field: the instance id; payload: why
 CTL_RESTARTED = b"restarted"  # routing key field: the instance id (it will send READY)
 CTL_FAILED = b"failed"  # routing key field: the instance id, given up on; payload: why
 CTL_STATS = b"stats"  # reply READY with payload: repr of per-instance counters
+# notices, router -> app (routing key field: the instance id; payload: why)
+CTL_REPLACE = b"replace"  # the instance is stuck: kill it (supervision restarts it)
+CTL_RECYCLE = b"recycle"  # the instance has drained after asking to be recycled: stop it
+
+#: how often an instance's event loop reports that it is alive
+PULSE_EVERY = 0.5
 
 #: the stream id of a FEED carrying the reason of a drain requested of the call's run
 #: (``Runtime.control``) while its node runs

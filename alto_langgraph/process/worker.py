@@ -10,11 +10,13 @@ messages ahead of its ``RESULT``/``ERROR``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -57,6 +59,8 @@ def serve(
     front_address: str = "",
     lm_routes: dict[str, str] | None = None,
     threads: int = 64,
+    max_calls: int | None = None,
+    max_memory_mb: float | None = None,
 ) -> None:
     global IN_STAGE_INSTANCE
     IN_STAGE_INSTANCE = True
@@ -68,12 +72,11 @@ def serve(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # sync node code runs on the loop's default executor (as LangGraph runs it there)
-    loop.set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alto-node")
-    )
+    instance = StageInstance(stage, identity, loop, credentials, threads)
+    loop.set_default_executor(_CallThreads(instance, threads))
     # through the loop, which wakes the main thread whichever thread the signal hits
     loop.add_signal_handler(STOP_SIGNAL, exit_now)
-    instance = StageInstance(stage, identity, loop, credentials)
+    instance.max_calls, instance.max_memory_mb = max_calls, max_memory_mb
     loop.run_until_complete(instance.serve(back_address, code))
 
 
@@ -87,6 +90,7 @@ class StageInstance:
         identity: bytes,
         loop: asyncio.AbstractEventLoop,
         credentials: security.PeerCredentials,
+        threads: int = 64,
     ) -> None:
         self.stage = stage
         self.identity = identity
@@ -101,6 +105,16 @@ class StageInstance:
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
         #: messages that could not be handled (malformed)
         self.dropped = 0
+        # health (``pulse``): the pool's threads each call holds, and the calls whose
+        # caller gave up while their code still ran on threads (it cannot be stopped);
+        # calls run, against the recycling limits
+        self.threads = threads
+        self._threads_lock = threading.Lock()
+        self.busy: collections.Counter[tuple[bytes, bytes]] = collections.Counter()
+        self.abandoned: set[tuple[bytes, bytes]] = set()
+        self.calls = 0
+        self.max_calls: int | None = None
+        self.max_memory_mb: float | None = None
         self.context = zmq.asyncio.Context()
         self.sock = self.context.socket(zmq.DEALER)
         credentials.apply(self.sock)  # the router knows this instance by them
@@ -133,6 +147,7 @@ class StageInstance:
             raise SystemExit(EXIT_LOAD_FAILED) from None
         ready = wire.envelope(wire.READY, b"", self.stage.encode())
         await self.sock.send_multipart([b"", ready, b""])
+        self._pulse = self.loop.create_task(self.pulse())
         while True:
             frames = await self.sock.recv_multipart()
             try:
@@ -153,6 +168,9 @@ class StageInstance:
             task = self.loop.create_task(self.run(client, call_id, payload))
             self.running[(client, call_id)] = task
             task.add_done_callback(lambda _, k=(client, call_id): self._ended(k))
+            self.calls += 1
+            if self.calls == self.max_calls:  # no more calls for us: say so now
+                self.send_pulse()
         elif kind == wire.FEED:
             table = self.inputs.get((client, call_id))
             if table is not None:
@@ -169,6 +187,51 @@ class StageInstance:
                 except Exception as exc:  # fails that @task call, not the instance
                     ok, value = False, exc
                 relay.settle(fut, ok, value)
+
+    # -- health -------------------------------------------------------------------------
+    async def pulse(self) -> None:
+        """Tell the router this event loop is alive, and how the instance is."""
+        while True:
+            self.send_pulse()
+            await asyncio.sleep(wire.PULSE_EVERY)
+
+    def send_pulse(self) -> None:
+        self.send([b"", wire.envelope(wire.PULSE), self.health()])
+
+    def health(self) -> bytes:
+        """b"" (well), b"stuck:WHY" (replace me) or b"recycle:WHY" (once my calls end)."""
+        if self.abandoned_threads() >= self.threads:
+            why = (
+                f"all {self.threads} of its threads are held by calls their callers gave up "
+                "on, which still run"
+            )
+            return b"stuck:" + why.encode()
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            why = f"it has run {self.calls} calls (max_calls_per_instance={self.max_calls})"
+            return b"recycle:" + why.encode()
+        if self.max_memory_mb is not None:
+            rss = resident_mb()
+            if rss > self.max_memory_mb:
+                why = f"its memory ({rss:.0f} MiB) passed max_memory_mb={self.max_memory_mb}"
+                return b"recycle:" + why.encode()
+        return b""
+
+    def thread_started(self, call: tuple[bytes, bytes] | None) -> None:
+        if call is not None:
+            with self._threads_lock:
+                self.busy[call] += 1
+
+    def thread_ended(self, call: tuple[bytes, bytes] | None) -> None:
+        if call is not None:
+            with self._threads_lock:
+                self.busy[call] -= 1
+                if self.busy[call] <= 0:
+                    del self.busy[call]
+                    self.abandoned.discard(call)
+
+    def abandoned_threads(self) -> int:
+        with self._threads_lock:
+            return sum(self.busy[call] for call in self.abandoned)
 
     def _ended(self, call: tuple[bytes, bytes]) -> None:
         """A call is over (or was cancelled before it began): a fold still reading its
@@ -211,7 +274,7 @@ class StageInstance:
             control.request_drain(early)
         self.controls[call] = control
 
-    def _run_sync(
+    async def _run_sync(
         self, value: Any, config: dict[str, Any], chunk_out: Callable[[Any], None] | None
     ) -> Any:
         """``invoke`` (or, with ``chunk_out``, ``stream``) the node on a thread of the
@@ -225,9 +288,10 @@ class StageInstance:
                 chunk_out(chunk)
             return None
 
-        return self.loop.run_in_executor(None, contextvars.copy_context().run, call)
+        return await self.loop.run_in_executor(None, contextvars.copy_context().run, call)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
+        CURRENT_CALL.set((client, call_id))  # for the threads its sync code takes
         send = self.send
         link = _Link(self, client, call_id)
         inputs = self.inputs.get((client, call_id), {})
@@ -261,6 +325,9 @@ class StageInstance:
             # (node code's SystemExit or KeyboardInterrupt too: they end its call, not us)
             reply = [client, wire.envelope(wire.ERROR, call_id), shipping.dumps_error(exc)]
             if isinstance(exc, asyncio.CancelledError):  # the caller gave up
+                with self._threads_lock:  # code still running on threads runs on
+                    if self.busy.get((client, call_id)):
+                        self.abandoned.add((client, call_id))
                 send(reply)
                 raise
         finally:
@@ -269,6 +336,44 @@ class StageInstance:
             reads = shipping.dumps_value(value._log.state(), "reads")
             send([client, wire.envelope(wire.READS, call_id), reads])
         send(reply)
+
+
+#: the call (client, call id) whose task is running, in its context
+CURRENT_CALL: contextvars.ContextVar[tuple[bytes, bytes] | None] = contextvars.ContextVar(
+    "alto_call", default=None
+)
+
+
+class _CallThreads(concurrent.futures.ThreadPoolExecutor):
+    """The instance's pool for sync code (ours, and LangChain's ``run_in_executor``):
+    it counts the threads each call holds, so that an instance whose threads are all
+    held by calls their callers gave up on can be told apart from a busy one."""
+
+    def __init__(self, instance: StageInstance, threads: int) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="alto-node")
+        self.instance = instance
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        call, instance = CURRENT_CALL.get(), self.instance
+
+        def tracked() -> Any:
+            instance.thread_started(call)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                instance.thread_ended(call)
+
+        return super().submit(tracked)
+
+
+def resident_mb() -> float:
+    """This process's resident memory, in MiB (Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 class _Link:

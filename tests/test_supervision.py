@@ -1,0 +1,223 @@
+"""Supervision that heals: restarts that back off instead of giving a stage up, stuck
+instances replaced, workers recycled by calls or memory, and pids and stats that
+show live instances only."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import signal
+import threading
+import time
+from typing import Annotated, Any
+
+import pytest
+from langgraph.graph import START, StateGraph
+from langgraph.types import RetryPolicy, Send
+from typing_extensions import TypedDict
+
+from alto_langgraph.errors import StageInstanceLost
+from alto_langgraph.process.deployment import _pid_alive
+from alto_langgraph.process.supervision import MAX_BACKOFF, backoff
+
+
+class Log(TypedDict):
+    log: Annotated[list, operator.add]
+
+
+def _one_node(fn: Any, **kwargs: Any) -> StateGraph:
+    g = StateGraph(Log)
+    g.add_node("work", fn, **kwargs)
+    g.add_edge(START, "work")
+    return g
+
+
+def _pid_of(app: Any, key: tuple[str, int], timeout: float = 5.0) -> int:
+    """The pid of a live instance (waiting for a restart to finish)."""
+    deadline = time.monotonic() + timeout
+    while (pid := app.deployment.pids.get(key)) is None:
+        assert time.monotonic() < deadline, f"{key} did not come back within {timeout} s"
+        time.sleep(0.01)
+    return pid
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    waits = [backoff(n) for n in range(1, 10)]
+    assert waits[0] == 0.0  # the first restart is immediate
+    assert all(b >= a for a, b in zip(waits, waits[1:], strict=False))
+    assert waits[-1] == MAX_BACKOFF <= 1.0
+
+
+def _pid_node(s: dict) -> dict:
+    return {"log": [os.getpid()]}
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_kill_storm_never_takes_the_stage_down(retry: bool) -> None:
+    """20 kills, one every 50 ms, while requests run: with a RetryPolicy every request
+    is answered; without, requests fail only with the kill's reason, and the stage is
+    never without an instance for longer than the backoff's cap plus a start."""
+    policy = RetryPolicy(max_attempts=50, initial_interval=0.01, jitter=False) if retry else None
+    g = _one_node(_pid_node, retry_policy=policy)
+    with g.compile(backend="alto", executor="process", start="compile") as app:
+        stop = threading.Event()
+        gaps: list[float] = []
+
+        def storm() -> None:
+            for _ in range(20):
+                t0 = time.monotonic()
+                pid = _pid_of(app, ("work", 0), timeout=10)
+                gaps.append(time.monotonic() - t0)
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.05)
+            stop.set()
+
+        killer = threading.Thread(target=storm)
+        killer.start()
+        answered, failed = 0, []
+        while not stop.is_set():
+            try:
+                assert app.invoke({"log": []})["log"]
+                answered += 1
+            except StageInstanceLost as exc:
+                failed.append(str(exc))
+        killer.join()
+        if retry:
+            assert not failed
+        assert all("was killed by signal 9 while running node 'work'" in f for f in failed)
+        assert max(gaps) < MAX_BACKOFF + 1.0, gaps  # never down for longer
+        assert app.invoke({"log": []})["log"]  # and it still serves
+        assert answered > 0
+
+
+async def _blocks_the_loop(s: dict) -> dict:
+    if not s["log"]:
+        time.sleep(60)  # a sync call in async code: the instance's event loop stops
+    return {"log": [os.getpid()]}
+
+
+def test_an_instance_whose_loop_is_blocked_is_replaced() -> None:
+    g = _one_node(_blocks_the_loop)
+    with g.compile(
+        backend="alto", executor="process", start="compile", stages={"work": {"stuck_after": 1.0}}
+    ) as app:
+        victim = app.deployment.pids[("work", 0)]
+        t0 = time.monotonic()
+        with pytest.raises(StageInstanceLost, match="was stuck .its event loop did not answer"):
+            asyncio.run(app.ainvoke({"log": []}))
+        assert time.monotonic() - t0 < 5.0  # replaced within the target
+        assert not _pid_alive(victim)
+        out = asyncio.run(app.ainvoke({"log": ["go"]}))
+        assert out["log"][-1] == _pid_of(app, ("work", 0)) != victim
+
+
+def _holds_its_thread(s: dict) -> dict:
+    if not s["log"]:
+        time.sleep(60)  # its caller gives up; the thread cannot be stopped
+    return {"log": [os.getpid()]}
+
+
+def test_an_instance_whose_threads_are_all_abandoned_is_replaced() -> None:
+    g = _one_node(_holds_its_thread)
+    with g.compile(
+        backend="alto", executor="process", start="compile", stages={"work": {"threads": 2}}
+    ) as app:
+        victim = app.deployment.pids[("work", 0)]
+
+        async def give_up() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(app.ainvoke({"log": []}), 0.3)
+
+        for _ in range(2):
+            asyncio.run(give_up())
+        deadline = time.monotonic() + 5.0
+        while _pid_alive(victim):
+            assert time.monotonic() < deadline, "the starved instance was not replaced"
+            time.sleep(0.05)
+        assert app.invoke({"log": ["go"]})["log"][-1] == _pid_of(app, ("work", 0)) != victim
+
+
+def _fan_out(n: int) -> StateGraph:
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("work", _pid_node)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("work", {}) for _ in range(n)])
+    return g
+
+
+def test_max_calls_per_instance_recycles_without_failing_a_call() -> None:
+    with _fan_out(1).compile(
+        backend="alto",
+        executor="process",
+        start="compile",
+        stages={"work": {"max_calls_per_instance": 3}},
+    ) as app:
+        served = [app.invoke({"log": []})["log"][0] for _ in range(9)]
+    # three calls per instance, each instance a new process
+    assert [served[i] == served[i - 1] for i in range(1, 9)] == [
+        True, True, False, True, True, False, True, True,
+    ]  # fmt: skip
+    assert len(set(served)) == 3
+
+
+_hoard: list[bytes] = []
+
+
+def _grows(s: dict) -> dict:
+    _hoard.append(b"x" * (40 << 20))  # a leak: 40 MiB a call, never freed
+    return {"log": [os.getpid()]}
+
+
+def test_a_memory_limit_recycles_a_leaking_worker() -> None:
+    from alto_langgraph.process.worker import resident_mb
+
+    limit = resident_mb() + 100  # a fork starts at about the app's size
+    g = _one_node(_grows)
+    with g.compile(
+        backend="alto",
+        executor="process",
+        start="compile",
+        stages={"work": {"max_memory_mb": limit}},
+    ) as app:
+        served = []
+        for _ in range(12):
+            served.append(app.invoke({"log": []})["log"][0])
+            time.sleep(0.1)  # a pulse reports the memory
+    assert len(set(served)) >= 2  # recycled at least once, and no call failed
+
+
+def test_pids_and_stats_show_live_instances_only() -> None:
+    with _one_node(_pid_node).compile(
+        backend="alto", executor="process", start="compile", replicas={"work": 2}
+    ) as app:
+        victim = app.deployment.pids[("work", 1)]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while app.deployment.pids.get(("work", 1)) in (victim, None):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert victim not in app.deployment.pids.values()
+        assert all(_pid_alive(p) for p in app.deployment.pids.values())
+        deadline = time.monotonic() + 5
+        while app.deployment.stats()["live"]["work"] != ["work#0", "work#1"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+async def _slow(s: dict) -> dict:
+    await asyncio.sleep(0.5)
+    return {"log": [os.getpid()]}
+
+
+def test_an_idle_death_is_not_reported_as_running_a_node() -> None:
+    """A call that waits for the stage while its only instance restarts is served by
+    the next instance; only the calls an instance held hear "while running node"."""
+    g = _fan_out(1)
+    with g.compile(backend="alto", executor="process", start="compile") as app:
+        idle = app.deployment.pids[("work", 0)]
+        os.kill(idle, signal.SIGKILL)
+        out = app.invoke({"log": []})  # sent while the instance was dead or restarting
+        assert out["log"] == [_pid_of(app, ("work", 0))]
+        assert out["log"][0] != idle

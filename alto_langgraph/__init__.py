@@ -27,6 +27,7 @@ from .errors import (
     ShippingError,
     StageError,
     StageInstanceLost,
+    StageOverloaded,
 )
 from .graph import AltoCompiledStateGraph
 from .options import AltoOptions
@@ -45,6 +46,7 @@ __all__ = [
     "ShippingError",
     "StageError",
     "StageInstanceLost",
+    "StageOverloaded",
     "StreamRef",
     "aggregate",
     "compile",

@@ -32,6 +32,12 @@ class StageInstanceLost(AltoError, ConnectionError):
     ``ConnectionError``, so LangGraph's default ``RetryPolicy`` retries the node."""
 
 
+class StageOverloaded(AltoError, ConnectionError):
+    """A call found every instance it could go to at its stage's ``max_pending``
+    calls, and was refused at once. A ``ConnectionError``, so a ``RetryPolicy``
+    retries it (after its backoff): that is how a producer waits for room."""
+
+
 class RoutingError(AltoError, RuntimeError):
     """A stage's routing policy picked no live instance for a call (it returned
     something else); the call fails, the router goes on serving."""
@@ -73,6 +79,7 @@ __all__ = [
     "DeploymentError",
     "EngineError",
     "RoutingError",
+    "StageOverloaded",
     "ShippingError",
     "StageError",
     "StageInstanceLost",

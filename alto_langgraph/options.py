@@ -30,6 +30,7 @@ STAGE_SETTINGS = (
     "max_calls_per_instance",
     "max_memory_mb",
     "stuck_after",
+    "max_pending",
 )
 #: the most instances of one stage, and threads of one instance (a typo's million
 #: processes would take the machine down before any error could be read)
@@ -62,7 +63,9 @@ class AltoOptions:
         it stays where it runs), ``max_calls_per_instance`` and ``max_memory_mb``
         (an instance past either is recycled: it gets no new calls, and is replaced
         once its calls have finished), ``stuck_after`` (seconds an instance's event
-        loop may not answer before it is replaced, default 3; 0: never).
+        loop may not answer before it is replaced, default 3; 0: never),
+        ``max_pending`` (the most calls one instance holds; a call beyond fails at
+        once with ``StageOverloaded``, which a ``RetryPolicy`` retries).
     run_ahead: False turns run-ahead off for the whole app: every task waits for its
         superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
@@ -268,6 +271,7 @@ def _merge(
             ("gpus", 0, None),
             ("threads", 1, MAX_THREADS),
             ("max_calls_per_instance", 1, None),
+            ("max_pending", 1, None),
         ):
             value = fields.get(key, least)
             if (

@@ -78,7 +78,7 @@ def live_router(
         front, back = (f"tcp://127.0.0.1:{p}" for p in ports)
     keyring = security.Keyring(transport)
     table = [
-        (name, [wire.instance_id(name, i) for i in range(n)], policy or LeastOutstanding(), 0.0)
+        (name, [wire.instance_id(name, i) for i in range(n)], policy or LeastOutstanding(), {})
         for name, n, policy in stages
     ]
     peers = [security.APP, *(i for _, ids, _, _ in table for i in ids)]

@@ -221,3 +221,36 @@ def test_an_idle_death_is_not_reported_as_running_a_node() -> None:
         out = app.invoke({"log": []})  # sent while the instance was dead or restarting
         assert out["log"] == [_pid_of(app, ("work", 0))]
         assert out["log"][0] != idle
+
+
+# -- backpressure ---------------------------------------------------------------------
+
+
+def _slow_fan_out(n: int, **node: Any) -> StateGraph:
+    def slow(p: dict) -> dict:
+        time.sleep(0.2)
+        return {"log": [p["i"]]}
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": []})
+    g.add_node("work", slow, **node)
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("work", {"i": i}) for i in range(n)])
+    return g
+
+
+def test_max_pending_refuses_at_once_and_a_retry_policy_waits_for_room() -> None:
+    from alto_langgraph.errors import StageOverloaded
+
+    limits = {"stages": {"work": {"max_pending": 2}}, "start": "compile"}
+    with _slow_fan_out(5).compile(backend="alto", executor="process", **limits) as app:
+        t0 = time.monotonic()
+        with pytest.raises(StageOverloaded, match=r"stage 'work' is overloaded.*max_pending=2"):
+            app.invoke({"log": []})
+        assert time.monotonic() - t0 < 1.0  # refused, not queued
+        assert app.deployment.stats()["outstanding"]["work#0"] <= 2
+    retry = RetryPolicy(max_attempts=100, initial_interval=0.05, jitter=False, backoff_factor=1)
+    with _slow_fan_out(5, retry_policy=retry).compile(
+        backend="alto", executor="process", **limits
+    ) as app:
+        assert sorted(app.invoke({"log": []})["log"]) == [0, 1, 2, 3, 4]

@@ -74,6 +74,7 @@ class Stage:
     max_calls_per_instance: int | None = None
     max_memory_mb: float | None = None
     stuck_after: float = DEFAULT_STUCK_AFTER
+    max_pending: int | None = None
     #: the routing policy: a name in ``routing.POLICIES``, an object, or None (by
     #: ``stateful``: consistent hash, else least outstanding)
     policy: Any = None
@@ -107,6 +108,7 @@ class Stage:
             max_calls_per_instance=self.max_calls_per_instance,
             max_memory_mb=self.max_memory_mb,
             stuck_after=self.stuck_after,
+            max_pending=self.max_pending,
         )
 
 

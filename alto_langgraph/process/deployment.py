@@ -111,7 +111,7 @@ class Deployment:
                         name,
                         instances[name],
                         make_policy(s.policy, stateful=s.stateful),
-                        s.stuck_after,
+                        s.router_limits(),
                     )
                     for name, s in self.specs.items()
                 ]

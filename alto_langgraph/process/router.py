@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from ..errors import RoutingError
+from ..errors import RoutingError, StageOverloaded
 from . import security, shipping, wire
 from .routing import RoutingPolicy
 
@@ -71,6 +71,8 @@ class StageRoute:
     policy: RoutingPolicy
     #: seconds of silence before an instance is replaced (0: never)
     stuck_after: float = 0.0
+    #: the most calls one instance holds (None: no limit)
+    max_pending: int | None = None
     live: list[bytes] = dataclasses.field(default_factory=list)
     failed: dict[bytes, str] = dataclasses.field(default_factory=dict)
     #: task messages that arrived while no instance was live (startup, restart), with
@@ -177,8 +179,14 @@ class Router:
                     f"{name.decode()!r} picked {inst!r}, which is not one of its live "
                     f"instances ({live})"
                 )
+            if route.max_pending is not None and self.outstanding[inst] >= route.max_pending:
+                raise StageOverloaded(
+                    f"alto: stage {name.decode()!r} is overloaded: its instance "
+                    f"{inst.decode()} already holds {self.outstanding[inst]} calls "
+                    f"(max_pending={route.max_pending})"
+                )
         except Exception as exc:  # the policy is user code: it fails this call only
-            if not isinstance(exc, RoutingError):
+            if not isinstance(exc, (RoutingError, StageOverloaded)):
                 exc.add_note(
                     f"alto: raised by the routing policy {type(route.policy).__name__} "
                     f"of stage {name.decode()!r}, in the router process"
@@ -399,13 +407,13 @@ class Router:
 def serve(
     front_address: str,
     back_address: str,
-    stages: Sequence[tuple[str, Sequence[bytes], Any, float]],
+    stages: Sequence[tuple[str, Sequence[bytes], Any, dict[str, Any]]],
     credentials: security.RouterCredentials,
 ) -> None:
     """Run a router until the process is killed (its owner's lifeline ends it)."""
     routes = {
-        name.encode(): StageRoute(tuple(instances), policy, stuck_after)
-        for name, instances, policy, stuck_after in stages
+        name.encode(): StageRoute(tuple(instances), policy, **limits)
+        for name, instances, policy, limits in stages
     }
     router = Router(routes)
     ctx = zmq.Context()

@@ -39,6 +39,13 @@ class StageSpec:
     #: an instance whose event loop does not answer for this many seconds is replaced
     #: (its calls fail with ``StageInstanceLost``); 0: never
     stuck_after: float = DEFAULT_STUCK_AFTER
+    #: the most calls one instance holds at once; beyond, a call fails at once with
+    #: ``StageOverloaded`` (as Ray's ``max_pending_calls``); None: no limit
+    max_pending: int | None = None
+
+    def router_limits(self) -> dict[str, Any]:
+        """What the router enforces for this stage (``router.StageRoute``)."""
+        return {"stuck_after": self.stuck_after, "max_pending": self.max_pending}
 
 
 def routing_key(spec: StageSpec, request_id: str, ancestry: tuple[Any, ...]) -> bytes:

@@ -58,6 +58,13 @@ def compile(graph: StateGraph | CompiledStateGraph, **options: Any) -> AltoCompi
     """
     if isinstance(graph, AltoCompiledStateGraph):
         raise TypeError("alto_langgraph.compile: this graph is already compiled for alto")
+    if "backend" in options:
+        # else StateGraph.compile's "got multiple values for keyword argument 'backend'"
+        raise TypeError(
+            "alto_langgraph.compile always compiles for alto: backend= is an argument "
+            "of StateGraph.compile, not of alto_langgraph.compile "
+            f"(got backend={options['backend']!r})"
+        )
     if isinstance(graph, CompiledStateGraph):
         builder = graph.builder
         inherited = {

@@ -104,6 +104,12 @@ class AltoOptions:
                 raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
         if not isinstance(self.run_ahead, bool):
             raise ValueError(f"alto option run_ahead must be True or False, got {self.run_ahead!r}")
+        # checked here, not at bind time: a non-string host failed deep in the socket
+        # module ("str, bytes or bytearray expected"), an empty one killed the router
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(
+                f"alto option host must be a non-empty address or host name, got {self.host!r}"
+            )
         per_stage = self._per_stage()
         placing = {n for n, st in per_stage.items() if set(st) - set(SCHEDULING_SETTINGS)}
         if placing and self.executor == "inline":
@@ -126,10 +132,29 @@ class AltoOptions:
         """Stage name -> its settings, from the config file then the keywords."""
         merged: dict[str, dict[str, Any]] = {}
         paths = [self.config] if isinstance(self.config, (str, os.PathLike)) else self.config
+        # a number, a dict or a None in the list failed with "'int' object is not
+        # iterable" or read a dict's keys as file names: say what config takes
+        if paths is not None and (
+            not isinstance(paths, (list, tuple))
+            or not all(isinstance(p, (str, os.PathLike)) for p in paths)
+        ):
+            raise TypeError(
+                "alto option config must be a TOML file path or a list of them, "
+                f"got {self.config!r}"
+            )
+        # where each stage name was set: an unknown one's error names its file
+        origins: dict[Any, list[str]] = {}
+
+        def merge(stages: Any, instances: Any, where: str) -> None:
+            _merge(merged, stages, instances, where)
+            for name in (*stages, *instances):
+                origins.setdefault(name, []).append(where)
+
         for path in paths or ():
             stages, instances = _read_config(path)
-            _merge(merged, stages, instances, f"config file {os.fspath(path)!r}")
-        _merge(merged, self.stages or {}, self.replicas or {}, "options")
+            merge(stages, instances, f"config file {os.fspath(path)!r}")
+        merge(self.stages or {}, self.replicas or {}, "options")
+        object.__setattr__(self, "_origins", origins)
         return merged
 
     def stage_settings(self, name: str) -> dict[str, Any]:
@@ -138,10 +163,14 @@ class AltoOptions:
         return dict(self._settings.get(name, {}))  # type: ignore[attr-defined]
 
     def check_stage_names(self, known: Sequence[str]) -> None:
-        unknown = sorted(set(self._settings) - set(known))  # type: ignore[attr-defined]
+        # key=repr: names of mixed types (a typo's int) must not fail the sort itself
+        unknown = sorted(set(self._settings) - set(known), key=repr)  # type: ignore[attr-defined]
         if unknown:
+            origins = self._origins  # type: ignore[attr-defined]
+            where = dict.fromkeys(w for n in unknown for w in origins.get(n, ()))
             raise ValueError(
-                f"alto: no stage named {', '.join(map(repr, unknown))} in this graph; "
+                f"alto: no stage named {', '.join(map(repr, unknown))} in this graph "
+                f"(named in {', '.join(where) or 'options'}); "
                 f"its stages are: {', '.join(map(repr, known)) or '(none)'}"
             )
 
@@ -236,7 +265,8 @@ def _read_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
             data = tomllib.load(f)
     except OSError as exc:
         raise ValueError(f"alto: cannot read config file {os.fspath(path)!r}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        # UnicodeDecodeError: a file that is not UTF-8 (tomllib's own error names no file)
         raise ValueError(f"alto: config file {os.fspath(path)!r} is not valid TOML: {exc}") from exc
     extra = sorted(set(data) - {"stages", "instances"})
     if extra:
@@ -253,8 +283,16 @@ def _merge(
     instances: Mapping[str, Any],
     where: str,
 ) -> None:
-    if not isinstance(stages, Mapping) or not isinstance(instances, Mapping):
-        raise TypeError(f"alto {where}: stages and replicas must map stage names to values")
+    # each named, with what it got (one message for both named neither)
+    if not isinstance(stages, Mapping):
+        raise TypeError(
+            f"alto {where}: stages must map stage names to tables of settings, got {stages!r}"
+        )
+    if not isinstance(instances, Mapping):
+        raise TypeError(
+            f"alto {where}: replicas ([instances]) must map stage names to counts, "
+            f"got {instances!r}"
+        )
     for name, fields in stages.items():
         if not isinstance(fields, Mapping):
             raise TypeError(
@@ -299,7 +337,10 @@ def _merge(
                 )
         for key in ("stateful", "process", "run_ahead"):
             if key in fields and not isinstance(fields[key], bool):
-                raise ValueError(f"alto {where}: stage {name!r}: {key} must be true or false")
+                raise ValueError(  # with the value, as the other settings' errors
+                    f"alto {where}: stage {name!r}: {key} must be true or false, "
+                    f"got {fields[key]!r}"
+                )
         if fields.get("policy") is not None:
             try:
                 make_policy(fields["policy"], stateful=bool(fields.get("stateful")))

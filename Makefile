@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench: $(VENV)/.bench
 	$(BIN)/python comparisons/streaming.py
 	$(BIN)/python comparisons/lm_batching.py
 	$(BIN)/python comparisons/lm_routing.py
+
+# the process runtime under kill storms, a stuck worker, attacks and a 20,000-request
+# soak (about 5 minutes); fails if a target is missed
+soak: $(VENV)/.bench
+	$(BIN)/python comparisons/reliability.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR) .pytest_cache .benchmarks

@@ -1,6 +1,6 @@
 """The router on its own: per-hop forwarding latency and messages per second.
 
-    python comparisons/router.py [--count 20000] [--window 500]
+    python comparisons/router.py [--count 20000] [--window 500] [--transport ipc|tcp]
 
 Starts alto's router process (as a deployment does) and a bare echo instance (a zmq
 socket in its own process that sends every task straight back), then measures from a
@@ -24,6 +24,7 @@ import argparse
 import json
 import operator
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,9 @@ PAYLOAD = os.urandom(128)
 
 
 def echo(address: str, identity: bytes, bind: bool) -> None:
-    """An instance that answers every task at once (runs in its own process)."""
+    """An instance that answers every task at once (runs in its own process); one
+    that connects to the router reads its credentials from stdin, as pickled
+    ``PeerCredentials``."""
     from alto_langgraph.process import wire
 
     sock = zmq.Context().socket(zmq.DEALER)
@@ -56,6 +59,7 @@ def echo(address: str, identity: bytes, bind: bool) -> None:
     if bind:
         sock.bind(address)
     else:
+        pickle.loads(sys.stdin.buffer.read()).apply(sock)
         sock.connect(address)
         sock.send_multipart([b"", wire.envelope(wire.READY, b"", b"echo"), b""])
     while True:
@@ -105,38 +109,67 @@ def _throughput(sock: Any, count: int, window: int) -> float:
     return time.perf_counter() - t0
 
 
-def measure(count: int, window: int) -> dict[str, Any]:
-    from alto_langgraph.process.deployment import _cloudpickled
+def start(transport: str) -> dict[str, Any]:
+    """alto's router (with a deployment's credentials), an echo instance behind it,
+    another reached directly, and a client of each. ``stop(started)`` ends them."""
+    from alto_langgraph.process import security
+    from alto_langgraph.process.deployment import _cloudpickled, _free_ports
     from alto_langgraph.process.forkserver import fork_server
     from alto_langgraph.process.routing import LeastOutstanding
 
-    tmp = tempfile.mkdtemp(prefix="alto-bench-")
-    front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))
+    if transport == "ipc":
+        tmp = tempfile.mkdtemp(prefix="alto-bench-")
+        front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))
+    else:
+        front, back, direct = (f"tcp://127.0.0.1:{p}" for p in _free_ports("127.0.0.1", 3))
+    keyring = security.Keyring(transport)
     server = fork_server()
     router = server.spawn(
         "router",
         {
             "front_address": front,
             "back_address": back,
-            "stages": _cloudpickled([("echo", [b"echo#0"], LeastOutstanding())]),
+            "stages": _cloudpickled([("echo", [b"echo#0"], LeastOutstanding(), {})]),
+            "credentials": keyring.router([security.APP, b"echo#0"]),
         },
         {},
         lambda code: None,
     )
     me = [sys.executable, __file__, "--echo"]
-    echoes = [
-        subprocess.Popen([*me, back, "echo#0", "connect"]),
-        subprocess.Popen([*me, direct, "direct", "bind"]),
-    ]
+    behind = subprocess.Popen([*me, back, "echo#0", "connect"], stdin=subprocess.PIPE)
+    assert behind.stdin is not None
+    behind.stdin.write(pickle.dumps(keyring.peer(b"echo#0")))
+    behind.stdin.close()
+    echoes = [behind, subprocess.Popen([*me, direct, "direct", "bind"])]
     ctx = zmq.Context()
-    out: dict[str, Any] = {}
+    client = ctx.socket(zmq.DEALER)
+    keyring.peer(security.APP).apply(client)
+    client.connect(front)
+    peer = ctx.socket(zmq.ROUTER)  # the echo reached without the router
+    peer.connect(direct)
+    time.sleep(0.5)  # both echoes connected and READY
+    return {
+        "via": client,
+        "direct": peer,
+        "ctx": ctx,
+        "echoes": echoes,
+        "server": server,
+        "router": router,
+    }
+
+
+def stop(started: dict[str, Any]) -> None:
+    started["ctx"].destroy(linger=0)
+    for p in started["echoes"]:
+        p.kill()
+    started["server"].kill(started["router"])
+
+
+def measure(count: int, window: int, transport: str = "ipc") -> dict[str, Any]:
+    started = start(transport)
+    client, peer, router = started["via"], started["direct"], started["router"]
+    out: dict[str, Any] = {"transport": transport}
     try:
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.IDENTITY, b"bench")
-        client.connect(front)
-        peer = ctx.socket(zmq.ROUTER)  # the echo reached without the router
-        peer.connect(direct)
-        time.sleep(0.5)  # both echoes connected and READY
         _round_trips(client, 500, direct=False)  # warm-up
         via = _round_trips(client, count // 4, direct=False)
         time.sleep(0.1)
@@ -172,15 +205,12 @@ def measure(count: int, window: int) -> dict[str, Any]:
             "messages_per_router_cpu_s": forwarded / cpu if cpu > 0 else float("nan"),
         }
     finally:
-        ctx.destroy(linger=0)
-        for p in echoes:
-            p.kill()
-        server.kill(router)
-    out["remote_node_call_us"] = _remote_node_call(count // 10)
+        stop(started)
+    out["remote_node_call_us"] = _remote_node_call(count // 10, transport)
     return out
 
 
-def _remote_node_call(count: int) -> dict[str, float]:
+def _remote_node_call(count: int, transport: str) -> dict[str, float]:
     """A no-op node called through alto's whole process path, one call at a time."""
     from langgraph.graph import START, StateGraph
 
@@ -190,7 +220,7 @@ def _remote_node_call(count: int) -> dict[str, float]:
     g.add_node("noop", lambda s: {"n": 1})
     g.add_edge(START, "noop")
     # executor="process": the default ("auto") would keep this node in the app process
-    with g.compile(backend="alto", executor="process", start="compile") as app:
+    with g.compile(backend="alto", executor="process", start="compile", transport=transport) as app:
         node = app.nodes["noop"].bound
         for _ in range(200):
             node.invoke({"n": 0}, {})
@@ -206,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=20000)
     p.add_argument("--window", type=int, default=500)
+    p.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
     p.add_argument("--echo", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.echo:
         address, identity, mode = args.echo
         echo(address, identity.encode(), mode == "bind")
         return 0
-    r = measure(args.count, args.window)
+    r = measure(args.count, args.window, args.transport)
     t = r["throughput"]
 
     def pct(name: str, key: str, note: str = "") -> None:
@@ -229,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     pct("remote node call", "remote_node_call_us")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "router.json").write_text(json.dumps(r, indent=2) + "\n")
+    name = "router.json" if args.transport == "ipc" else f"router-{args.transport}.json"
+    (RESULTS / name).write_text(json.dumps(r, indent=2) + "\n")
     return 0
 
 

@@ -88,6 +88,7 @@ def test_credentials_of_another_deployment_are_refused(transport: str, tmp_path:
         forged_app.send_multipart([wire.envelope(wire.TASK, b"x", b"s"), b"forged"])
         assert _silent(instance)
         _call(router, app, instance, b"1")
+        assert router.stats()["refused"] >= 1  # the router's gatekeeper said no
 
 
 def test_the_app_cannot_connect_as_an_instance(tmp_path: Any) -> None:

@@ -85,8 +85,11 @@ class StageRoute:
 
 
 class Router:
-    def __init__(self, stages: dict[bytes, StageRoute]) -> None:
+    def __init__(
+        self, stages: dict[bytes, StageRoute], gate: security.Gatekeeper | None = None
+    ) -> None:
         self.stages = stages
+        self.gate = gate
         self.outstanding: dict[bytes, int] = collections.Counter()
         self.forwarded = 0
         #: messages dropped, by why
@@ -101,6 +104,7 @@ class Router:
         #: instance -> the back-end connection that proved to be it, and back
         self.conn_of: dict[bytes, bytes] = {}
         self.inst_of: dict[bytes, bytes] = {}
+        self.pid_of: dict[bytes, bytes] = {}  # what each instance's READY said
         #: health: each live instance's last pulse; those leaving (no new calls) and why
         self.last_pulse: dict[bytes, float] = {}
         self.leaving: dict[bytes, bytes] = {}  # instance -> CTL_REPLACE or CTL_RECYCLE
@@ -211,7 +215,7 @@ class Router:
         if inst is None:  # a new connection: it says READY (or FAILED) first
             if peer not in self.stage_of or kind not in (wire.READY, wire.FAILED):
                 return self.drop("a message from a connection that is no known instance")
-            self._connected(peer, conn)
+            self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"", front)
             inst = peer
         if kind == wire.RESULT or kind == wire.ERROR:
             call_id = env.split(wire.SEP, 2)[1]
@@ -243,13 +247,19 @@ class Router:
             return self.drop(f"an instance's message of unknown kind {kind[:8]!r}")
         self.forwarded += 1
 
-    def _connected(self, inst: bytes, conn: bytes) -> None:
-        """``conn`` proved to be ``inst`` (a restarted instance connects anew)."""
-        old = self.conn_of.get(inst)
-        if old is not None:
-            self.inst_of.pop(old, None)
+    def _connected(self, inst: bytes, conn: bytes, pid: bytes, front: Any) -> None:
+        """``conn`` proved to be ``inst``, process ``pid``. A restarted instance may say
+        READY before the app's news of its predecessor's death is read here (they come
+        on different sockets): its predecessor is gone, with its calls, and the news
+        will be ignored (it names the predecessor's pid)."""
+        if inst in self.conn_of:
+            old = self.pid_of.get(inst, b"?").decode(errors="replace")
+            self._gone(
+                inst, f"alto: stage instance {inst.decode()} (pid {old}) was replaced", front
+            )
         self.conn_of[inst] = conn
         self.inst_of[conn] = inst
+        self.pid_of[inst] = pid
 
     # -- health ---------------------------------------------------------------------
     def _pulse(self, inst: bytes, health: bytes, front: Any) -> None:
@@ -364,6 +374,12 @@ class Router:
     ) -> None:
         if cmd == wire.CTL_WAIT_READY:
             self.ready_waiters.append((client, call_id))
+        elif (
+            cmd in (wire.CTL_DEAD, wire.CTL_FAILED)
+            and call_id
+            and self.pid_of.get(arg) not in (None, b"", call_id)
+        ):
+            pass  # news of a predecessor of the instance now connected (``_connected``)
         elif cmd == wire.CTL_DEAD:
             if arg in self.stage_of:
                 self._gone(arg, bytes(detail).decode(errors="replace"), front)
@@ -384,6 +400,7 @@ class Router:
                 "pid": os.getpid(),
                 "policies": {k.decode(): type(st.policy).__name__ for k, st in self.stages.items()},
                 "dropped": dict(self.dropped),
+                "refused": self.gate.refused if self.gate is not None else 0,
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
         else:
@@ -415,9 +432,9 @@ def serve(
         name.encode(): StageRoute(tuple(instances), policy, **limits)
         for name, instances, policy, limits in stages
     }
-    router = Router(routes)
     ctx = zmq.Context()
     gate = security.Gatekeeper(ctx, credentials)
+    router = Router(routes, gate)
     front = ctx.socket(zmq.ROUTER)
     back = ctx.socket(zmq.ROUTER)
     for sock, domain in ((front, security.FRONT), (back, security.BACK)):
@@ -436,10 +453,11 @@ def serve(
         events = dict(poller.poll(TICK * 1000))
         if gate.sock in events:
             gate.answer()
-        if back in events:
-            _drain(back, router, router.from_instance, front, back)
+        # the app's news of an instance's death is read before its successor's READY
         if front in events:
             _drain(front, router, router.from_client, front, back)
+        if back in events:
+            _drain(back, router, router.from_instance, front, back)
         router.answer_ready_waiters(front)
         now = time.monotonic()
         if now >= next_tick:

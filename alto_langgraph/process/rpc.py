@@ -84,9 +84,14 @@ class RpcClient:
         self._endpoint.send([wire.envelope(wire.CONTROL, call_id, command), b""])
         return fut
 
-    def tell(self, command: bytes, instance: bytes, detail: str = "") -> None:
-        """Tell the router something about an instance (dead, failed, restarted)."""
-        env = wire.envelope(wire.CONTROL, b"", command, instance)
+    def tell(
+        self, command: bytes, instance: bytes, detail: str = "", pid: int | None = None
+    ) -> None:
+        """Tell the router something about an instance (dead, failed, restarted); ``pid``:
+        the process it is about (the router ignores news of an earlier one)."""
+        env = wire.envelope(
+            wire.CONTROL, b"" if pid is None else str(pid).encode(), command, instance
+        )
         self._endpoint.send([env, detail.encode()])
 
     def fail_all(self, reason: str) -> None:

@@ -30,7 +30,7 @@ from .worker import EXIT_LOAD_FAILED
 
 #: the wait before the second restart within ``RESTART_WINDOW``; doubled for each next
 RESTART_BACKOFF = 0.05
-MAX_BACKOFF = 1.0
+MAX_BACKOFF = 0.5
 RESTART_WINDOW = 60.0
 #: deaths of one instance before the deployment was first ready, before it gives up
 MAX_START_RESTARTS = 3
@@ -111,12 +111,12 @@ class Supervisor:
         reason = f"alto: stage instance {inst.decode()} (pid {pid}) {what}"
         if not deployment.started:
             reason += " before it was ready"
-        rpc.tell(wire.CTL_DEAD, inst, reason)
+        rpc.tell(wire.CTL_DEAD, inst, reason, pid)
         if code == EXIT_LOAD_FAILED:  # it said why (FAILED), and would fail again
-            rpc.tell(wire.CTL_FAILED, inst, reason)
+            rpc.tell(wire.CTL_FAILED, inst, reason, pid)
             return
         if code is None:
-            rpc.tell(wire.CTL_FAILED, inst, f"{reason}; not restarted")
+            rpc.tell(wire.CTL_FAILED, inst, f"{reason}; not restarted", pid)
             return
         if command == wire.CTL_RECYCLE:  # not a failure: its successor starts now
             self._restart_after(0.0, deployment, generation, name, index, reason)
@@ -127,7 +127,7 @@ class Supervisor:
         self._deaths[(name, index)] = deaths
         if not deployment.started and len(deaths) > MAX_START_RESTARTS:
             why = f"{reason}; not restarted (it died {len(deaths)} times while starting)"
-            rpc.tell(wire.CTL_FAILED, inst, why)
+            rpc.tell(wire.CTL_FAILED, inst, why, pid)
             return
         self._restart_after(backoff(len(deaths)), deployment, generation, name, index, reason)
 

@@ -146,7 +146,7 @@ class StageInstance:
             self.context.term()
             raise SystemExit(EXIT_LOAD_FAILED) from None
         ready = wire.envelope(wire.READY, b"", self.stage.encode())
-        await self.sock.send_multipart([b"", ready, b""])
+        await self.sock.send_multipart([b"", ready, str(os.getpid()).encode()])
         self._pulse = self.loop.create_task(self.pulse())
         while True:
             frames = await self.sock.recv_multipart()

@@ -172,7 +172,11 @@ def test_an_empty_prompt_is_refused() -> None:
         ({"m": {"engine": "gpt"}}, ValueError, "unknown LM engine 'gpt'"),
         ({"m": {"engine": "simulated", "batch": 3}}, TypeError, "its options are: timing"),
         ({"gpt-17": {}}, ValueError, "unknown model 'gpt-17'"),
-        ({"m": {**SIM, "replicas": 0}}, ValueError, "replicas must be an integer between 1 and 1024"),
+        (
+            {"m": {**SIM, "replicas": 0}},
+            ValueError,
+            "replicas must be an integer between 1 and 1024",
+        ),
         ({"m": {**SIM, "policy": "fastest"}}, ValueError, "unknown routing policy 'fastest'"),
         (["m"], TypeError, "lm must map model names to settings"),
     ],
@@ -435,7 +439,10 @@ def test_a_killed_lm_instance_fails_its_request_and_the_next_is_answered() -> No
         with pytest.raises(StageInstanceLost, match=lost):
             app.invoke({"qs": [2000]})  # 100 s of steps
         deadline = time.monotonic() + 10
-        while app.deployment.pids.get(("lm:slow", 0)) in (victim, None) and time.monotonic() < deadline:
+        while (
+            app.deployment.pids.get(("lm:slow", 0)) in (victim, None)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         assert app.deployment.pids.get(("lm:slow", 0)) not in (victim, None)
         assert app.invoke({"qs": [3]})["answers"] == [(3, "word word word")]

@@ -10,55 +10,24 @@ percentiles and messages per second.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import router as bench
-import zmq
 from langgraph.graph import START, StateGraph
 
 import alto_langgraph  # noqa: F401
 from alto_langgraph.process import wire
-from alto_langgraph.process.deployment import _cloudpickled
-from alto_langgraph.process.forkserver import fork_server
-from alto_langgraph.process.routing import LeastOutstanding
 
 
 @pytest.fixture(scope="module")
 def sockets() -> Iterator[dict[str, Any]]:
-    tmp = tempfile.mkdtemp(prefix="alto-bench-")
-    front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))
-    server = fork_server()
-    table = _cloudpickled([("echo", [b"echo#0"], LeastOutstanding())])
-    router = server.spawn(
-        "router",
-        {"front_address": front, "back_address": back, "stages": table},
-        {},
-        lambda code: None,
-    )
-    me = [sys.executable, bench.__file__, "--echo"]
-    echoes = [
-        subprocess.Popen([*me, back, "echo#0", "connect"]),
-        subprocess.Popen([*me, direct, "direct", "bind"]),
-    ]
-    ctx = zmq.Context()
-    client = ctx.socket(zmq.DEALER)
-    client.connect(front)
-    peer = ctx.socket(zmq.ROUTER)
-    peer.connect(direct)
-    time.sleep(0.5)
+    started = bench.start("ipc")  # a router with a deployment's credentials
     try:
-        yield {"via": client, "direct": peer}
+        yield started
     finally:
-        ctx.destroy(linger=0)
-        for p in echoes:
-            p.kill()
-        server.kill(router)
+        bench.stop(started)
 
 
 @pytest.mark.parametrize("path", ["via", "direct"])

@@ -170,10 +170,15 @@ def _grows(s: dict) -> dict:
     return {"log": [os.getpid()]}
 
 
-def test_a_memory_limit_recycles_a_leaking_worker() -> None:
-    from alto_langgraph.process.worker import resident_mb
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
-    limit = resident_mb() + 100  # a fork starts at about the app's size
+
+def test_a_memory_limit_recycles_a_leaking_worker() -> None:
+    # the limit: what an instance of this stage takes at start, plus 100 MiB
+    with _one_node(_grows).compile(backend="alto", executor="process", start="compile") as app:
+        limit = _rss_mb(app.deployment.pids[("work", 0)]) + 100
     g = _one_node(_grows)
     with g.compile(
         backend="alto",

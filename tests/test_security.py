@@ -149,6 +149,8 @@ MALFORMED_FROM_INSTANCE = [
     [b"nobody", wire.envelope(wire.RESULT, b"99"), b"a result of no call"],
     [b"nobody", wire.envelope(wire.CHUNK, b"99"), b"a chunk of no call"],
     [b"", b"", b"", b"", b""],
+    [b"", wire.envelope(wire.PULSE), b"not a health report"],
+    [b"", wire.envelope(wire.PULSE), b'["a list"]'],
 ]
 
 
@@ -162,7 +164,7 @@ def test_malformed_messages_are_dropped_and_counted(transport: str, tmp_path: An
             instance.send_multipart(frames)
         _call(router, app, instance, b"1")
         stats = router.stats()
-        assert sum(stats["dropped"].values()) >= 14, stats["dropped"]
+        assert sum(stats["dropped"].values()) >= 16, stats["dropped"]
         assert not router.exited.is_set()
         assert _silent(instance, 50)  # nothing of it reached the instance
 

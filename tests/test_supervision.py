@@ -209,6 +209,16 @@ def test_pids_and_stats_show_live_instances_only() -> None:
         while app.deployment.stats()["live"]["work"] != ["work#0", "work#1"]:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        for _ in range(3):
+            app.invoke({"log": []})
+        time.sleep(0.6)  # a pulse from each
+        instances = app.deployment.stats()["instances"]
+        assert {i: r["pid"] for i, r in instances.items() if i.startswith("work")} == {
+            "work#0": app.deployment.pids[("work", 0)],
+            "work#1": app.deployment.pids[("work", 1)],
+        }
+        assert sum(r["calls"] for i, r in instances.items() if i.startswith("work")) == 3
+        assert all(r["rss_mb"] > 10 and r["abandoned_threads"] == 0 for r in instances.values())
 
 
 async def _slow(s: dict) -> dict:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -107,6 +108,7 @@ class Router:
         self.pid_of: dict[bytes, bytes] = {}  # what each instance's READY said
         #: health: each live instance's last pulse; those leaving (no new calls) and why
         self.last_pulse: dict[bytes, float] = {}
+        self.health: dict[bytes, dict[str, float]] = {}  # each one's last report
         self.leaving: dict[bytes, bytes] = {}  # instance -> CTL_REPLACE or CTL_RECYCLE
         #: the app's connection (notices go there)
         self.owner: bytes | None = None
@@ -259,15 +261,20 @@ class Router:
             )
         self.conn_of[inst] = conn
         self.inst_of[conn] = inst
-        self.pid_of[inst] = pid
+        self.pid_of[inst] = pid if pid.isdigit() else b""
 
     # -- health ---------------------------------------------------------------------
-    def _pulse(self, inst: bytes, health: bytes, front: Any) -> None:
+    def _pulse(self, inst: bytes, payload: bytes, front: Any) -> None:
         self.last_pulse[inst] = time.monotonic()
-        verdict, _, why = health.partition(b":")
-        if verdict == b"stuck":
+        try:
+            report = json.loads(payload)
+            verdict, why = report["verdict"], str(report["why"]).encode()
+        except (ValueError, TypeError, KeyError):
+            return self.drop("a pulse that is no health report")
+        self.health[inst] = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+        if verdict == "stuck":
             self._leave(inst, wire.CTL_REPLACE, why, front)
-        elif verdict == b"recycle":
+        elif verdict == "recycle":
             self._leave(inst, wire.CTL_RECYCLE, why, front)
 
     def _leave(self, inst: bytes, notice: bytes, why: bytes, front: Any) -> None:
@@ -360,6 +367,7 @@ class Router:
         if conn is not None:
             self.inst_of.pop(conn, None)
         self.last_pulse.pop(inst, None)
+        self.health.pop(inst, None)
         self.leaving.pop(inst, None)
         route.last_reason = reason
         lost = f"{reason} while running node {name.decode()!r}".encode()
@@ -401,6 +409,16 @@ class Router:
                 "policies": {k.decode(): type(st.policy).__name__ for k, st in self.stages.items()},
                 "dropped": dict(self.dropped),
                 "refused": self.gate.refused if self.gate is not None else 0,
+                # each live instance's pid and last health report (calls run, threads
+                # busy and abandoned, resident memory, messages it dropped)
+                "instances": {
+                    i.decode(): {
+                        "pid": int(self.pid_of.get(i) or 0),
+                        "outstanding": self.outstanding.get(i, 0),
+                        **self.health.get(i, {}),
+                    }
+                    for i in sorted(live)
+                },
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
         else:

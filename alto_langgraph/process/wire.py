@@ -51,7 +51,7 @@ FAILED = b"F"  # an instance could not start (payload: reason, utf-8)
 CONTROL = b"C"  # coordinator -> router: stage field names the command
 #   (router -> the app, with no call id: a notice, see CTL_REPLACE and CTL_RECYCLE)
 PULSE = b"U"  # an instance's event loop is alive (instance -> router, every PULSE_EVERY s;
-#   payload: b"" when healthy, b"stuck:WHY" or b"recycle:WHY")
+#   payload: a JSON object of its figures, with "verdict" "", "stuck" or "recycle" and "why")
 
 # control commands (stage field of a CONTROL envelope)
 CTL_WAIT_READY = b"wait-ready"  # reply READY once every instance is up, FAILED if one failed

@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import itertools
+import json
 import logging
 import os
 import sys
@@ -196,25 +197,45 @@ class StageInstance:
             await asyncio.sleep(wire.PULSE_EVERY)
 
     def send_pulse(self) -> None:
-        self.send([b"", wire.envelope(wire.PULSE), self.health()])
+        self.send([b"", wire.envelope(wire.PULSE), json.dumps(self.health()).encode()])
 
-    def health(self) -> bytes:
-        """b"" (well), b"stuck:WHY" (replace me) or b"recycle:WHY" (once my calls end)."""
-        if self.abandoned_threads() >= self.threads:
-            why = (
-                f"all {self.threads} of its threads are held by calls their callers gave up "
-                "on, which still run"
+    def health(self) -> dict[str, Any]:
+        """How the instance is (``stats()["instances"]``), and its verdict: "" (well),
+        "stuck" (replace me) or "recycle" (once my calls have finished), and why."""
+        with self._threads_lock:
+            busy = sum(self.busy.values())
+            abandoned = sum(self.busy[call] for call in self.abandoned)
+        rss = resident_mb()
+        report = {
+            "verdict": "",
+            "why": "",
+            "calls": self.calls,
+            "running": len(self.running),
+            "threads": self.threads,
+            "busy_threads": busy,
+            "abandoned_threads": abandoned,
+            "rss_mb": round(rss, 1),
+            "dropped": self.dropped,
+        }
+        if abandoned >= self.threads:
+            report["verdict"], report["why"] = (
+                "stuck",
+                (
+                    f"all {self.threads} of its threads are held by calls their callers gave up "
+                    "on, which still run"
+                ),
             )
-            return b"stuck:" + why.encode()
-        if self.max_calls is not None and self.calls >= self.max_calls:
-            why = f"it has run {self.calls} calls (max_calls_per_instance={self.max_calls})"
-            return b"recycle:" + why.encode()
-        if self.max_memory_mb is not None:
-            rss = resident_mb()
-            if rss > self.max_memory_mb:
-                why = f"its memory ({rss:.0f} MiB) passed max_memory_mb={self.max_memory_mb}"
-                return b"recycle:" + why.encode()
-        return b""
+        elif self.max_calls is not None and self.calls >= self.max_calls:
+            report["verdict"], report["why"] = (
+                "recycle",
+                (f"it has run {self.calls} calls (max_calls_per_instance={self.max_calls})"),
+            )
+        elif self.max_memory_mb is not None and rss > self.max_memory_mb:
+            report["verdict"], report["why"] = (
+                "recycle",
+                (f"its memory ({rss:.0f} MiB) passed max_memory_mb={self.max_memory_mb}"),
+            )
+        return report
 
     def thread_started(self, call: tuple[bytes, bytes] | None) -> None:
         if call is not None:
@@ -228,10 +249,6 @@ class StageInstance:
                 if self.busy[call] <= 0:
                     del self.busy[call]
                     self.abandoned.discard(call)
-
-    def abandoned_threads(self) -> int:
-        with self._threads_lock:
-            return sum(self.busy[call] for call in self.abandoned)
 
     def _ended(self, call: tuple[bytes, bytes]) -> None:
         """A call is over (or was cancelled before it began): a fold still reading its

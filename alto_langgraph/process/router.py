@@ -120,9 +120,10 @@ class Router:
             logger.warning("alto router: dropped a message (%s; %d dropped so far)", why, n)
 
     # -- from coordinators ------------------------------------------------------
-    def from_client(self, frames: list[Any], peer: bytes | None, front: Any, back: Any) -> None:
+    def from_client(self, frames: list[Any], sender: Any, front: Any, back: Any) -> None:
         """``frames``: the connection, the envelope (bytes) and the payload frame;
-        ``peer``: who the connection proved to be."""
+        ``sender``: a frame of the message, which knows who its connection proved to
+        be (``security.peer_name``: read only where it matters)."""
         if len(frames) != 3:
             return self.drop("a coordinator's message without envelope and payload")
         client, env, payload = frames
@@ -161,7 +162,7 @@ class Router:
                 return self.drop("a @task result for an instance that does not run the call")
             back.send_multipart([self.conn_of[stage], *frames], copy=False)
         elif kind == wire.CONTROL:
-            if peer != security.APP:
+            if security.peer_name(sender) != security.APP:
                 return self.drop("a control message from a peer other than the app")
             self.owner = client
             self._control(client, call_id, stage, key, payload, front)
@@ -206,15 +207,16 @@ class Router:
         self.by_instance[inst][(client, call_id)] = env
 
     # -- from instances ---------------------------------------------------------
-    def from_instance(self, frames: list[Any], peer: bytes | None, front: Any, back: Any) -> None:
+    def from_instance(self, frames: list[Any], sender: Any, front: Any, back: Any) -> None:
         """``frames``: the connection, the call's client, the envelope (bytes) and the
-        payload frame; ``peer``: the instance the connection proved to be."""
+        payload frame; ``sender``: as ``from_client``'s."""
         if len(frames) != 4:
             return self.drop("an instance's message without client, envelope and payload")
         conn, client, env, payload = frames
         kind = env[:1]
         inst = self.inst_of.get(conn)
         if inst is None:  # a new connection: it says READY (or FAILED) first
+            peer = security.peer_name(sender)
             if peer not in self.stage_of or kind not in (wire.READY, wire.FAILED):
                 return self.drop("a message from a connection that is no known instance")
             self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"", front)
@@ -493,7 +495,6 @@ def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> Non
         except zmq.Again:
             return
         try:
-            peer = security.peer_name(frames[1]) if len(frames) > 1 else None
-            handle([*(f.bytes for f in frames[:-1]), frames[-1]], peer, front, back)
+            handle([*(f.bytes for f in frames[:-1]), frames[-1]], frames[-1], front, back)
         except Exception as exc:  # a bug here must not end the deployment
             router.drop(f"handling it raised {type(exc).__name__}: {exc}")

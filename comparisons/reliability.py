@@ -15,9 +15,11 @@ its target:
 * ``stuck``: an instance whose event loop blocks forever is replaced; the time from
   the call to its ``StageInstanceLost``, and to the next answer (target < 5 s).
 * ``attacks``: while a client sends requests, strangers connect to the router of an
-  app bound to every interface (tcp, 0.0.0.0) and of one on ipc, and send pickled
-  tasks that would create a file, READY messages posing as instances, malformed frames
-  and control messages. Targets: 0 files created, 0 requests failed or answered wrong.
+  app bound to every interface (tcp, 0.0.0.0) and of one on ipc (with no credentials,
+  claiming an instance's or the app's identity, or with another deployment's
+  credentials), and send pickled tasks that would create a file, READY messages posing
+  as instances, malformed frames and control messages. Targets: 0 files created, 0
+  requests failed or answered wrong.
 * ``soak``: ``--soak`` requests through a worker stage; the app's RSS, open fds and
   threads, and the worker's RSS, sampled along the way. Target: RSS growth < 5% from
   the first sample (after warm-up) to the last.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import operator
 import os
@@ -49,7 +52,7 @@ from typing_extensions import TypedDict
 
 import alto_langgraph  # noqa: F401  (the backend)
 from alto_langgraph.errors import StageInstanceLost
-from alto_langgraph.process import wire
+from alto_langgraph.process import security, wire
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -210,15 +213,25 @@ def _attack_messages(marker: str) -> list[list[bytes]]:
 
 
 def _attack(
-    ctx: Any, addresses: list[str], marker: str, rounds: int, sent: list[int], stop: Any
+    ctx: Any,
+    addresses: list[str],
+    marker: str,
+    rounds: int,
+    sent: list[int],
+    stop: Any,
+    forged: Any,
 ) -> None:
-    """Connect as no one, as an instance's identity, as the app's; send everything."""
+    """Connect as no one, as an instance's identity, as the app's, and with another
+    deployment's credentials (``forged``: they reach the router's gatekeeper, which
+    refuses them); send everything."""
     for _ in range(rounds):
         for address in addresses:
-            for identity in (b"", b"work#0", b"app"):
+            for identity in (b"", b"work#0", b"app", b"forged"):
                 sock = ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
-                if identity:
+                if identity == b"forged":
+                    forged.apply(sock)
+                elif identity:
                     sock.setsockopt(zmq.IDENTITY, identity)
                 sock.connect(address)
                 for frames in _attack_messages(marker):
@@ -240,8 +253,14 @@ def attacks(rounds: int) -> dict[str, Any]:
         stop = threading.Event()
         ctx = zmq.Context()
         sent = [0]
+        # another deployment's app credentials; on tcp with this router's public key,
+        # which is no secret
+        forged = security.Keyring(transport).peer(security.APP)
+        if transport == "tcp":
+            server_key = app.deployment._keyring.peer(security.APP).server_public
+            forged = dataclasses.replace(forged, server_public=server_key)
         attacker = threading.Thread(
-            target=_attack, args=(ctx, addresses, marker, rounds, sent, stop)
+            target=_attack, args=(ctx, addresses, marker, rounds, sent, stop, forged)
         )
         attacker.start()
         answered = disturbed = 0

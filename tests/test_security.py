@@ -10,6 +10,7 @@ router and the workers went on serving.
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import pickle
@@ -304,3 +305,89 @@ def test_a_routing_policy_that_fails_fails_the_request_not_the_router(
         router = app.deployment.pids["router"]
         assert os.path.exists(f"/proc/{router}")
         assert app.deployment.stats()["live"]["work"] == ["work#0"]
+
+
+# -- found by review: notices, stale news, counters a sender could grow ----------------
+
+
+def _pulse(instance: Any, verdict: str = "", **figures: Any) -> None:
+    report = {"verdict": verdict, "why": f"test {verdict}", **figures}
+    instance.send_multipart([b"", wire.envelope(wire.PULSE), json.dumps(report).encode()])
+
+
+def _recv_notice(app: Any) -> tuple[bytes, bytes, bytes, bytes]:
+    assert app.poll(3000), "no notice came"
+    env, why = app.recv_multipart()
+    kind, pid, command, inst = wire.decode(env)
+    assert kind == wire.CONTROL
+    return command, inst, pid, why
+
+
+def test_a_notice_made_before_the_app_spoke_reaches_it_later(tmp_path: Any) -> None:
+    with live_router(tmp_path=tmp_path) as router:
+        instance = router.socket(router.back, S0)
+        instance.send_multipart([b"", wire.envelope(wire.READY), b"4242"])
+        _pulse(instance, "recycle")  # no app has spoken yet: nobody to tell
+        app = router.app()
+        app.send_multipart([wire.envelope(wire.CONTROL, b"w", wire.CTL_WAIT_READY), b""])
+        got = []
+        while app.poll(3000):
+            got.append(app.recv_multipart())
+            if any(wire.decode(env).kind == wire.CONTROL for env, _ in got):
+                break
+        notices = [wire.decode(env) for env, _ in got if wire.decode(env).kind == wire.CONTROL]
+        assert notices == [(wire.CONTROL, b"4242", wire.CTL_RECYCLE, S0)]
+
+
+def test_a_stuck_instance_is_reported_once_naming_its_process(tmp_path: Any) -> None:
+    with live_router(tmp_path=tmp_path) as router:
+        app = router.app()
+        app.send_multipart([wire.envelope(wire.CONTROL, b"s", wire.CTL_STATS), b""])
+        instance = router.socket(router.back, S0)
+        instance.send_multipart([b"", wire.envelope(wire.READY), b"777"])
+        assert app.poll(3000) and app.recv_multipart()  # the stats reply
+        app.send_multipart([wire.envelope(wire.TASK, b"9", b"s"), b"input"])
+        assert instance.poll(3000)
+        client, _, _ = instance.recv_multipart()
+        _pulse(instance, "stuck")
+        assert _recv_notice(app) == (wire.CTL_REPLACE, S0, b"777", b"test stuck")
+        instance.send_multipart([client, wire.envelope(wire.RESULT, b"9"), b"late"])
+        assert app.poll(3000)
+        assert app.recv_multipart() == [wire.envelope(wire.RESULT, b"9"), b"late"]
+        assert _silent(app, 800)  # no second notice, which could stop a successor
+
+
+def test_news_of_a_process_that_never_said_ready_is_not_ignored(tmp_path: Any) -> None:
+    """s#0 (pid 111) dies and is declared dead; its successor (pid 222) dies before
+    READY and is declared failed: a call waiting for the stage fails with that news."""
+    with live_router(tmp_path=tmp_path) as router:
+        app = router.app()
+        instance = router.socket(router.back, S0)
+        instance.send_multipart([b"", wire.envelope(wire.READY), b"111"])
+        router.wait_live(1)
+        dead = wire.envelope(wire.CONTROL, b"111", wire.CTL_DEAD, S0)
+        app.send_multipart([dead, b"alto: stage instance s#0 (pid 111) was killed"])
+        router.wait_live(0)
+        app.send_multipart([wire.envelope(wire.TASK, b"5", b"s"), b"input"])
+        failed = wire.envelope(wire.CONTROL, b"222", wire.CTL_FAILED, S0)
+        app.send_multipart([failed, b"pid 222 died before it was ready; not restarted"])
+        assert app.poll(3000)
+        env, why = app.recv_multipart()
+        assert wire.decode(env)[:2] == (wire.LOST, b"5")
+        assert b"pid 222 died before it was ready" in why
+
+
+def test_a_sender_cannot_grow_the_routers_counters_or_falsify_its_stats(tmp_path: Any) -> None:
+    with live_router(tmp_path=tmp_path) as router:
+        instance, app = router.instance(S0), router.app()
+        router.wait_live(1)
+        for i in range(300):
+            app.send_multipart([bytes([0x41 + i % 26]) + f"{i}\0\0\0".encode(), b""])
+        report = {"pid": 1, "outstanding": -5, "rss_mb": float("nan"), "calls": True}
+        _pulse(instance, **report, busy_threads=2)
+        _call(router, app, instance, b"1")
+        stats = router.stats()
+        assert len(stats["dropped"]) == 1 and sum(stats["dropped"].values()) >= 280
+        mine = stats["instances"]["s#0"]
+        assert mine["pid"] != 1 and mine["outstanding"] == 0 and mine["busy_threads"] == 2
+        assert "rss_mb" not in mine and "calls" not in mine  # not finite, a bool

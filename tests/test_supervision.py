@@ -233,6 +233,10 @@ def test_an_idle_death_is_not_reported_as_running_a_node() -> None:
     with g.compile(backend="alto", executor="process", start="compile") as app:
         idle = app.deployment.pids[("work", 0)]
         os.kill(idle, signal.SIGKILL)
+        # once the app knows (a call sent before that goes to the dead process, and
+        # fails as lost while running it: the router cannot tell it never began)
+        while app.deployment.pids.get(("work", 0)) == idle:
+            time.sleep(0.001)
         out = app.invoke({"log": []})  # sent while the instance was dead or restarting
         assert out["log"] == [_pid_of(app, ("work", 0))]
         assert out["log"][0] != idle
@@ -269,3 +273,19 @@ def test_max_pending_refuses_at_once_and_a_retry_policy_waits_for_room() -> None
         backend="alto", executor="process", **limits
     ) as app:
         assert sorted(app.invoke({"log": []})["log"]) == [0, 1, 2, 3, 4]
+
+
+def test_a_call_cancelled_as_it_arrives_is_not_held_forever() -> None:
+    """A CANCEL read in the same batch as its TASK cancels the call's task before it
+    begins; the instance still answers it, so the router stops counting it (a call
+    counted forever would hold a ``max_pending`` slot and block a recycle)."""
+    with _one_node(_pid_node).compile(backend="alto", executor="process", start="compile") as app:
+        dep = app.deployment
+        for _ in range(50):
+            call_id = dep.call("work", b"never opened", b"", lambda *a: None)
+            dep.cancel(call_id)
+        deadline = time.monotonic() + 5
+        while dep.stats()["outstanding"].get("work#0", 0):
+            assert time.monotonic() < deadline, dep.stats()["outstanding"]
+            time.sleep(0.02)
+        assert app.invoke({"log": []})["log"] == [dep.pids[("work", 0)]]

@@ -123,6 +123,7 @@ class Deployment:
             router_credentials = keyring.router(peers)
             self._server = server = fork_server()
             self.pids = {}  # this deployment's (an earlier one's finalizer holds its own)
+            self._supervisor = Supervisor()  # restart history starts afresh
             self._generation += 1
             gen = self._generation
             try:
@@ -242,8 +243,8 @@ class Deployment:
     def _instance_exited(self, generation: int, name: str, index: int, code: int | None) -> None:
         self._supervisor.instance_exited(self, generation, name, index, code)
 
-    def _notice(self, command: bytes, inst: bytes, why: str) -> None:
-        self._supervisor.notice(self, command, inst, why)
+    def _notice(self, command: bytes, inst: bytes, pid: bytes, why: str) -> None:
+        self._supervisor.notice(self, command, inst, pid, why)
 
     def kill(self, pid: int, sig: int) -> None:
         """Signal one of this deployment's processes."""

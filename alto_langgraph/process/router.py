@@ -27,6 +27,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -64,6 +65,27 @@ _LOG_DROPS = 20
 UNAVAILABLE_TIMEOUT = 120.0
 #: how often the router looks at the instances' pulses and its waiting tasks
 TICK = 0.25
+
+
+#: the figures of an instance's health report the router keeps (``stats()``)
+HEALTH_FIGURES = (
+    "calls",
+    "running",
+    "threads",
+    "busy_threads",
+    "abandoned_threads",
+    "rss_mb",
+    "dropped",
+)
+
+
+@dataclasses.dataclass
+class _Leaving:
+    """An instance that gets no new calls: the notice the app gets about it, and why."""
+
+    notice: bytes  # wire.CTL_REPLACE or wire.CTL_RECYCLE
+    why: bytes
+    told: bool = False
 
 
 @dataclasses.dataclass
@@ -109,15 +131,19 @@ class Router:
         #: health: each live instance's last pulse; those leaving (no new calls) and why
         self.last_pulse: dict[bytes, float] = {}
         self.health: dict[bytes, dict[str, float]] = {}  # each one's last report
-        self.leaving: dict[bytes, bytes] = {}  # instance -> CTL_REPLACE or CTL_RECYCLE
+        self.leaving: dict[bytes, _Leaving] = {}
         #: the app's connection (notices go there)
         self.owner: bytes | None = None
 
-    def drop(self, why: str) -> None:
+    def drop(self, why: str, detail: str = "") -> None:
+        """Count a dropped message under ``why`` (one of a fixed few: a sender cannot
+        grow the counters), and log it with ``detail``."""
         self.dropped[why] += 1
         n = sum(self.dropped.values())
         if n <= _LOG_DROPS or n % 1000 == 0:
-            logger.warning("alto router: dropped a message (%s; %d dropped so far)", why, n)
+            logger.warning(
+                "alto router: dropped a message (%s%s; %d dropped so far)", why, detail, n
+            )
 
     # -- from coordinators ------------------------------------------------------
     def from_client(self, frames: list[Any], sender: Any, front: Any, back: Any) -> None:
@@ -167,7 +193,7 @@ class Router:
             self.owner = client
             self._control(client, call_id, stage, key, payload, front)
         else:
-            return self.drop(f"a coordinator's message of unknown kind {kind[:8]!r}")
+            return self.drop("a coordinator's message of unknown kind", f" {kind[:8]!r}")
         self.forwarded += 1
 
     def _dispatch(
@@ -214,13 +240,19 @@ class Router:
             return self.drop("an instance's message without client, envelope and payload")
         conn, client, env, payload = frames
         kind = env[:1]
+        peer = security.peer_name(sender)
         inst = self.inst_of.get(conn)
-        if inst is None:  # a new connection: it says READY (or FAILED) first
-            peer = security.peer_name(sender)
-            if peer not in self.stage_of or kind not in (wire.READY, wire.FAILED):
+        fresh = inst is None
+        if fresh:
+            if peer not in self.stage_of:
                 return self.drop("a message from a connection that is no known instance")
-            self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"", front)
+            if kind in (wire.READY, wire.FAILED):  # a (re)started instance
+                self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"", front)
+            else:  # the same process, reconnected (zmq does that on its own)
+                self._reconnected(peer, conn)
             inst = peer
+        elif peer != inst:  # a connection id handed on to another peer by libzmq
+            return self.drop("a message whose connection proved to be another instance")
         if kind == wire.RESULT or kind == wire.ERROR:
             call_id = env.split(wire.SEP, 2)[1]
             if self.inflight.get((client, call_id)) != inst:
@@ -229,8 +261,8 @@ class Router:
             self.outstanding[inst] -= 1
             self.by_instance[inst].pop((client, call_id), None)
             front.send_multipart([client, env, payload], copy=False)
-            if inst in self.leaving and not self.outstanding[inst]:
-                self._notify(self.leaving[inst], inst, b"its calls have finished", front)
+            if inst in self.leaving:
+                self._tell_app(inst, front)
         elif kind in _TO_CALLER:
             fields = env.split(wire.SEP, 3)
             if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
@@ -241,6 +273,8 @@ class Router:
         elif kind == wire.PULSE:
             self._pulse(inst, bytes(payload), front)
         elif kind == wire.READY:
+            if not fresh:  # once per process: a second could undo its leaving
+                return self.drop("a second READY on one connection")
             self._instance_up(inst, front, back)
         elif kind == wire.FAILED:
             self._instance_failed(inst, bytes(payload).decode(errors="replace"), front)
@@ -248,7 +282,7 @@ class Router:
             # record before the supervisor's report of the exit can arrive
             back.send_multipart([conn, b"", wire.envelope(wire.FAILED), b""])
         else:
-            return self.drop(f"an instance's message of unknown kind {kind[:8]!r}")
+            return self.drop("an instance's message of unknown kind", f" {kind[:8]!r}")
         self.forwarded += 1
 
     def _connected(self, inst: bytes, conn: bytes, pid: bytes, front: Any) -> None:
@@ -265,37 +299,60 @@ class Router:
         self.inst_of[conn] = inst
         self.pid_of[inst] = pid if pid.isdigit() else b""
 
+    def _reconnected(self, inst: bytes, conn: bytes) -> None:
+        """The instance's process speaks on a new connection: its calls go on."""
+        old = self.conn_of.get(inst)
+        if old is not None:
+            self.inst_of.pop(old, None)
+        self.conn_of[inst] = conn
+        self.inst_of[conn] = inst
+
     # -- health ---------------------------------------------------------------------
     def _pulse(self, inst: bytes, payload: bytes, front: Any) -> None:
         self.last_pulse[inst] = time.monotonic()
         try:
             report = json.loads(payload)
-            verdict, why = report["verdict"], str(report["why"]).encode()
+            verdict, why = report["verdict"], report["why"]
+            if verdict not in ("", "stuck", "recycle") or not isinstance(why, str):
+                raise ValueError(verdict)
         except (ValueError, TypeError, KeyError):
             return self.drop("a pulse that is no health report")
-        self.health[inst] = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+        self.health[inst] = {
+            k: v
+            for k in HEALTH_FIGURES
+            if isinstance(v := report.get(k), (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+        }
         if verdict == "stuck":
-            self._leave(inst, wire.CTL_REPLACE, why, front)
+            self._leave(inst, wire.CTL_REPLACE, why.encode(), front)
         elif verdict == "recycle":
-            self._leave(inst, wire.CTL_RECYCLE, why, front)
+            self._leave(inst, wire.CTL_RECYCLE, why.encode(), front)
 
     def _leave(self, inst: bytes, notice: bytes, why: bytes, front: Any) -> None:
         """``inst`` gets no new calls; a stuck one is replaced now (its calls fail), one
         to recycle once its calls have finished."""
         if inst in self.leaving:
             return
-        self.leaving[inst] = notice
+        self.leaving[inst] = _Leaving(notice, why)
         route = self.stages[self.stage_of[inst]]
         if inst in route.live:
             route.live.remove(inst)
-        if notice == wire.CTL_REPLACE or not self.outstanding.get(inst):
-            self._notify(notice, inst, why, front)
+        self._tell_app(inst, front)
 
-    def _notify(self, notice: bytes, inst: bytes, why: bytes, front: Any) -> None:
-        """Tell the app to replace or stop ``inst``."""
-        if self.owner is not None:
-            env = wire.envelope(wire.CONTROL, b"", notice, inst)
-            front.send_multipart([self.owner, env, why])
+    def _tell_app(self, inst: bytes, front: Any) -> None:
+        """Send a leaving instance's notice to the app, once: when it is due (a recycle
+        waits for the instance's calls to finish) and the app has spoken (until then,
+        ``tick`` tries again). It names the process, so that news of a process that has
+        already been replaced cannot stop its successor."""
+        leaving = self.leaving.get(inst)
+        if leaving is None or leaving.told or self.owner is None:
+            return
+        if leaving.notice == wire.CTL_RECYCLE and self.outstanding.get(inst):
+            return
+        env = wire.envelope(wire.CONTROL, self.pid_of.get(inst, b""), leaving.notice, inst)
+        front.send_multipart([self.owner, env, leaving.why])
+        leaving.told = True
 
     def tick(self, now: float, front: Any) -> None:
         """Replace instances whose loop fell silent; fail tasks that waited too long
@@ -305,6 +362,8 @@ class Router:
             if limit and now - last > limit and inst not in self.leaving:
                 why = f"its event loop did not answer for {now - last:.1f} s"
                 self._leave(inst, wire.CTL_REPLACE, why.encode(), front)
+        for inst in list(self.leaving):
+            self._tell_app(inst, front)
         for name, route in self.stages.items():
             while (
                 route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT
@@ -371,6 +430,7 @@ class Router:
         self.last_pulse.pop(inst, None)
         self.health.pop(inst, None)
         self.leaving.pop(inst, None)
+        self.pid_of.pop(inst, None)  # news of this process is no longer news
         route.last_reason = reason
         lost = f"{reason} while running node {name.decode()!r}".encode()
         for client, call_id in self.by_instance.pop(inst, {}):
@@ -415,16 +475,16 @@ class Router:
                 # busy and abandoned, resident memory, messages it dropped)
                 "instances": {
                     i.decode(): {
+                        **self.health.get(i, {}),
                         "pid": int(self.pid_of.get(i) or 0),
                         "outstanding": self.outstanding.get(i, 0),
-                        **self.health.get(i, {}),
                     }
                     for i in sorted(live)
                 },
             }
             front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
         else:
-            self.drop(f"an unknown control command {cmd[:16]!r}")
+            self.drop("an unknown control command", f" {cmd[:16]!r}")
 
     def answer_ready_waiters(self, front: Any) -> None:
         if not self.ready_waiters:
@@ -497,4 +557,4 @@ def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> Non
         try:
             handle([*(f.bytes for f in frames[:-1]), frames[-1]], frames[-1], front, back)
         except Exception as exc:  # a bug here must not end the deployment
-            router.drop(f"handling it raised {type(exc).__name__}: {exc}")
+            router.drop("handling it raised an exception", f": {type(exc).__name__}: {exc}")

@@ -39,10 +39,11 @@ class RpcClient:
         credentials: PeerCredentials,
         *,
         name: str,
-        on_notice: Callable[[bytes, bytes, str], None] | None = None,
+        on_notice: Callable[[bytes, bytes, bytes, str], None] | None = None,
     ) -> None:
         self._calls: dict[bytes, Deliver] = {}
-        #: the router's notices to the app (command, instance, why), on the I/O thread
+        #: the router's notices to the app (command, instance, its pid, why), on the I/O
+        #: thread
         self._on_notice = on_notice
         self._ids = itertools.count()
         self._endpoint = Endpoint(
@@ -111,9 +112,10 @@ class RpcClient:
         if len(fields) != 4:
             return
         kind, call_id, command, instance = fields
-        if kind == wire.CONTROL and not call_id:  # a notice (only the app gets them)
+        if kind == wire.CONTROL:  # a notice (only the app gets them); call id: the pid
             if self._on_notice is not None:
-                self._on_notice(command, instance, bytes(payload).decode(errors="replace"))
+                why = bytes(payload).decode(errors="replace")
+                self._on_notice(command, instance, call_id, why)
             return
         deliver = (self._calls.pop if kind in _ENDS_CALL else self._calls.get)(call_id, None)
         if deliver is not None and not _deliver(deliver, kind, env, payload):

@@ -72,6 +72,7 @@ class Supervisor:
     of their own."""
 
     def __init__(self) -> None:
+        # one per deployment generation (``Deployment.start``): nothing here outlives it
         self._deaths: dict[tuple[str, int], list[float]] = {}
         #: instances the app stopped on the router's notice: (notice, why)
         self._stopped: dict[tuple[str, int], tuple[bytes, str]] = {}
@@ -85,19 +86,22 @@ class Supervisor:
         deployment.fail_calls(reason)
         threading.Thread(target=deployment.teardown, args=(reason, generation), daemon=True).start()
 
-    def notice(self, deployment: Deployment, command: bytes, inst: bytes, why: str) -> None:
-        """The router asks to replace (stuck) or stop (recycle) an instance."""
+    def notice(
+        self, deployment: Deployment, command: bytes, inst: bytes, pid: bytes, why: str
+    ) -> None:
+        """The router asks to replace (stuck) or stop (recycle) process ``pid`` of an
+        instance (not a successor that has started since)."""
         name, _, index = inst.decode(errors="replace").rpartition("#")
         key = (name, int(index)) if index.isdigit() else None
-        pid = deployment.pids.get(key)
-        if pid is None or key in self._stopped:
+        if not pid.isdigit() or deployment.pids.get(key) != int(pid) or key in self._stopped:
             return
+        pid_ = int(pid)
         if command == wire.CTL_REPLACE:
             self._stopped[key] = (command, f"was stuck ({why}) and was replaced")
-            deployment.kill(pid, signal.SIGKILL)
+            deployment.kill(pid_, signal.SIGKILL)
         elif command == wire.CTL_RECYCLE:
             self._stopped[key] = (command, f"was recycled ({why})")
-            deployment.kill(pid, STOP_SIGNAL)
+            deployment.kill(pid_, STOP_SIGNAL)
 
     def instance_exited(
         self, deployment: Deployment, generation: int, name: str, index: int, code: int | None
@@ -118,9 +122,8 @@ class Supervisor:
         if code is None:
             rpc.tell(wire.CTL_FAILED, inst, f"{reason}; not restarted", pid)
             return
-        if command == wire.CTL_RECYCLE:  # not a failure: its successor starts now
-            self._restart_after(0.0, deployment, generation, name, index, reason)
-            return
+        # a recycle is no failure, but counts for the backoff: a limit the instance
+        # passes as soon as it starts (max_memory_mb below its size) must not spin
         now = time.monotonic()
         deaths = [t for t in self._deaths.get((name, index), []) if now - t < RESTART_WINDOW]
         deaths.append(now)

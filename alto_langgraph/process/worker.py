@@ -106,6 +106,8 @@ class StageInstance:
         self.waiting: dict[tuple[bytes, bytes, bytes], Any] = {}
         #: messages that could not be handled (malformed)
         self.dropped = 0
+        #: calls whose ``run`` has begun (it replies, whatever happens)
+        self.started: set[tuple[bytes, bytes]] = set()
         # health (``pulse``): the pool's threads each call holds, and the calls whose
         # caller gave up while their code still ran on threads (it cannot be stopped);
         # calls run, against the recycling limits
@@ -168,7 +170,7 @@ class StageInstance:
             self.inputs[(client, call_id)] = {}
             task = self.loop.create_task(self.run(client, call_id, payload))
             self.running[(client, call_id)] = task
-            task.add_done_callback(lambda _, k=(client, call_id): self._ended(k))
+            task.add_done_callback(lambda _, k=(client, call_id): self._task_done(k))
             self.calls += 1
             if self.calls == self.max_calls:  # no more calls for us: say so now
                 self.send_pulse()
@@ -250,13 +252,26 @@ class StageInstance:
                     del self.busy[call]
                     self.abandoned.discard(call)
 
+    def _task_done(self, call: tuple[bytes, bytes]) -> None:
+        """A call's task is over. One cancelled before ``run`` began never replied: the
+        router still counts the call as this instance's until a reply comes."""
+        if call not in self.started:
+            client, call_id = call
+            error = shipping.dumps_error(asyncio.CancelledError())
+            self.send([client, wire.envelope(wire.ERROR, call_id), error])
+        self.started.discard(call)
+        self._ended(call)
+
     def _ended(self, call: tuple[bytes, bytes]) -> None:
         """A call is over (or was cancelled before it began): a fold still reading its
-        input (a sync one, on its thread) must not wait for it forever."""
+        input (a sync one, on its thread) must not wait for it forever, nor a @task
+        call it made for an answer that will not come."""
         self.running.pop(call, None)
         self.controls.pop(call, None)
         for channel in self.inputs.pop(call, {}).values():
             channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
+        for key in [k for k in self.waiting if k[:2] == call]:
+            self.waiting.pop(key).cancel()
 
     def _feed(
         self, call: tuple[bytes, bytes], table: dict[str, streams.StreamChannel], payload: Any
@@ -308,6 +323,7 @@ class StageInstance:
         return await self.loop.run_in_executor(None, contextvars.copy_context().run, call)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
+        self.started.add((client, call_id))
         CURRENT_CALL.set((client, call_id))  # for the threads its sync code takes
         send = self.send
         link = _Link(self, client, call_id)

@@ -1155,3 +1155,35 @@ def test_a_node_with_both_implementations_runs_the_one_the_caller_asked_for(
     assert want[0] == ["sync", "sync"] and want[2] == ["async", "async"]
     with g.compile(backend="alto", executor=executor) as app:
         assert runs(app) == want
+
+
+def test_a_finalizer_that_runs_during_a_spawn_does_not_deadlock(monkeypatch: Any) -> None:
+    """The garbage collector may finalize a dropped app's deployment at any allocation,
+    e.g. while a spawn message is being pickled for the fork server; the finalizer
+    sends kill commands to the same server. Found by LangGraph's suite under the
+    process executor, where the two took one lock and the run hung. Here the
+    finalizer is made to run at exactly that point."""
+    from alto_langgraph.process import forkserver
+
+    server = fork_server()
+    dumps = forkserver.pickle.dumps
+    fired = []
+
+    def dumps_with_a_finalizer(msg: Any, *args: Any, **kwargs: Any) -> bytes:
+        if msg[0] == "spawn" and not fired:
+            fired.append(True)
+            server.kill(2**22 + 7)  # what a deployment's finalizer does (no such child)
+        return dumps(msg, *args, **kwargs)
+
+    monkeypatch.setattr(forkserver.pickle, "dumps", dumps_with_a_finalizer)
+    outcome: list[Any] = []
+
+    def start() -> None:
+        app = _sleeper(0).compile(backend="alto", executor="process", start="compile")
+        outcome.append(app.invoke({"log": []})["log"] == [app.deployment.pids[("slow", 0)]])
+        app.close()
+
+    worker = threading.Thread(target=start, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert fired and outcome == [True], "a spawn with a finalizer inside it hung"

@@ -19,6 +19,7 @@ import concurrent.futures
 import itertools
 import os
 import pickle
+import queue
 import select
 import shutil
 import signal
@@ -98,7 +99,13 @@ class ForkServer:
         for fd in (ctl_r, rep_w, life_r):
             os.close(fd)
         self.pid = os.getpid()  # the app process this server belongs to
-        self._lock = threading.Lock()
+        # every command goes through one queue to one writer thread: a deployment's
+        # finalizer (run by the garbage collector, at any allocation of any thread,
+        # say while that thread is sending a spawn) stops its processes with commands
+        # too, so no lock may be taken on the way (a SimpleQueue's put is reentrant)
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name="alto-forkserver-ctl", daemon=True)
+        self._writer.start()
         self._tokens = itertools.count()
         self._spawning: dict[int, tuple[concurrent.futures.Future[int], Callable[[int], None]]] = {}
         self._on_exit: dict[int, Callable[[int], None]] = {}
@@ -122,10 +129,9 @@ class ForkServer:
         """Fork a process running ``TARGETS[target](**kwargs)``; returns its pid.
         ``on_exit(exit_code)`` is called (on the reader thread) when it ends."""
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
-        with self._lock:
-            token = next(self._tokens)
-            self._spawning[token] = (fut, on_exit)
-            _write_msg(self._ctl, ("spawn", token, target, kwargs, env))
+        token = next(self._tokens)
+        self._spawning[token] = (fut, on_exit)
+        self._outbox.put(("spawn", token, target, kwargs, env))
         return fut.result(timeout=60)
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
@@ -136,11 +142,18 @@ class ForkServer:
         self._command(("remove_at_exit", path))
 
     def _command(self, msg: tuple[Any, ...]) -> None:
-        with self._lock:
+        self._outbox.put(msg)
+
+    def _write(self) -> None:
+        """The writer thread: sends each command, in order, until ``close``."""
+        while (msg := self._outbox.get()) is not None:
             try:
                 _write_msg(self._ctl, msg)
-            except OSError:  # the server is gone: nothing left to kill or clean
-                pass
+            except Exception as exc:  # the server is gone, or a spawn does not pickle
+                if msg[0] == "spawn":
+                    fut, _ = self._spawning.pop(msg[1], (None, None))
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc)
 
     def _read(self, fd: int) -> None:
         reader = _Reader(fd)
@@ -159,8 +172,9 @@ class ForkServer:
                             handler(code)
         finally:
             os.close(fd)
-            for fut, _ in self._spawning.values():
-                fut.set_exception(RuntimeError("alto: the fork server exited"))
+            for fut, _ in list(self._spawning.values()):
+                if not fut.done():
+                    fut.set_exception(RuntimeError("alto: the fork server exited"))
             # nobody reports exits any more: every process it started is unsupervised
             handlers, self._on_exit = self._on_exit, {}
             self.orphans = set(handlers)
@@ -169,6 +183,8 @@ class ForkServer:
 
     def close(self) -> None:
         """End the lifeline: the server and everything it forked exit now."""
+        self._outbox.put(None)  # the writer's last command: then its fd may close
+        self._writer.join(5)
         for fd in (self._life, self._ctl):
             try:
                 os.close(fd)

@@ -53,6 +53,7 @@ from typing_extensions import TypedDict
 import alto_langgraph  # noqa: F401  (the backend)
 from alto_langgraph.errors import StageInstanceLost
 from alto_langgraph.process import security, wire
+from alto_langgraph.process.worker import resident_mb
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -290,11 +291,6 @@ def attacks(rounds: int) -> dict[str, Any]:
 # -- soak ----------------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
-
-
 def soak(requests: int) -> dict[str, Any]:
     app = fan_out().compile(backend="alto", executor="process", start="compile")
     worker = app.deployment.pids[("work", 0)]
@@ -309,8 +305,8 @@ def soak(requests: int) -> dict[str, Any]:
             samples.append(
                 {
                     "request": i,
-                    "app_rss_mb": _rss_mb(),
-                    "worker_rss_mb": _rss_mb(worker),
+                    "app_rss_mb": resident_mb(),
+                    "worker_rss_mb": resident_mb(worker),
                     "fds": len(os.listdir("/proc/self/fd")),
                     "threads": threading.active_count(),
                 }

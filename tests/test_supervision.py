@@ -20,6 +20,7 @@ from typing_extensions import TypedDict
 from alto_langgraph.errors import StageInstanceLost
 from alto_langgraph.process.deployment import _pid_alive
 from alto_langgraph.process.supervision import MAX_BACKOFF, backoff
+from alto_langgraph.process.worker import resident_mb
 
 
 class Log(TypedDict):
@@ -170,15 +171,10 @@ def _grows(s: dict) -> dict:
     return {"log": [os.getpid()]}
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
-
-
 def test_a_memory_limit_recycles_a_leaking_worker() -> None:
     # the limit: what an instance of this stage takes at start, plus 100 MiB
     with _one_node(_grows).compile(backend="alto", executor="process", start="compile") as app:
-        limit = _rss_mb(app.deployment.pids[("work", 0)]) + 100
+        limit = resident_mb(app.deployment.pids[("work", 0)]) + 100
     g = _one_node(_grows)
     with g.compile(
         backend="alto",

@@ -181,15 +181,16 @@ class Deployment:
         return f"tcp://{self.host}:{ports[0]}", f"tcp://{self.host}:{ports[1]}"
 
     def spawn_instance(self, name: str, index: int) -> None:
-        assert self._server is not None
+        assert self._server is not None and self._keyring is not None
         gen = self._generation
+        inst = wire.instance_id(name, index)
         env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
         self.pids[(name, index)] = self._server.spawn(
             "worker",
             {
                 "back_address": self._addresses[1],
-                "identity": wire.instance_id(name, index),
-                "credentials": self._keyring_peer(wire.instance_id(name, index)),
+                "identity": inst,
+                "credentials": self._keyring.peer(inst),
                 "stage": name,
                 "code": self._shipped[name],
                 "sys_path": list(sys.path),
@@ -202,10 +203,6 @@ class Deployment:
             env,
             _weakly(self._instance_exited, gen, name, index),
         )
-
-    def _keyring_peer(self, name: bytes) -> security.PeerCredentials:
-        assert self._keyring is not None
-        return self._keyring.peer(name)
 
     def close(self) -> None:
         """Stop the router and every instance, and fail calls still in flight."""

@@ -365,19 +365,26 @@ class Router:
         for inst in list(self.leaving):
             self._tell_app(inst, front)
         for name, route in self.stages.items():
-            while (
-                route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT
-            ):
-                _, frames = route.waiting.popleft()
-                kind, call_id = frames[1].split(wire.SEP, 2)[:2]
-                if kind != wire.FEED:
-                    why = (
-                        f"alto: no instance of stage {name.decode()!r} was available for "
-                        f"{UNAVAILABLE_TIMEOUT:.0f} s ({route.last_reason})"
-                    )
-                    front.send_multipart(
-                        [frames[0], wire.envelope(wire.LOST, call_id), why.encode()]
-                    )
+            if route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT:
+                why = (
+                    f"alto: no instance of stage {name.decode()!r} was available for "
+                    f"{UNAVAILABLE_TIMEOUT:.0f} s ({route.last_reason})"
+                )
+                self._fail_waiting(route, why, front, arrived_before=now - UNAVAILABLE_TIMEOUT)
+
+    @staticmethod
+    def _fail_waiting(
+        route: StageRoute, reason: str, front: Any, arrived_before: float = math.inf
+    ) -> None:
+        """Fail the stage's waiting tasks (those that arrived before ``arrived_before``)
+        with ``LOST``; their waiting feeds go with them."""
+        while route.waiting and route.waiting[0][0] < arrived_before:
+            _, frames = route.waiting.popleft()
+            kind, call_id = frames[1].split(wire.SEP, 2)[:2]
+            if kind != wire.FEED:
+                front.send_multipart(
+                    [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
+                )
 
     def _instance_up(self, inst: bytes, front: Any, back: Any) -> None:
         name = self.stage_of[inst]
@@ -408,14 +415,7 @@ class Router:
         route.failed.setdefault(inst, reason)
         self._gone(inst, reason, front)
         if not route.live and len(route.failed) == len(route.instances):
-            while route.waiting:  # nobody will ever run these
-                _, frames = route.waiting.popleft()
-                kind, call_id = frames[1].split(wire.SEP, 2)[:2]
-                if kind == wire.FEED:
-                    continue
-                front.send_multipart(
-                    [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
-                )
+            self._fail_waiting(route, reason, front)  # nobody will ever run these
 
     def _gone(self, inst: bytes, reason: str, front: Any) -> None:
         """``inst`` is no longer live: its connection is forgotten, and each call it

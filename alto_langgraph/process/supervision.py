@@ -132,19 +132,8 @@ class Supervisor:
             why = f"{reason}; not restarted (it died {len(deaths)} times while starting)"
             rpc.tell(wire.CTL_FAILED, inst, why, pid)
             return
-        self._restart_after(backoff(len(deaths)), deployment, generation, name, index, reason)
-
-    def _restart_after(
-        self,
-        delay: float,
-        deployment: Deployment,
-        generation: int,
-        name: str,
-        index: int,
-        reason: str,
-    ) -> None:
         timer = threading.Timer(
-            delay, self.restart, args=(deployment, generation, name, index, reason)
+            backoff(len(deaths)), self.restart, args=(deployment, generation, name, index, reason)
         )
         timer.daemon = True
         timer.start()

@@ -73,11 +73,10 @@ def serve(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # sync node code runs on the loop's default executor (as LangGraph runs it there)
-    instance = StageInstance(stage, identity, loop, credentials, threads)
-    loop.set_default_executor(_CallThreads(instance, threads))
+    instance = StageInstance(stage, identity, loop, credentials, threads, max_calls, max_memory_mb)
+    loop.set_default_executor(_CallThreads(instance))
     # through the loop, which wakes the main thread whichever thread the signal hits
     loop.add_signal_handler(STOP_SIGNAL, exit_now)
-    instance.max_calls, instance.max_memory_mb = max_calls, max_memory_mb
     loop.run_until_complete(instance.serve(back_address, code))
 
 
@@ -92,6 +91,8 @@ class StageInstance:
         loop: asyncio.AbstractEventLoop,
         credentials: security.PeerCredentials,
         threads: int = 64,
+        max_calls: int | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         self.stage = stage
         self.identity = identity
@@ -116,8 +117,8 @@ class StageInstance:
         self.busy: collections.Counter[tuple[bytes, bytes]] = collections.Counter()
         self.abandoned: set[tuple[bytes, bytes]] = set()
         self.calls = 0
-        self.max_calls: int | None = None
-        self.max_memory_mb: float | None = None
+        self.max_calls = max_calls
+        self.max_memory_mb = max_memory_mb
         self.context = zmq.asyncio.Context()
         self.sock = self.context.socket(zmq.DEALER)
         credentials.apply(self.sock)  # the router knows this instance by them
@@ -208,9 +209,10 @@ class StageInstance:
             busy = sum(self.busy.values())
             abandoned = sum(self.busy[call] for call in self.abandoned)
         rss = resident_mb()
-        report = {
-            "verdict": "",
-            "why": "",
+        verdict, why = self._verdict(abandoned, rss)
+        return {
+            "verdict": verdict,
+            "why": why,
             "calls": self.calls,
             "running": len(self.running),
             "threads": self.threads,
@@ -219,25 +221,22 @@ class StageInstance:
             "rss_mb": round(rss, 1),
             "dropped": self.dropped,
         }
+
+    def _verdict(self, abandoned: int, rss: float) -> tuple[str, str]:
         if abandoned >= self.threads:
-            report["verdict"], report["why"] = (
-                "stuck",
-                (
-                    f"all {self.threads} of its threads are held by calls their callers gave up "
-                    "on, which still run"
-                ),
+            return "stuck", (
+                f"all {self.threads} of its threads are held by calls their callers gave up "
+                "on, which still run"
             )
-        elif self.max_calls is not None and self.calls >= self.max_calls:
-            report["verdict"], report["why"] = (
-                "recycle",
-                (f"it has run {self.calls} calls (max_calls_per_instance={self.max_calls})"),
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            return "recycle", (
+                f"it has run {self.calls} calls (max_calls_per_instance={self.max_calls})"
             )
-        elif self.max_memory_mb is not None and rss > self.max_memory_mb:
-            report["verdict"], report["why"] = (
-                "recycle",
-                (f"its memory ({rss:.0f} MiB) passed max_memory_mb={self.max_memory_mb}"),
+        if self.max_memory_mb is not None and rss > self.max_memory_mb:
+            return "recycle", (
+                f"its memory ({rss:.0f} MiB) passed max_memory_mb={self.max_memory_mb}"
             )
-        return report
+        return "", ""
 
     def thread_started(self, call: tuple[bytes, bytes] | None) -> None:
         if call is not None:
@@ -306,7 +305,7 @@ class StageInstance:
             control.request_drain(early)
         self.controls[call] = control
 
-    async def _run_sync(
+    def _run_sync(
         self, value: Any, config: dict[str, Any], chunk_out: Callable[[Any], None] | None
     ) -> Any:
         """``invoke`` (or, with ``chunk_out``, ``stream``) the node on a thread of the
@@ -320,7 +319,7 @@ class StageInstance:
                 chunk_out(chunk)
             return None
 
-        return await self.loop.run_in_executor(None, contextvars.copy_context().run, call)
+        return self.loop.run_in_executor(None, contextvars.copy_context().run, call)
 
     async def run(self, client: bytes, call_id: bytes, payload: Any) -> None:
         self.started.add((client, call_id))
@@ -382,8 +381,8 @@ class _CallThreads(concurrent.futures.ThreadPoolExecutor):
     it counts the threads each call holds, so that an instance whose threads are all
     held by calls their callers gave up on can be told apart from a busy one."""
 
-    def __init__(self, instance: StageInstance, threads: int) -> None:
-        super().__init__(max_workers=threads, thread_name_prefix="alto-node")
+    def __init__(self, instance: StageInstance) -> None:
+        super().__init__(max_workers=instance.threads, thread_name_prefix="alto-node")
         self.instance = instance
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
@@ -399,10 +398,10 @@ class _CallThreads(concurrent.futures.ThreadPoolExecutor):
         return super().submit(tracked)
 
 
-def resident_mb() -> float:
-    """This process's resident memory, in MiB (Linux)."""
+def resident_mb(pid: int | str = "self") -> float:
+    """A process's resident memory (this one's by default), in MiB (Linux)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             pages = int(f.read().split()[1])
     except (OSError, IndexError, ValueError):
         return 0.0

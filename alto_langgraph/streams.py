@@ -56,51 +56,76 @@ class Sink(Protocol):
 
     def apply(self, item: Command) -> None: ...
     def open_stream(self) -> StreamRef: ...
+    #: an event of a stream the node produces, from its thread (it may wait for room)
     def stream_event(self, ref: StreamRef, event: str, value: Any) -> None: ...
+    #: the same, from the node's event loop
+    async def astream_event(self, ref: StreamRef, event: str, value: Any) -> None: ...
 
 
 # -- streams --------------------------------------------------------------------------
 
 CHUNK, END, FAIL = "chunk", "end", "fail"
 
+#: ``listener(seq, event, value, tag)``: ``seq`` is a chunk's index (an end's: the
+#: number of chunks); ``tag`` is what the transport passed with the event
+Listener = Callable[[int, str, Any, Any], None]
 
-class StreamChannel:
-    """One stream's chunks, as they arrive: put from any thread, read by a sync or an
-    async consumer, or forwarded to a listener (to another process). Keeps every chunk:
-    a fold's ``finish`` sees the whole value, as on stock LangGraph."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.chunks: list[Any] = []
+class StreamRef(list):  # type: ignore[type-arg]
+    """A stream-valued payload field under alto: the list of the stream's chunks so
+    far, which grows as the producer yields them.
+
+    Iterating it (sync or async) gets each chunk as the producer makes it, and waits
+    for the next until the stream ends. Read as a list once the stream has ended (by
+    a checkpointer saving the Send that carries it, by a stream of tasks), it is the
+    collected value stock LangGraph has there. It is put from any thread, read by any
+    number of consumers, or forwarded to listeners (other processes).
+
+    Between alto's own processes it travels as its id, and the chunks follow as
+    messages; anything else that pickles or copies it gets a plain list of the chunks
+    it holds.
+    """
+
+    __slots__ = ("sid", "readable", "origin", "closed", "error", "_cond", "_wakers", "_listeners")
+
+    def __init__(self, sid: str | None = None, readable: bool = True) -> None:
+        super().__init__()
+        self.sid = sid or os.urandom(8).hex()
+        #: False where only the producer is (its chunks go elsewhere as they are made)
+        self.readable = readable
+        #: the transport's note of where the chunks come from (a producer's call)
+        self.origin: Any = None
         self.closed = False
         self.error: BaseException | None = None
+        self._cond = threading.Condition()
         self._wakers: list[Callable[[], None]] = []
-        self._listeners: list[Callable[[str, Any], None]] = []
+        self._listeners: list[Listener] = []
 
-    def event(self, event: str, value: Any = None) -> None:
+    def event(self, event: str, value: Any = None, tag: Any = None) -> None:
         with self._cond:
             if self.closed:
                 return  # after a failure the producer's remaining events mean nothing
+            seq = len(self)
             if event == CHUNK:
-                self.chunks.append(value)
+                self.append(value)
             else:
                 self.closed = True
                 self.error = value if event == FAIL else None
             for listener in self._listeners:
-                listener(event, value)
+                listener(seq, event, value, tag)
             self._cond.notify_all()
             wakers, self._wakers = self._wakers, []
         for wake in wakers:
             wake()
 
-    def listen(self, listener: Callable[[str, Any], None]) -> Callable[[], None]:
-        """Call ``listener(event, value)`` for every event so far and every later one,
-        in order; returns a function that stops it."""
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event so far and every later one, in order;
+        returns a function that stops it."""
         with self._cond:
-            for chunk in self.chunks:
-                listener(CHUNK, chunk)
+            for seq, chunk in enumerate(list.copy(self)):
+                listener(seq, CHUNK, chunk, None)
             if self.closed:
-                listener(FAIL if self.error is not None else END, self.error)
+                listener(len(self), FAIL if self.error is not None else END, self.error, None)
             else:
                 self._listeners.append(listener)
 
@@ -113,17 +138,25 @@ class StreamChannel:
     def _read(self, i: int) -> tuple[bool, Any]:
         """(True, chunk i), or (False, None) at the end; raises the producer's error.
         Call with the lock held, once chunk i or the end is there."""
-        if i < len(self.chunks):
-            return True, self.chunks[i]
+        if i < len(self):
+            return True, list.__getitem__(self, i)
         if self.error is not None:
             raise self.error
         return False, None
 
+    def _check_readable(self) -> None:
+        if not self.readable:
+            raise RuntimeError(f"alto: stream {self.sid} is not readable in this process")
+
     def __iter__(self) -> Iterator[Any]:
+        self._check_readable()
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[Any]:
         i = 0
         while True:
             with self._cond:
-                while i >= len(self.chunks) and not self.closed:
+                while i >= len(self) and not self.closed:
                     self._cond.wait()
                 more, chunk = self._read(i)
             if not more:
@@ -131,12 +164,16 @@ class StreamChannel:
             yield chunk
             i += 1
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[Any]:
+        self._check_readable()
+        return self._achunks()
+
+    async def _achunks(self) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         i = 0
         while True:
             with self._cond:
-                ready = i < len(self.chunks) or self.closed
+                ready = i < len(self) or self.closed
                 if not ready:
                     fut = loop.create_future()
                     self._wakers.append(lambda f=fut: loop.call_soon_threadsafe(_resolve_future, f))
@@ -150,65 +187,38 @@ class StreamChannel:
             yield chunk
             i += 1
 
+    def __reduce__(self) -> Any:
+        # alto's own transport sends the id (``arrived``); anything else, the chunks
+        return (list, (list.copy(self),))
+
 
 def _resolve_future(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
 
 
-#: sid -> channel, for stream references arriving in this process (set by a call that
+#: sid -> stream, for stream references arriving in this process (set by a call that
 #: receives messages which may carry them: ``receiving``)
-_RECEIVING: contextvars.ContextVar[dict[str, StreamChannel] | None] = contextvars.ContextVar(
+_RECEIVING: contextvars.ContextVar[dict[str, StreamRef] | None] = contextvars.ContextVar(
     "alto_streams_receiving", default=None
 )
 
 
-class StreamRef:
-    """A stream-valued payload field under alto. Iterate it (sync or async) to get the
-    chunks as the producer makes them; it crosses processes as its id only, and the
-    chunks follow as messages of the call that carries it."""
-
-    __slots__ = ("sid", "channel")
-
-    def __init__(self, sid: str, channel: StreamChannel | None = None) -> None:
-        self.sid = sid
-        self.channel = channel
-
-    @classmethod
-    def new(cls, local: bool = True) -> StreamRef:
-        return cls(os.urandom(8).hex(), StreamChannel() if local else None)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._channel())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._channel().__aiter__()
-
-    def _channel(self) -> StreamChannel:
-        if self.channel is None:
-            raise RuntimeError(f"alto: stream {self.sid} is not readable in this process")
-        return self.channel
-
-    def __repr__(self) -> str:
-        return f"StreamRef({self.sid!r})"
-
-    def __reduce__(self) -> Any:
-        return (_arrived, (self.sid,))
-
-
-def _arrived(sid: str) -> StreamRef:
+def arrived(sid: str) -> StreamRef:
+    """A stream reference, unpickled: this process's stream of that id (made on first
+    sight), which the call receiving it feeds from its stream messages."""
     table = _RECEIVING.get()
     if table is None:
         raise RuntimeError(f"alto: stream {sid} arrived outside a call that can feed it")
-    channel = table.get(sid)
-    if channel is None:
-        channel = table[sid] = StreamChannel()
-    return StreamRef(sid, channel)
+    ref = table.get(sid)
+    if ref is None:
+        ref = table[sid] = StreamRef(sid)
+    return ref
 
 
 @contextlib.contextmanager
-def receiving(table: dict[str, StreamChannel]) -> Iterator[None]:
-    """Stream references unpickled inside resolve to channels of ``table`` (created on
+def receiving(table: dict[str, StreamRef]) -> Iterator[None]:
+    """Stream references unpickled inside resolve to streams of ``table`` (created on
     first sight), which the call feeds from its stream messages."""
     token = _RECEIVING.set(table)
     try:
@@ -407,10 +417,11 @@ async def _astream_item(sink: Sink, item: Any) -> None:
         for ref, source in pumps:
             if isinstance(source, AsyncIterator):
                 async for chunk in source:
-                    sink.stream_event(ref, CHUNK, chunk)
-                sink.stream_event(ref, END, None)
+                    await sink.astream_event(ref, CHUNK, chunk)
             else:
-                _pump(sink, ref, source)
+                for chunk in source:
+                    await sink.astream_event(ref, CHUNK, chunk)
+            await sink.astream_event(ref, END, None)
     except BaseException as exc:
         _fail_all(sink, pumps, exc)
         raise

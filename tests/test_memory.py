@@ -28,6 +28,7 @@ from langgraph.types import Command, Interrupt, Send, StateUpdate, interrupt
 from memory_harness import SAVERS, Scenario, compiled, transcript
 
 import alto_langgraph
+from alto_langgraph import fold, streaming
 
 
 class Log(TypedDict, total=False):
@@ -65,6 +66,43 @@ def fanout_with_approval() -> StateGraph:
         "plan", lambda s: [Send("worker", {"item": i}) for i in s["items"]], ["worker"]
     )
     g.add_edge("worker", "done")
+    return g
+
+
+def streamed_fold() -> StateGraph:
+    """A streaming node sends token streams to a fold, which reads them as they are
+    made; the fold for "b" asks a human, so its Send (the collected stream, as stock
+    has it) waits in the checkpoint, and the fold runs again from it on resume."""
+
+    def tokens(item: str) -> Any:
+        yield from (f"{item}{i}" for i in range(3))
+
+    @streaming
+    def plan(s: dict) -> Any:
+        for item in s["items"]:
+            yield {"log": [f"plan:{item}"]}
+            yield Send("fold", {"item": item, "tokens": tokens(item)})
+
+    @fold(over="tokens")
+    class Joined:
+        def start(self, p: dict) -> list:
+            return []
+
+        def step(self, acc: list, token: str) -> list:
+            return [*acc, token]
+
+        def finish(self, acc: list, p: dict) -> dict:
+            text = "".join(acc)
+            if p["item"] == "b":
+                text += ":" + interrupt(f"approve {text} of {p['tokens']}?")
+            return {"log": [text]}
+
+    g = StateGraph(Log)
+    g.add_node("plan", plan)
+    g.add_node("fold", Joined)
+    g.add_node("done", lambda s: {"log": [f"done:{len(s['log'])}"]})
+    g.add_edge(START, "plan")
+    g.add_edge("fold", "done")
     return g
 
 
@@ -220,10 +258,13 @@ def _bulk(*supersteps: list[StateUpdate]) -> Any:
 _TIMESTAMP = re.compile(r"'timestamp': '[^']*'")
 
 
-def _stream_modes(value: Any, **kwargs: Any) -> Any:
+def _stream_modes(value: Any, *, partial_updates: bool = False, **kwargs: Any) -> Any:
     """Every stream mode that shows the loop's bookkeeping; chunks as a multiset (the
-    order of a step's tasks finishing is a race on stock too)."""
-    modes = ["values", "updates", "checkpoints", "tasks", "debug"]
+    order of a step's tasks finishing is a race on stock too). With ``partial_updates``
+    (a @streaming node's) no "updates": alto streams those as they are applied."""
+    modes = ["values", "checkpoints", "tasks", "debug"]
+    if not partial_updates:
+        modes.append("updates")
 
     def stream(app: Any, cfg: dict) -> Any:
         chunks = app.stream(value, cfg, stream_mode=modes, **kwargs)
@@ -255,6 +296,16 @@ SCENARIOS: dict[str, Scenario] = {
             _state(),
             _invoke(Command(resume="yes")),
             _state(),
+        ],
+    ),
+    "streamed-fold-interrupt-resume": Scenario(
+        streamed_fold,
+        [
+            _invoke({"items": ["a", "b", "c"]}),
+            _state(),
+            _invoke(Command(resume="yes")),
+            _stream_modes({"items": ["c", "b"]}, partial_updates=True),
+            _stream_modes(Command(resume="no"), partial_updates=True),
         ],
     ),
     "run-ahead-task-interrupts": Scenario(
@@ -367,7 +418,13 @@ def test_a_thread_moves_between_backends(name: str, kind: str, tmp_path: Any) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["send-interrupt-resume", "interrupt-before-update-as-node", "subgraph-interrupt"]
+    "name",
+    [
+        "send-interrupt-resume",
+        "interrupt-before-update-as-node",
+        "subgraph-interrupt",
+        "streamed-fold-interrupt-resume",
+    ],
 )
 def test_same_on_worker_processes(name: str, tmp_path: Any) -> None:
     """Nodes on worker processes: interrupt() there gets the loop's resume values."""

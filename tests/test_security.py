@@ -391,3 +391,68 @@ def test_a_sender_cannot_grow_the_routers_counters_or_falsify_its_stats(tmp_path
         mine = stats["instances"]["s#0"]
         assert mine["pid"] != 1 and mine["outstanding"] == 0 and mine["busy_threads"] == 2
         assert "rss_mb" not in mine and "calls" not in mine  # not finite, a bool
+
+
+def test_a_stream_is_teed_only_between_a_clients_own_calls(tmp_path: Any) -> None:
+    """SUBSCRIBE sends a stream straight to its fold only for two calls in flight of
+    the client that asks; only the fold's instance acknowledges its chunks, and when
+    the fold's call ends the producer is released and the stream goes back to the app."""
+    p0, f0 = wire.instance_id("p", 0), wire.instance_id("f", 0)
+    sid = "5eed"
+    with live_router(stages=[("p", 1, None), ("f", 1, None)], tmp_path=tmp_path) as router:
+        app, prod, fold = router.app(), router.instance(p0), router.instance(f0)
+        router.wait_live(2)
+        app.send_multipart([wire.envelope(wire.TASK, b"1", b"p"), b"input"])
+        app.send_multipart([wire.envelope(wire.TASK, b"2", b"f"), b"input"])
+        assert prod.poll(5000) and fold.poll(5000)
+        client = prod.recv_multipart()[0]
+        fold.recv_multipart()
+
+        def stream(seq: int) -> bytes:
+            env = wire.envelope(wire.STREAM, b"1", b"", wire.stream_key(sid, seq))
+            prod.send_multipart([client, env, f"chunk {seq}".encode()])
+            return env
+
+        # another client (an instance's own front end) names the app's calls: nothing
+        other = router.socket(router.front, p0)
+        other.send_multipart([wire.envelope(wire.SUBSCRIBE, b"2", b"", sid.encode()), b"1"])
+        app.send_multipart([wire.envelope(wire.SUBSCRIBE, b"9", b"", sid.encode()), b"1"])
+        assert router.stats()["tees"] == 0
+        env = stream(0)
+        assert app.poll(5000) and app.recv_multipart() == [env, b"chunk 0"]
+        assert _silent(fold, 50)
+
+        app.send_multipart([wire.envelope(wire.SUBSCRIBE, b"2", b"", sid.encode()), b"1"])
+        assert router.stats()["tees"] == 1
+        stream(1)
+        key = wire.stream_key(sid, 1)
+        assert fold.poll(5000)
+        assert fold.recv_multipart() == [
+            client,
+            wire.envelope(wire.FEED, b"2", b"", key),
+            b"chunk 1",
+        ]
+        assert app.poll(5000)
+        assert app.recv_multipart() == [wire.envelope(wire.TEED, b"1", b"2", key), b"chunk 1"]
+
+        # the fold's instance acknowledges: for its own call only
+        fold.send_multipart([client, wire.envelope(wire.CREDIT, b"3", b"", key), b""])
+        fold.send_multipart([client, wire.envelope(wire.CREDIT, b"2", b"", key), b""])
+        assert prod.poll(5000)
+        assert prod.recv_multipart() == [client, wire.envelope(wire.CREDIT, b"1", b"", key), b""]
+        assert _silent(prod, 50)
+
+        # the fold's call ends: the producer hears it may go on; the app gets the rest
+        fold.send_multipart([client, wire.envelope(wire.RESULT, b"2"), b"folded"])
+        assert prod.poll(5000)
+        release = wire.envelope(wire.CREDIT, b"1", b"", wire.stream_key(sid, 2))
+        assert prod.recv_multipart() == [client, release, b""]
+        assert app.poll(5000) and app.recv_multipart() == [
+            wire.envelope(wire.RESULT, b"2"),
+            b"folded",
+        ]
+        env = stream(2)
+        assert app.poll(5000) and app.recv_multipart() == [env, b"chunk 2"]
+        stats = router.stats()
+        assert stats["tees"] == 0 and stats["teed"] == 1
+        assert stats["dropped"] == {"a message about a call the instance does not run": 1}

@@ -268,10 +268,20 @@ class Deployment:
         if self.rpc is not None:
             self.rpc.cancel(call_id)
 
-    def feed(self, call_id: bytes, stage: str, payload: bytes) -> None:
+    def feed(self, call_id: bytes, stage: str, payload: bytes, key: bytes = b"") -> None:
         """An event of a stream in a call's input, for the instance that has the call."""
         if self.rpc is not None:
-            self.rpc.feed(call_id, stage, payload)
+            self.rpc.feed(call_id, stage, payload, key)
+
+    def subscribe(self, fold: bytes, producer: bytes, sid: str) -> None:
+        """The rest of a stream goes from its producer's call to the fold's directly."""
+        if self.rpc is not None:
+            self.rpc.subscribe(fold, producer, sid)
+
+    def credit(self, producer: bytes, sid: str, count: int) -> None:
+        """The first ``count`` chunks of a stream the producer's call makes arrived."""
+        if self.rpc is not None:
+            self.rpc.credit(producer, sid, count)
 
     def reply_call(self, instance: bytes, call_id: bytes, sub: bytes, ok: bool, value: Any) -> None:
         """The outcome of a @task call made by a node on ``instance`` (``relay.py``)."""

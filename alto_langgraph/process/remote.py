@@ -27,9 +27,8 @@ from ..config_keys import (
     CONFIG_KEY_YIELD,
 )
 from ..errors import StageInstanceLost
-from ..streams import StreamChannel
 from ..views import ReadLog, StateView, plain
-from . import relay, shipping, wire
+from . import flow, relay, shipping, wire
 from .rpc import TERMINAL, Deliver
 from .spec import routing_key
 
@@ -87,25 +86,37 @@ class RemoteNode(Runnable[Any, Any]):
         if isinstance(input, StateView):  # the instance tells what the node read
             call.reads = input._log
         key = routing_key(self.spec, request_id, ancestry)
-        call_id = self.deployment.call(self.stage, payload, key, deliver)
-        # streams in the input (a fold's): their chunks follow the task, as they come
+        call.call_id = call_id = self.deployment.call(self.stage, payload, key, deliver)
+        # streams in the input (a fold's): their chunks follow the task, as they come;
+        # one that a call on an instance makes goes there straight, from now on
         for ref in streams.stream_refs(plain(input) if isinstance(input, StateView) else input):
-            call.unlisten.append(ref._channel().listen(self._feeder(call_id, ref.sid)))
+            call.unlisten.append(ref.listen(self._feeder(call_id, ref.sid)))
+            if ref.origin is not None and ref.origin[0] is self.deployment:
+                self.deployment.subscribe(call_id, ref.origin[1], ref.sid)
         # a drain of the run requested while the node runs reaches its instance too
         if control is not None and not drained:
-            call.unlisten.append(_DRAINS.watch(control, self._feeder(call_id, wire.DRAIN_SID)))
+            call.unlisten.append(_DRAINS.watch(control, self._drainer(call_id)))
         return call_id
 
-    def _feeder(self, call_id: bytes, sid: str) -> Callable[[str, Any], None]:
-        def feed(event: str, value: Any) -> None:
+    def _feeder(self, call_id: bytes, sid: str) -> streams.Listener:
+        what = f"a chunk of the stream into node {self.stage!r}"
+
+        def feed(seq: int, event: str, value: Any, teed_to: Any) -> None:
+            if teed_to == call_id:  # the router sent it to the call itself
+                return
             if event == streams.FAIL:
                 value = shipping.dumps_error(value)
-            what = f"a chunk of the stream into node {self.stage!r}"
-            self.deployment.feed(
-                call_id, self.stage, shipping.dumps_value((sid, event, value), what)
-            )
+            payload = shipping.dumps_value((sid, event, value), what)
+            self.deployment.feed(call_id, self.stage, payload, wire.stream_key(sid, seq))
 
         return feed
+
+    def _drainer(self, call_id: bytes) -> Callable[[str], None]:
+        def drain(reason: str) -> None:
+            payload = shipping.dumps_value((wire.DRAIN_SID, streams.CHUNK, reason), "a drain")
+            self.deployment.feed(call_id, self.stage, payload)
+
+        return drain
 
     def _call(self, config: RunnableConfig, env: bytes, payload: Any) -> None:
         """A @task call made by the node: through this task's own call machinery."""
@@ -171,13 +182,11 @@ class RemoteNode(Runnable[Any, Any]):
         if kind == wire.YIELD:
             with streams.receiving(call.streams):
                 item = shipping.loads(payload)
+            for ref in call.streams.values():  # where their chunks come from
+                ref.origin = ref.origin or (self.deployment, call.call_id)
             config[CONF][CONFIG_KEY_YIELD].apply(item)
-        elif kind == wire.STREAM:
-            sid, event, value = shipping.loads(payload)
-            if event == streams.FAIL:
-                value = shipping.loads(value)
-            channel = call.streams.get(sid) or call.streams.setdefault(sid, StreamChannel())
-            channel.event(event, value)
+        elif kind == wire.STREAM or kind == wire.TEED:
+            self._stream_event(call, kind, env, payload)
         if kind == wire.EMIT:
             _runtime(config).stream_writer(shipping.loads(payload))
         elif kind == wire.HEARTBEAT:
@@ -191,6 +200,21 @@ class RemoteNode(Runnable[Any, Any]):
         elif kind == wire.READS and call.reads is not None:
             call.reads.merge(shipping.loads(payload))
         return None
+
+    def _stream_event(self, call: _Call, kind: bytes, env: bytes, payload: Any) -> None:
+        """An event of a stream the node makes. The router sent a TEED one to the fold
+        that consumes it too, and the fold acknowledges it; the others, this caller
+        acknowledges as it gets them."""
+        sid, event, value = shipping.loads(payload)
+        if event == streams.FAIL:
+            value = shipping.loads(value)
+        ref = call.streams.get(sid) or call.streams.setdefault(sid, streams.StreamRef(sid))
+        teed_to = wire.decode(env).stage if kind == wire.TEED else None
+        ref.event(event, value, teed_to)
+        if teed_to is None and event == streams.CHUNK:
+            acks = call.acks.get(sid) or call.acks.setdefault(sid, flow.Acks())
+            if acks.due(len(payload)):
+                self.deployment.credit(call.call_id, sid, len(ref))
 
     def _run(self, input: Any, config: RunnableConfig | None, streamed: bool) -> Iterator[Any]:
         """The node's output chunks (streamed) or its output (one item), handling the
@@ -309,11 +333,11 @@ class _DrainWatch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watched: dict[int, tuple[Any, Callable[[str, Any], None]]] = {}
+        self._watched: dict[int, tuple[Any, Callable[[str], None]]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def watch(self, control: Any, feed: Callable[[str, Any], None]) -> Callable[[], None]:
+    def watch(self, control: Any, feed: Callable[[str], None]) -> Callable[[], None]:
         key = next(self._ids)
         with self._lock:
             self._watched[key] = (control, feed)
@@ -339,7 +363,7 @@ class _DrainWatch:
                     del self._watched[key]
             for _, control, feed in drained:
                 try:
-                    feed(streams.CHUNK, control.drain_reason)
+                    feed(control.drain_reason)
                 except Exception:  # the call ended meanwhile
                     pass
 
@@ -352,7 +376,10 @@ class _Call:
     (fed by its STREAM messages) and the feeds of the streams in its input."""
 
     def __init__(self) -> None:
-        self.streams: dict[str, StreamChannel] = {}
+        self.call_id = b""
+        self.streams: dict[str, streams.StreamRef] = {}
+        #: when to acknowledge the chunks of each (those the router did not tee)
+        self.acks: dict[str, flow.Acks] = {}
         self.unlisten: list[Callable[[], None]] = []
         #: the read log of the state view in the input (a task run ahead), if any
         self.reads: ReadLog | None = None
@@ -363,8 +390,8 @@ class _Call:
         for stop in self.unlisten:
             stop()
         self.unlisten.clear()
-        for channel in self.streams.values():
-            channel.event(
+        for ref in self.streams.values():
+            ref.event(
                 streams.FAIL, exc or RuntimeError("alto: the producer's call ended mid-stream")
             )
 

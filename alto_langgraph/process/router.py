@@ -13,6 +13,10 @@ coordinator only for its own. A message that breaks these rules, or is malformed
 logged, counted and dropped. User code here (a routing policy) that raises or answers
 nonsense fails the call it was asked about, not the router.
 
+It takes a stream's chunks from its producer to the fold that consumes it directly,
+once the caller asks (``SUBSCRIBE``, see ``wire.py``), and the fold's acknowledgements
+back to the producer (``flow.py``).
+
 It also watches the instances' health: each instance's event loop pulses every
 ``wire.PULSE_EVERY`` seconds. One that falls silent for ``wire.STUCK_AFTER`` seconds, or
 reports that every thread it has is held by abandoned calls, gets no new calls and
@@ -89,6 +93,18 @@ class _Leaving:
 
 
 @dataclasses.dataclass
+class _Tee:
+    """A stream the router sends to the fold's call as well as to its caller."""
+
+    fold: bytes  # the fold's call id (the producer's caller made it)
+    next: int = 0  # the sequence number after the last chunk the fold got here
+
+
+#: a stream: (the caller, the producer's call id, the stream id)
+_StreamKey = tuple[bytes, bytes, bytes]
+
+
+@dataclasses.dataclass
 class StageRoute:
     instances: tuple[bytes, ...]  # every instance the stage should have
     policy: RoutingPolicy
@@ -109,9 +125,16 @@ class StageRoute:
 
 class Router:
     def __init__(
-        self, stages: dict[bytes, StageRoute], gate: security.Gatekeeper | None = None
+        self,
+        stages: dict[bytes, StageRoute],
+        front: Any,
+        back: Any,
+        gate: security.Gatekeeper | None = None,
     ) -> None:
         self.stages = stages
+        #: the ROUTER sockets for coordinators and for instances
+        self.front = front
+        self.back = back
         self.gate = gate
         self.outstanding: dict[bytes, int] = collections.Counter()
         self.forwarded = 0
@@ -134,6 +157,10 @@ class Router:
         self.leaving: dict[bytes, _Leaving] = {}
         #: the app's connection (notices go there)
         self.owner: bytes | None = None
+        #: streams sent straight to their folds; (client, call id) -> those it is in
+        self.tees: dict[_StreamKey, _Tee] = {}
+        self.tees_of: dict[tuple[bytes, bytes], set[_StreamKey]] = {}
+        self.teed = 0  # chunks sent straight to a fold
 
     def drop(self, why: str, detail: str = "") -> None:
         """Count a dropped message under ``why`` (one of a fixed few: a sender cannot
@@ -146,7 +173,7 @@ class Router:
             )
 
     # -- from coordinators ------------------------------------------------------
-    def from_client(self, frames: list[Any], sender: Any, front: Any, back: Any) -> None:
+    def from_client(self, frames: list[Any], sender: Any) -> None:
         """``frames``: the connection, the envelope (bytes) and the payload frame;
         ``sender``: a frame of the message, which knows who its connection proved to
         be (``security.peer_name``: read only where it matters)."""
@@ -161,44 +188,48 @@ class Router:
             route = self.stages.get(stage)
             if route is None:
                 lost = b"no stage named " + stage
-                front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
+                self.front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
             elif (client, call_id) in self.inflight:
                 return self.drop("a task whose call id is already in flight")
             elif route.live:
-                self._dispatch(stage, route, frames, front, back)
+                self._dispatch(stage, route, frames)
             elif len(route.failed) == len(route.instances):
                 reason = "; ".join(route.failed.values()).encode()
-                front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
+                self.front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
             else:
                 route.waiting.append((time.monotonic(), frames))
         elif kind == wire.CANCEL:
             inst = self.inflight.get((client, call_id))
             if inst is not None:
-                back.send_multipart([self.conn_of[inst], client, env, b""])
+                self.back.send_multipart([self.conn_of[inst], client, env, b""])
         elif kind == wire.FEED:  # to the instance that has the call, after its TASK
             inst = self.inflight.get((client, call_id))
             if inst is not None:
-                back.send_multipart([self.conn_of[inst], *frames], copy=False)
+                self.back.send_multipart([self.conn_of[inst], *frames], copy=False)
             elif (route := self.stages.get(stage)) is not None and any(
                 f[0] == client and f[1].split(wire.SEP, 2)[1] == call_id for _, f in route.waiting
             ):
                 route.waiting.append((time.monotonic(), frames))  # after its waiting TASK
+        elif kind == wire.CREDIT:  # the caller acknowledges its producer's chunks
+            inst = self.inflight.get((client, call_id))
+            if inst is not None:
+                self.back.send_multipart([self.conn_of[inst], client, env, b""])
+        elif kind == wire.SUBSCRIBE:
+            self._subscribe(client, call_id, key, bytes(payload))
         elif kind == wire.CALL_RESULT:  # to the instance that waits for it
             if self.inflight.get((client, call_id)) != stage:
                 return self.drop("a @task result for an instance that does not run the call")
-            back.send_multipart([self.conn_of[stage], *frames], copy=False)
+            self.back.send_multipart([self.conn_of[stage], *frames], copy=False)
         elif kind == wire.CONTROL:
             if security.peer_name(sender) != security.APP:
                 return self.drop("a control message from a peer other than the app")
             self.owner = client
-            self._control(client, call_id, stage, key, payload, front)
+            self._control(client, call_id, stage, key, payload)
         else:
             return self.drop("a coordinator's message of unknown kind", f" {kind[:8]!r}")
         self.forwarded += 1
 
-    def _dispatch(
-        self, name: bytes, route: StageRoute, frames: list[Any], front: Any, back: Any
-    ) -> None:
+    def _dispatch(self, name: bytes, route: StageRoute, frames: list[Any]) -> None:
         """Send a task to the instance the stage's policy picks (or fail it, if the
         policy cannot pick one)."""
         client, env, _payload = frames
@@ -225,15 +256,15 @@ class Router:
                     f"of stage {name.decode()!r}, in the router process"
                 )
             error = shipping.dumps_error(exc)
-            front.send_multipart([client, wire.envelope(wire.ERROR, call_id), error])
+            self.front.send_multipart([client, wire.envelope(wire.ERROR, call_id), error])
             return
-        back.send_multipart([self.conn_of[inst], *frames], copy=False)
+        self.back.send_multipart([self.conn_of[inst], *frames], copy=False)
         self.outstanding[inst] += 1
         self.inflight[(client, call_id)] = inst
         self.by_instance[inst][(client, call_id)] = env
 
     # -- from instances ---------------------------------------------------------
-    def from_instance(self, frames: list[Any], sender: Any, front: Any, back: Any) -> None:
+    def from_instance(self, frames: list[Any], sender: Any) -> None:
         """``frames``: the connection, the call's client, the envelope (bytes) and the
         payload frame; ``sender``: as ``from_client``'s."""
         if len(frames) != 4:
@@ -247,7 +278,7 @@ class Router:
             if peer not in self.stage_of:
                 return self.drop("a message from a connection that is no known instance")
             if kind in (wire.READY, wire.FAILED):  # a (re)started instance
-                self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"", front)
+                self._connected(peer, conn, bytes(payload) if kind == wire.READY else b"")
             else:  # the same process, reconnected (zmq does that on its own)
                 self._reconnected(peer, conn)
             inst = peer
@@ -260,41 +291,111 @@ class Router:
             del self.inflight[(client, call_id)]
             self.outstanding[inst] -= 1
             self.by_instance[inst].pop((client, call_id), None)
-            front.send_multipart([client, env, payload], copy=False)
+            self.front.send_multipart([client, env, payload], copy=False)
+            if self.tees:
+                self._end_tees(client, call_id)
             if inst in self.leaving:
-                self._tell_app(inst, front)
+                self._tell_app(inst)
         elif kind in _TO_CALLER:
             fields = env.split(wire.SEP, 3)
             if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
                 return self.drop("a message about a call the instance does not run")
             if kind in _ASKS and fields[2] != inst:
                 return self.drop("a @task call made in another instance's name")
-            front.send_multipart([client, env, payload], copy=False)
+            if kind == wire.STREAM and self.tees:
+                tee = self.tees.get((client, fields[1], fields[3].partition(b"/")[0]))
+                if tee is not None:
+                    return self._tee(tee, client, fields, payload)
+            self.front.send_multipart([client, env, payload], copy=False)
+        elif kind == wire.CREDIT:  # a fold's instance acknowledges its input's chunks
+            fields = env.split(wire.SEP, 3)
+            if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
+                return self.drop("a message about a call the instance does not run")
+            self._credit(client, fields[1], fields[3])
         elif kind == wire.PULSE:
-            self._pulse(inst, bytes(payload), front)
+            self._pulse(inst, bytes(payload))
         elif kind == wire.READY:
             if not fresh:  # once per process: a second could undo its leaving
                 return self.drop("a second READY on one connection")
-            self._instance_up(inst, front, back)
+            self._instance_up(inst)
         elif kind == wire.FAILED:
-            self._instance_failed(inst, bytes(payload).decode(errors="replace"), front)
+            self._instance_failed(inst, bytes(payload).decode(errors="replace"))
             # the instance waits for this before it exits, so its own reason is on
             # record before the supervisor's report of the exit can arrive
-            back.send_multipart([conn, b"", wire.envelope(wire.FAILED), b""])
+            self.back.send_multipart([conn, b"", wire.envelope(wire.FAILED), b""])
         else:
             return self.drop("an instance's message of unknown kind", f" {kind[:8]!r}")
         self.forwarded += 1
 
-    def _connected(self, inst: bytes, conn: bytes, pid: bytes, front: Any) -> None:
+    # -- streams straight to their folds ---------------------------------------------
+    def _subscribe(self, client: bytes, fold: bytes, sid: bytes, producer: bytes) -> None:
+        """Send the stream's further chunks to the fold's call too. If either call is
+        not running on an instance (over, or waiting for one), the caller goes on
+        feeding the fold itself."""
+        if (client, fold) not in self.inflight or (client, producer) not in self.inflight:
+            return
+        key = (client, producer, sid)
+        if key in self.tees or not sid or len(sid) > 64 or b"/" in sid:
+            return
+        self.tees[key] = _Tee(fold)
+        self.tees_of.setdefault((client, fold), set()).add(key)
+        self.tees_of.setdefault((client, producer), set()).add(key)
+
+    def _tee(self, tee: _Tee, client: bytes, fields: list[bytes], payload: Any) -> None:
+        """A chunk (or the end) of a teed stream: to the fold's instance, and a copy to
+        the caller, which keeps the chunks and feeds the fold no more of this one."""
+        _kind, producer, _stage, key = fields
+        where = wire.parse_stream_key(key)
+        fold_inst = self.inflight.get((client, tee.fold))
+        if where is None or fold_inst is None:
+            return self.drop("a stream message without a stream key")
+        tee.next = where[1] + 1
+        feed = wire.envelope(wire.FEED, tee.fold, b"", key)
+        self.back.send_multipart([self.conn_of[fold_inst], client, feed, payload], copy=False)
+        copy = wire.envelope(wire.TEED, producer, tee.fold, key)
+        self.front.send_multipart([client, copy, payload], copy=False)
+        self.teed += 1
+        self.forwarded += 1
+
+    def _credit(self, client: bytes, fold: bytes, key: bytes) -> None:
+        """The fold's instance acknowledges chunks: to the producer, if the stream is
+        teed to that fold (otherwise its caller acknowledges them)."""
+        sid = key.partition(b"/")[0]
+        for _, producer, teed in self.tees_of.get((client, fold), ()):
+            inst = self.inflight.get((client, producer))
+            if teed == sid and producer != fold and inst is not None:
+                credit = wire.envelope(wire.CREDIT, producer, b"", key)
+                self.back.send_multipart([self.conn_of[inst], client, credit, b""])
+                return
+
+    def _end_tees(self, client: bytes, call: bytes) -> None:
+        """A call is over: its streams are teed no more. A producer still running gets
+        its chunks acknowledged up to what the fold got (their caller acknowledges the
+        rest from now on)."""
+        for stream in self.tees_of.pop((client, call), ()):
+            tee = self.tees.pop(stream, None)
+            if tee is None:
+                continue
+            _, producer, sid = stream
+            other = tee.fold if call == producer else producer
+            if (others := self.tees_of.get((client, other))) is not None:
+                others.discard(stream)
+                if not others:
+                    del self.tees_of[(client, other)]
+            inst = self.inflight.get((client, producer))
+            if call == tee.fold and inst is not None and inst in self.conn_of:
+                key = wire.stream_key(sid.decode(), tee.next)
+                credit = wire.envelope(wire.CREDIT, producer, b"", key)
+                self.back.send_multipart([self.conn_of[inst], client, credit, b""])
+
+    def _connected(self, inst: bytes, conn: bytes, pid: bytes) -> None:
         """``conn`` proved to be ``inst``, process ``pid``. A restarted instance may say
         READY before the app's news of its predecessor's death is read here (they come
         on different sockets): its predecessor is gone, with its calls, and the news
         will be ignored (it names the predecessor's pid)."""
         if inst in self.conn_of:
             old = self.pid_of.get(inst, b"?").decode(errors="replace")
-            self._gone(
-                inst, f"alto: stage instance {inst.decode()} (pid {old}) was replaced", front
-            )
+            self._gone(inst, f"alto: stage instance {inst.decode()} (pid {old}) was replaced")
         self.conn_of[inst] = conn
         self.inst_of[conn] = inst
         self.pid_of[inst] = pid if pid.isdigit() else b""
@@ -308,7 +409,7 @@ class Router:
         self.inst_of[conn] = inst
 
     # -- health ---------------------------------------------------------------------
-    def _pulse(self, inst: bytes, payload: bytes, front: Any) -> None:
+    def _pulse(self, inst: bytes, payload: bytes) -> None:
         self.last_pulse[inst] = time.monotonic()
         try:
             report = json.loads(payload)
@@ -325,11 +426,11 @@ class Router:
             and math.isfinite(v)
         }
         if verdict == "stuck":
-            self._leave(inst, wire.CTL_REPLACE, why.encode(), front)
+            self._leave(inst, wire.CTL_REPLACE, why.encode())
         elif verdict == "recycle":
-            self._leave(inst, wire.CTL_RECYCLE, why.encode(), front)
+            self._leave(inst, wire.CTL_RECYCLE, why.encode())
 
-    def _leave(self, inst: bytes, notice: bytes, why: bytes, front: Any) -> None:
+    def _leave(self, inst: bytes, notice: bytes, why: bytes) -> None:
         """``inst`` gets no new calls; a stuck one is replaced now (its calls fail), one
         to recycle once its calls have finished."""
         if inst in self.leaving:
@@ -338,9 +439,9 @@ class Router:
         route = self.stages[self.stage_of[inst]]
         if inst in route.live:
             route.live.remove(inst)
-        self._tell_app(inst, front)
+        self._tell_app(inst)
 
-    def _tell_app(self, inst: bytes, front: Any) -> None:
+    def _tell_app(self, inst: bytes) -> None:
         """Send a leaving instance's notice to the app, once: when it is due (a recycle
         waits for the instance's calls to finish) and the app has spoken (until then,
         ``tick`` tries again). It names the process, so that news of a process that has
@@ -351,30 +452,29 @@ class Router:
         if leaving.notice == wire.CTL_RECYCLE and self.outstanding.get(inst):
             return
         env = wire.envelope(wire.CONTROL, self.pid_of.get(inst, b""), leaving.notice, inst)
-        front.send_multipart([self.owner, env, leaving.why])
+        self.front.send_multipart([self.owner, env, leaving.why])
         leaving.told = True
 
-    def tick(self, now: float, front: Any) -> None:
+    def tick(self, now: float) -> None:
         """Replace instances whose loop fell silent; fail tasks that waited too long
         for a stage with no live instance."""
         for inst, last in list(self.last_pulse.items()):
             limit = self.stages[self.stage_of[inst]].stuck_after
             if limit and now - last > limit and inst not in self.leaving:
                 why = f"its event loop did not answer for {now - last:.1f} s"
-                self._leave(inst, wire.CTL_REPLACE, why.encode(), front)
+                self._leave(inst, wire.CTL_REPLACE, why.encode())
         for inst in list(self.leaving):
-            self._tell_app(inst, front)
+            self._tell_app(inst)
         for name, route in self.stages.items():
             if route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT:
                 why = (
                     f"alto: no instance of stage {name.decode()!r} was available for "
                     f"{UNAVAILABLE_TIMEOUT:.0f} s ({route.last_reason})"
                 )
-                self._fail_waiting(route, why, front, arrived_before=now - UNAVAILABLE_TIMEOUT)
+                self._fail_waiting(route, why, arrived_before=now - UNAVAILABLE_TIMEOUT)
 
-    @staticmethod
     def _fail_waiting(
-        route: StageRoute, reason: str, front: Any, arrived_before: float = math.inf
+        self, route: StageRoute, reason: str, arrived_before: float = math.inf
     ) -> None:
         """Fail the stage's waiting tasks (those that arrived before ``arrived_before``)
         with ``LOST``; their waiting feeds go with them."""
@@ -382,11 +482,11 @@ class Router:
             _, frames = route.waiting.popleft()
             kind, call_id = frames[1].split(wire.SEP, 2)[:2]
             if kind != wire.FEED:
-                front.send_multipart(
+                self.front.send_multipart(
                     [frames[0], wire.envelope(wire.LOST, call_id), reason.encode()]
                 )
 
-    def _instance_up(self, inst: bytes, front: Any, back: Any) -> None:
+    def _instance_up(self, inst: bytes) -> None:
         name = self.stage_of[inst]
         route = self.stages[name]
         route.failed.pop(inst, None)
@@ -401,11 +501,11 @@ class Router:
             if kind == wire.FEED:
                 held_by = self.inflight.get((frames[0], call_id))
                 if held_by is not None:
-                    back.send_multipart([self.conn_of[held_by], *frames], copy=False)
+                    self.back.send_multipart([self.conn_of[held_by], *frames], copy=False)
                 continue
-            self._dispatch(name, route, frames, front, back)
+            self._dispatch(name, route, frames)
 
-    def _instance_failed(self, inst: bytes, reason: str, front: Any) -> None:
+    def _instance_failed(self, inst: bytes, reason: str) -> None:
         name = self.stage_of.get(inst)
         if name is None:
             return
@@ -413,11 +513,11 @@ class Router:
         # the instance's own reason (why its code did not load) beats the
         # supervisor's later "exited with code 3"
         route.failed.setdefault(inst, reason)
-        self._gone(inst, reason, front)
+        self._gone(inst, reason)
         if not route.live and len(route.failed) == len(route.instances):
-            self._fail_waiting(route, reason, front)  # nobody will ever run these
+            self._fail_waiting(route, reason)  # nobody will ever run these
 
-    def _gone(self, inst: bytes, reason: str, front: Any) -> None:
+    def _gone(self, inst: bytes, reason: str) -> None:
         """``inst`` is no longer live: its connection is forgotten, and each call it
         held fails, saying which node it was running."""
         name = self.stage_of[inst]
@@ -435,13 +535,13 @@ class Router:
         lost = f"{reason} while running node {name.decode()!r}".encode()
         for client, call_id in self.by_instance.pop(inst, {}):
             self.inflight.pop((client, call_id), None)
-            front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
+            self.front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
+            if self.tees:
+                self._end_tees(client, call_id)
         self.outstanding.pop(inst, None)
 
     # -- control (from the app that owns this deployment) ---------------------------
-    def _control(
-        self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any, front: Any
-    ) -> None:
+    def _control(self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any) -> None:
         if cmd == wire.CTL_WAIT_READY:
             self.ready_waiters.append((client, call_id))
         elif (
@@ -452,9 +552,9 @@ class Router:
             pass  # news of a predecessor of the instance now connected (``_connected``)
         elif cmd == wire.CTL_DEAD:
             if arg in self.stage_of:
-                self._gone(arg, bytes(detail).decode(errors="replace"), front)
+                self._gone(arg, bytes(detail).decode(errors="replace"))
         elif cmd == wire.CTL_FAILED:
-            self._instance_failed(arg, bytes(detail).decode(errors="replace"), front)
+            self._instance_failed(arg, bytes(detail).decode(errors="replace"))
         elif cmd == wire.CTL_RESTARTED:
             name = self.stage_of.get(arg)
             if name is not None:
@@ -470,6 +570,10 @@ class Router:
                 "pid": os.getpid(),
                 "policies": {k.decode(): type(st.policy).__name__ for k, st in self.stages.items()},
                 "dropped": dict(self.dropped),
+                # chunks sent straight to the folds that consume them, and streams
+                # being sent so
+                "teed": self.teed,
+                "tees": len(self.tees),
                 "refused": self.gate.refused if self.gate is not None else 0,
                 # each live instance's pid and last health report (calls run, threads
                 # busy and abandoned, resident memory, messages it dropped)
@@ -482,11 +586,13 @@ class Router:
                     for i in sorted(live)
                 },
             }
-            front.send_multipart([client, wire.envelope(wire.READY, call_id), repr(stats).encode()])
+            self.front.send_multipart(
+                [client, wire.envelope(wire.READY, call_id), repr(stats).encode()]
+            )
         else:
             self.drop("an unknown control command", f" {cmd[:16]!r}")
 
-    def answer_ready_waiters(self, front: Any) -> None:
+    def answer_ready_waiters(self) -> None:
         if not self.ready_waiters:
             return
         failed = [reason for st in self.stages.values() for reason in st.failed.values()]
@@ -497,7 +603,7 @@ class Router:
         else:
             return
         for client, call_id in self.ready_waiters:
-            front.send_multipart([client, wire.envelope(reply, call_id), detail])
+            self.front.send_multipart([client, wire.envelope(reply, call_id), detail])
         self.ready_waiters.clear()
 
 
@@ -514,9 +620,9 @@ def serve(
     }
     ctx = zmq.Context()
     gate = security.Gatekeeper(ctx, credentials)
-    router = Router(routes, gate)
     front = ctx.socket(zmq.ROUTER)
     back = ctx.socket(zmq.ROUTER)
+    router = Router(routes, front, back, gate)
     for sock, domain in ((front, security.FRONT), (back, security.BACK)):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
@@ -535,17 +641,17 @@ def serve(
             gate.answer()
         # the app's news of an instance's death is read before its successor's READY
         if front in events:
-            _drain(front, router, router.from_client, front, back)
+            _drain(front, router, router.from_client)
         if back in events:
-            _drain(back, router, router.from_instance, front, back)
-        router.answer_ready_waiters(front)
+            _drain(back, router, router.from_instance)
+        router.answer_ready_waiters()
         now = time.monotonic()
         if now >= next_tick:
-            router.tick(now, front)
+            router.tick(now)
             next_tick = now + TICK
 
 
-def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> None:
+def _drain(sock: Any, router: Router, handle: Any) -> None:
     """Handle what ``sock`` has queued (up to a batch: the other socket gets its turn).
     Addresses and envelopes are read as bytes; payloads pass through as frames; the
     sender is the peer its connection proved to be (each frame carries it)."""
@@ -555,6 +661,6 @@ def _drain(sock: Any, router: Router, handle: Any, front: Any, back: Any) -> Non
         except zmq.Again:
             return
         try:
-            handle([*(f.bytes for f in frames[:-1]), frames[-1]], frames[-1], front, back)
+            handle([*(f.bytes for f in frames[:-1]), frames[-1]], frames[-1])
         except Exception as exc:  # a bug here must not end the deployment
             router.drop("handling it raised an exception", f": {type(exc).__name__}: {exc}")

@@ -64,10 +64,23 @@ class RpcClient:
         if self._calls.pop(call_id, None) is not None:
             self._endpoint.send([wire.envelope(wire.CANCEL, call_id), b""])
 
-    def feed(self, call_id: bytes, stage: str, payload: bytes) -> None:
-        """An event of a stream in a call's input, for the instance that has the call."""
+    def feed(self, call_id: bytes, stage: str, payload: bytes, key: bytes = b"") -> None:
+        """An event of a stream in a call's input, for the instance that has the call
+        (``key``: the stream's and the event's, ``wire.stream_key``)."""
         if call_id in self._calls:
-            self._endpoint.send([wire.envelope(wire.FEED, call_id, stage.encode()), payload])
+            self._endpoint.send([wire.envelope(wire.FEED, call_id, stage.encode(), key), payload])
+
+    def subscribe(self, fold: bytes, producer: bytes, sid: str) -> None:
+        """Have the router send the fold's call the further chunks of a stream that
+        the producer's call makes (it sends this client a TEED copy of each)."""
+        if fold in self._calls and producer in self._calls:
+            self._endpoint.send([wire.envelope(wire.SUBSCRIBE, fold, b"", sid.encode()), producer])
+
+    def credit(self, producer: bytes, sid: str, count: int) -> None:
+        """Acknowledge the first ``count`` chunks of a stream the producer's call makes."""
+        if producer in self._calls:
+            env = wire.envelope(wire.CREDIT, producer, b"", wire.stream_key(sid, count))
+            self._endpoint.send([env, b""])
 
     def reply_call(self, instance: bytes, call_id: bytes, sub: bytes, ok: bool, value: Any) -> None:
         """The outcome of a @task call made by a node on ``instance`` (``relay.py``)."""

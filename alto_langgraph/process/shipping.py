@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
+from .. import streams
 from .._langgraph import (
     CONF,
     CONFIG_KEY_CALL,
@@ -123,6 +124,8 @@ class _Pickler(cloudpickle.Pickler):
     quiet = False
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is streams.StreamRef:  # its chunks follow as messages of the call
+            return (streams.arrived, (obj.sid,))
         if self.quiet and type(obj) is StateView:
             return (dict, (plain(obj),))
         if not isinstance(obj, _PLAIN) and (ref := _sentinel_ref(obj)) is not None:

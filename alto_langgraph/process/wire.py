@@ -20,6 +20,19 @@ A call's ``CHUNK``, ``EMIT``, ``CALLBACK``, ``WRITES``, ``HEARTBEAT``, ``CALL``,
 ``STORE``, ``YIELD``, ``STREAM`` and ``READS`` messages travel the same path as its result and
 ahead of it, so the coordinator sees them in the order the node made them. ``FEED`` messages go the
 other way, after the call's ``TASK``, to the instance that has the call.
+
+Streams between processes (a producer's chunks for a fold, ``streams.py``):
+
+    producer --STREAM--> router --------------------------> caller (it keeps the chunks)
+                                 `--FEED (once SUBSCRIBEd)---> the fold's instance
+
+The caller feeds the fold what came before its ``SUBSCRIBE`` (FEED, via the router) and
+gets a ``TEED`` copy of what the router sent the fold itself, so each chunk reaches the
+fold once, in two hops, with the producer's own pickle. Both kinds carry the stream id
+and the chunk's sequence number in the routing key field (``stream_key``): the fold puts
+the two paths back in order. Whoever gets the chunks first (the fold's instance, else
+the caller) acknowledges them with ``CREDIT`` messages, which the router takes to the
+producer: it sends no more than a window ahead of them (``flow.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +57,13 @@ YIELD = b"D"  # an item a @streaming node yielded (payload: the pickled Command)
 STREAM = b"Q"  # an event of a stream the node produces (payload: sid, event, value)
 READS = b"A"  # what the node read of its state view (a task run ahead of its superstep)
 FEED = b"I"  # coordinator -> the instance running a call: an event of a stream in its input
+#   (routing key field: ``stream_key``; the router sends a SUBSCRIBE'd stream's as FEEDs too)
+SUBSCRIBE = b"J"  # coordinator -> router: send a stream's further chunks to the fold's call
+#   too (call id: the fold's call; routing key: the stream id; payload: the producer's call)
+TEED = b"V"  # router -> coordinator: a STREAM message it has also sent to the fold's call
+#   (stage field: that call's id)
+CREDIT = b"G"  # the consumer of a stream -> router -> its producer: chunks acknowledged
+#   (routing key field: ``stream_key`` of the stream id and the count)
 LOST = b"L"  # the instance running the call died (payload: reason, utf-8)
 CANCEL = b"X"  # the caller gave up on a call (timeout, cancelled request)
 READY = b"Y"  # an instance is up (instance -> router), or all are (router -> coordinator)
@@ -89,6 +109,19 @@ def envelope(kind: bytes, call_id: bytes = b"", stage: bytes = b"", key: bytes =
 
 def decode(frame: bytes) -> Envelope:
     return Envelope(*frame.split(SEP, 3))
+
+
+def stream_key(sid: str, seq: int) -> bytes:
+    """The routing key of a stream's message: its id and a sequence number (or count)."""
+    return f"{sid}/{seq}".encode()
+
+
+def parse_stream_key(key: bytes) -> tuple[str, int] | None:
+    """``stream_key``'s parts, or None if ``key`` is no such thing."""
+    sid, sep, seq = key.partition(b"/")
+    if not sep or not seq.isdigit() or len(seq) > 18:
+        return None
+    return sid.decode(errors="replace"), int(seq)
 
 
 def instance_id(stage: str, index: int) -> bytes:

@@ -33,7 +33,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from .. import streams
 from .._langgraph import CONFIG_KEY_RUNTIME
 from ..views import StateView
-from . import relay, rpc, security, shipping, wire
+from . import flow, relay, rpc, security, shipping, wire
 from .forkserver import STOP_SIGNAL, exit_now
 
 logger = logging.getLogger("alto_langgraph")
@@ -99,8 +99,13 @@ class StageInstance:
         self.loop = loop
         self.node: Any = None
         self.running: dict[tuple[bytes, bytes], asyncio.Task[Any]] = {}
-        #: per call: the streams in its input, fed by the caller's FEED messages
-        self.inputs: dict[tuple[bytes, bytes], dict[str, streams.StreamChannel]] = {}
+        #: per call: the streams in its input, fed by FEED messages (from the caller, or
+        #: straight from the producer through the router), which arrive by those two
+        #: paths and are put in order; their acknowledgements
+        self.inputs: dict[tuple[bytes, bytes], dict[str, streams.StreamRef]] = {}
+        self.orders: dict[tuple[bytes, bytes], dict[str, tuple[flow.InOrder, flow.Acks]]] = {}
+        #: per call: its way back to the caller (with the windows of the streams it makes)
+        self.links: dict[tuple[bytes, bytes], _Link] = {}
         #: per call: its run's ``RunControl`` (or the reason of a drain that came first)
         self.controls: dict[tuple[bytes, bytes], Any] = {}
         #: @task calls waiting for the caller: (client, call id, sub-id) -> future
@@ -176,9 +181,12 @@ class StageInstance:
             if self.calls == self.max_calls:  # no more calls for us: say so now
                 self.send_pulse()
         elif kind == wire.FEED:
-            table = self.inputs.get((client, call_id))
-            if table is not None:
-                self._feed((client, call_id), table, payload)
+            self._arrived((client, call_id), sub, payload)
+        elif kind == wire.CREDIT:  # a consumer of a stream this call makes got its chunks
+            link = self.links.get((client, call_id))
+            where = wire.parse_stream_key(sub)
+            if link is not None and where is not None:
+                link.acknowledged(*where)
         elif kind == wire.CANCEL:
             task = self.running.get((client, call_id))
             if task is not None:
@@ -267,32 +275,59 @@ class StageInstance:
         call it made for an answer that will not come."""
         self.running.pop(call, None)
         self.controls.pop(call, None)
-        for channel in self.inputs.pop(call, {}).values():
-            channel.event(streams.FAIL, RuntimeError("alto: the call ended"))
+        ended = RuntimeError("alto: the call ended")
+        for ref in self.inputs.pop(call, {}).values():
+            ref.event(streams.FAIL, ended)
+        self.orders.pop(call, None)
+        link = self.links.pop(call, None)
+        if link is not None:  # its node, if it still runs, waits for room no more
+            link.close(ended)
         for key in [k for k in self.waiting if k[:2] == call]:
             self.waiting.pop(key).cancel()
 
+    def _arrived(self, call: tuple[bytes, bytes], key: bytes, payload: Any) -> None:
+        """A FEED: an event of a stream in a call's input (in sequence, by ``key``), or
+        a drain of its run. Chunks are acknowledged as they are put in order."""
+        table = self.inputs.get(call)
+        if table is None:
+            return
+        where = wire.parse_stream_key(key)
+        if where is None:
+            self._feed(call, table, payload)
+            return
+        sid, seq = where
+        streams_of = self.orders.setdefault(call, {})
+        order, acks = streams_of.get(sid) or streams_of.setdefault(
+            sid, (flow.InOrder(), flow.Acks())
+        )
+        for event in order.arrive(seq, payload):
+            if self._feed(call, table, event) == streams.CHUNK and acks.due(len(event)):
+                credit = wire.envelope(wire.CREDIT, call[1], b"", wire.stream_key(sid, acks.count))
+                self.send([call[0], credit, b""])
+
     def _feed(
-        self, call: tuple[bytes, bytes], table: dict[str, streams.StreamChannel], payload: Any
-    ) -> None:
-        """An event of a stream in a call's input (or a drain of its run)."""
+        self, call: tuple[bytes, bytes], table: dict[str, streams.StreamRef], payload: Any
+    ) -> str | None:
+        """Apply an event of a stream in a call's input (or a drain of its run); returns
+        the kind of event."""
         try:
             sid, event, value = shipping.loads(payload)
             if event == streams.FAIL:
                 value = shipping.loads(value)
         except Exception as exc:  # fails that call's streams, not the instance
-            for channel in table.values():
-                channel.event(streams.FAIL, exc)
-            return
+            for ref in table.values():
+                ref.event(streams.FAIL, exc)
+            return None
         if sid == wire.DRAIN_SID:  # before run() opened the call: it applies it then
             control = self.controls.get(call)
             if control is not None:
                 control.request_drain(value)
             else:
                 self.controls[call] = value
-            return
-        channel = table.get(sid) or table.setdefault(sid, streams.StreamChannel())
-        channel.event(event, value)
+            return None
+        ref = table.get(sid) or table.setdefault(sid, streams.StreamRef(sid))
+        ref.event(event, value)
+        return event
 
     def _bind_control(self, call: tuple[bytes, bytes], config: dict[str, Any]) -> None:
         """Where a drain of the call's run goes; one that came first is applied now."""
@@ -325,7 +360,7 @@ class StageInstance:
         self.started.add((client, call_id))
         CURRENT_CALL.set((client, call_id))  # for the threads its sync code takes
         send = self.send
-        link = _Link(self, client, call_id)
+        link = self.links[(client, call_id)] = _Link(self, client, call_id)
         inputs = self.inputs.get((client, call_id), {})
         value = None
         try:
@@ -419,6 +454,29 @@ class _Link:
         self.loop = instance.loop
         self.calls = itertools.count()
         self._last_beat = -HEARTBEAT_EVERY
+        #: the streams the call's node makes: how far each may run ahead of its consumer
+        self.windows: dict[str, flow.Window] = {}
+        self.closed: BaseException | None = None
+
+    def window(self, sid: str) -> flow.Window:
+        window = self.windows.get(sid)
+        if window is None:
+            window = self.windows[sid] = flow.Window(self.loop)
+            if self.closed is not None:
+                window.close(self.closed)
+        return window
+
+    def acknowledged(self, sid: str, count: int) -> None:
+        window = self.windows.get(sid)
+        if window is not None:
+            window.ack(count)
+
+    def close(self, why: BaseException) -> None:
+        """The call is over: its node (if it runs on, on a thread) waits for room no
+        more."""
+        self.closed = why
+        for window in list(self.windows.values()):
+            window.close(why)
 
     def emit(self, chunk: Any) -> None:
         payload = shipping.dumps_value(chunk, "a stream-writer chunk")
@@ -483,11 +541,29 @@ class _RelayedYields:
         link.send([link.client, wire.envelope(wire.YIELD, link.call_id), payload])
 
     def open_stream(self) -> streams.StreamRef:
-        return streams.StreamRef.new(local=False)
+        return streams.StreamRef(readable=False)
 
-    def stream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
-        link = self.link
+    def _message(self, ref: streams.StreamRef, event: str, value: Any) -> bytes:
         if event == streams.FAIL:  # the producer's exception, as a node's would travel
             value = shipping.dumps_error(value)
-        payload = shipping.dumps_value((ref.sid, event, value), "a chunk of a stream")
-        link.send([link.client, wire.envelope(wire.STREAM, link.call_id), payload])
+        return shipping.dumps_value((ref.sid, event, value), "a chunk of a stream")
+
+    def _send(self, ref: streams.StreamRef, seq: int, payload: bytes) -> None:
+        link = self.link
+        env = wire.envelope(wire.STREAM, link.call_id, b"", wire.stream_key(ref.sid, seq))
+        link.send([link.client, env, payload])
+
+    def stream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
+        """From the node's thread: a chunk waits for room in the stream's window."""
+        payload = self._message(ref, event, value)
+        window = self.link.window(ref.sid)
+        self._send(
+            ref, window.take(len(payload)) if event == streams.CHUNK else window.end(), payload
+        )
+
+    async def astream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
+        """From the node's event loop (this process's)."""
+        payload = self._message(ref, event, value)
+        window = self.link.window(ref.sid)
+        seq = await window.atake(len(payload)) if event == streams.CHUNK else window.end()
+        self._send(ref, seq, payload)

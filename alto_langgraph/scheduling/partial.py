@@ -106,10 +106,13 @@ class TaskSink:
             self._sends_ready()
 
     def open_stream(self) -> StreamRef:
-        return StreamRef.new()
+        return StreamRef()
 
     def stream_event(self, ref: StreamRef, event: str, value: Any) -> None:
-        ref._channel().event(event, value)
+        ref.event(event, value)
+
+    async def astream_event(self, ref: StreamRef, event: str, value: Any) -> None:
+        ref.event(event, value)
 
 
 def _update_of(written: list[tuple[str, Any]], output_keys: Any) -> Any:

@@ -5,8 +5,9 @@
 One request: a ``@streaming`` node sends one stream of ``CHUNKS`` integers to a
 ``@fold`` that sums them. ``langgraph`` collects the stream and folds it in the next
 step; alto hands each chunk to the fold as it is made: in the app process
-(``inline``), or as messages from the producer's instance through the app to the
-fold's instance (``process``). Divide the time by ``CHUNKS`` for the cost per chunk.
+(``inline``), or as messages from the producer's instance through the router to the
+fold's instance, with a copy to the app (``process``). Divide the time by ``CHUNKS``
+for the cost per chunk.
 """
 
 from __future__ import annotations

@@ -395,8 +395,9 @@ def test_a_sender_cannot_grow_the_routers_counters_or_falsify_its_stats(tmp_path
 
 def test_a_stream_is_teed_only_between_a_clients_own_calls(tmp_path: Any) -> None:
     """SUBSCRIBE sends a stream straight to its fold only for two calls in flight of
-    the client that asks; only the fold's instance acknowledges its chunks, and when
-    the fold's call ends the producer is released and the stream goes back to the app."""
+    the client that asks; the producer hears the lesser of the app's and the fold's
+    acknowledgements (the fold's for its own call only), and when the fold's call ends,
+    the app's alone, and the stream goes back to the app."""
     p0, f0 = wire.instance_id("p", 0), wire.instance_id("f", 0)
     sid = "5eed"
     with live_router(stages=[("p", 1, None), ("f", 1, None)], tmp_path=tmp_path) as router:
@@ -435,18 +436,21 @@ def test_a_stream_is_teed_only_between_a_clients_own_calls(tmp_path: Any) -> Non
         assert app.poll(5000)
         assert app.recv_multipart() == [wire.envelope(wire.TEED, b"1", b"2", key), b"chunk 1"]
 
-        # the fold's instance acknowledges: for its own call only
-        fold.send_multipart([client, wire.envelope(wire.CREDIT, b"3", b"", key), b""])
-        fold.send_multipart([client, wire.envelope(wire.CREDIT, b"2", b"", key), b""])
-        assert prod.poll(5000)
-        assert prod.recv_multipart() == [client, wire.envelope(wire.CREDIT, b"1", b"", key), b""]
+        # both acknowledge (the fold's instance for its own call only): the producer
+        # hears the lesser count
+        def credit(call: bytes, count: int) -> bytes:
+            return wire.envelope(wire.CREDIT, call, b"", wire.stream_key(sid, count))
+
+        app.send_multipart([credit(b"1", 2), b""])
+        assert _silent(prod, 50)
+        fold.send_multipart([client, credit(b"3", 1), b""])
+        fold.send_multipart([client, credit(b"2", 1), b""])
+        assert prod.poll(5000) and prod.recv_multipart() == [client, credit(b"1", 1), b""]
         assert _silent(prod, 50)
 
-        # the fold's call ends: the producer hears it may go on; the app gets the rest
+        # the fold's call ends: the producer hears what the app has; the app gets the rest
         fold.send_multipart([client, wire.envelope(wire.RESULT, b"2"), b"folded"])
-        assert prod.poll(5000)
-        release = wire.envelope(wire.CREDIT, b"1", b"", wire.stream_key(sid, 2))
-        assert prod.recv_multipart() == [client, release, b""]
+        assert prod.poll(5000) and prod.recv_multipart() == [client, credit(b"1", 2), b""]
         assert app.poll(5000) and app.recv_multipart() == [
             wire.envelope(wire.RESULT, b"2"),
             b"folded",

@@ -30,6 +30,7 @@ from langgraph.types import RetryPolicy, Send
 from alto_langgraph import StreamRef, fold, streaming
 from alto_langgraph.errors import StageInstanceLost
 from alto_langgraph.process import flow
+from alto_langgraph.process.tees import Tees
 from alto_langgraph.streams import CHUNK
 from alto_langgraph.streams import END as STREAM_END
 
@@ -325,3 +326,27 @@ def test_acknowledgements_go_in_batches_of_chunks_or_bytes() -> None:
     due = [acks.due(1) for _ in range(2 * flow.ACK_CHUNKS)]
     assert [i for i, d in enumerate(due) if d] == [flow.ACK_CHUNKS - 1, 2 * flow.ACK_CHUNKS - 1]
     assert acks.due(flow.ACK_BYTES) and acks.count == 2 * flow.ACK_CHUNKS + 1
+
+
+def test_a_tee_tells_its_producer_the_lesser_acknowledgement() -> None:
+    tees = Tees()
+    tees.add(b"app", b"p", b"f", b"5eed")
+    tees.add(b"app", b"p", b"f", b"bad/sid")  # no stream id has the key separator
+    assert len(tees) == 1
+    tee = tees.of_stream(b"app", b"p", b"5eed")
+    assert tee is not None and tees.into(b"app", b"f", b"5eed") is tee
+    assert tees.into(b"app", b"p", b"5eed") is None  # the producer's call is no fold
+    assert tee.acknowledged(300, by_fold=False) is None  # the fold has none yet
+    assert tee.acknowledged(100, by_fold=True) == 100
+    assert tee.acknowledged(50, by_fold=True) is None  # counts never go back
+    # the fold's call ends: the producer hears what the caller has
+    assert tees.end(b"app", b"f") == [(tee, 300)]
+    assert len(tees) == 0 and tees.of_stream(b"app", b"p", b"5eed") is None
+    assert tees.end(b"app", b"p") == []
+
+
+def test_a_tee_whose_producer_ends_first_tells_no_one() -> None:
+    tees = Tees()
+    tees.add(b"app", b"p", b"f", b"5eed")
+    assert tees.end(b"app", b"p") == []
+    assert len(tees) == 0 and tees.into(b"app", b"f", b"5eed") is None

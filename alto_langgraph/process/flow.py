@@ -2,12 +2,13 @@
 FEED and CREDIT messages).
 
 A producer may have at most a window of chunks (and of bytes) in flight that its
-consumer has not acknowledged. The consumer acknowledges chunks as it *receives* them
-(a cumulative count, in batches), not as its node consumes them: a fold keeps every
+consumers have not acknowledged: the caller, which keeps the stream, and the fold's
+process, if the stream goes there straight. They acknowledge chunks as they *receive*
+them (a cumulative count, in batches), not as a node consumes them: a fold keeps every
 chunk anyway (its ``finish`` gets the whole list), and an acknowledgement that waited
 for a node could wait on a thread that the producer itself holds. What the window
-bounds is everything in between: the router's and the sockets' queues, and how far a
-fast producer runs ahead of a consumer process that is busy.
+bounds is everything in between: the router's and the sockets' queues, the caller's
+inbox, and how far a fast producer runs ahead of a consumer process that is busy.
 """
 
 from __future__ import annotations

@@ -202,16 +202,16 @@ class RemoteNode(Runnable[Any, Any]):
         return None
 
     def _stream_event(self, call: _Call, kind: bytes, env: bytes, payload: Any) -> None:
-        """An event of a stream the node makes. The router sent a TEED one to the fold
-        that consumes it too, and the fold acknowledges it; the others, this caller
-        acknowledges as it gets them."""
+        """An event of a stream the node makes (a TEED one: the router sent it to the
+        fold that consumes it, too). The chunks are acknowledged as they are handled
+        here, so a producer cannot run more than a window ahead of this caller either."""
         sid, event, value = shipping.loads(payload)
         if event == streams.FAIL:
             value = shipping.loads(value)
         ref = call.streams.get(sid) or call.streams.setdefault(sid, streams.StreamRef(sid))
         teed_to = wire.decode(env).stage if kind == wire.TEED else None
         ref.event(event, value, teed_to)
-        if teed_to is None and event == streams.CHUNK:
+        if event == streams.CHUNK:
             acks = call.acks.get(sid) or call.acks.setdefault(sid, flow.Acks())
             if acks.due(len(payload)):
                 self.deployment.credit(call.call_id, sid, len(ref))
@@ -378,7 +378,7 @@ class _Call:
     def __init__(self) -> None:
         self.call_id = b""
         self.streams: dict[str, streams.StreamRef] = {}
-        #: when to acknowledge the chunks of each (those the router did not tee)
+        #: when to acknowledge the chunks of each
         self.acks: dict[str, flow.Acks] = {}
         self.unlisten: list[Callable[[], None]] = []
         #: the read log of the state view in the input (a task run ahead), if any

@@ -14,8 +14,8 @@ logged, counted and dropped. User code here (a routing policy) that raises or an
 nonsense fails the call it was asked about, not the router.
 
 It takes a stream's chunks from its producer to the fold that consumes it directly,
-once the caller asks (``SUBSCRIBE``, see ``wire.py``), and the fold's acknowledgements
-back to the producer (``flow.py``).
+once the caller asks (``SUBSCRIBE``, see ``wire.py``), and the acknowledgements back
+to the producer (``tees.py``).
 
 It also watches the instances' health: each instance's event loop pulses every
 ``wire.PULSE_EVERY`` seconds. One that falls silent for ``wire.STUCK_AFTER`` seconds, or
@@ -42,6 +42,7 @@ import zmq
 from ..errors import RoutingError, StageOverloaded
 from . import security, shipping, wire
 from .routing import RoutingPolicy
+from .tees import Tee, Tees
 
 logger = logging.getLogger("alto_langgraph")
 
@@ -90,18 +91,6 @@ class _Leaving:
     notice: bytes  # wire.CTL_REPLACE or wire.CTL_RECYCLE
     why: bytes
     told: bool = False
-
-
-@dataclasses.dataclass
-class _Tee:
-    """A stream the router sends to the fold's call as well as to its caller."""
-
-    fold: bytes  # the fold's call id (the producer's caller made it)
-    next: int = 0  # the sequence number after the last chunk the fold got here
-
-
-#: a stream: (the caller, the producer's call id, the stream id)
-_StreamKey = tuple[bytes, bytes, bytes]
 
 
 @dataclasses.dataclass
@@ -157,10 +146,9 @@ class Router:
         self.leaving: dict[bytes, _Leaving] = {}
         #: the app's connection (notices go there)
         self.owner: bytes | None = None
-        #: streams sent straight to their folds; (client, call id) -> those it is in
-        self.tees: dict[_StreamKey, _Tee] = {}
-        self.tees_of: dict[tuple[bytes, bytes], set[_StreamKey]] = {}
-        self.teed = 0  # chunks sent straight to a fold
+        #: streams sent straight to their folds
+        self.tees = Tees()
+        self.teed = 0  # chunks sent so
 
     def drop(self, why: str, detail: str = "") -> None:
         """Count a dropped message under ``why`` (one of a fixed few: a sender cannot
@@ -211,8 +199,11 @@ class Router:
             ):
                 route.waiting.append((time.monotonic(), frames))  # after its waiting TASK
         elif kind == wire.CREDIT:  # the caller acknowledges its producer's chunks
-            inst = self.inflight.get((client, call_id))
-            if inst is not None:
+            sid = key.partition(b"/")[0]
+            tee = self.tees.of_stream(client, call_id, sid) if self.tees else None
+            if tee is not None:
+                self._acknowledged(tee, key, by_fold=False)
+            elif (inst := self.inflight.get((client, call_id))) is not None:
                 self.back.send_multipart([self.conn_of[inst], client, env, b""])
         elif kind == wire.SUBSCRIBE:
             self._subscribe(client, call_id, key, bytes(payload))
@@ -303,15 +294,17 @@ class Router:
             if kind in _ASKS and fields[2] != inst:
                 return self.drop("a @task call made in another instance's name")
             if kind == wire.STREAM and self.tees:
-                tee = self.tees.get((client, fields[1], fields[3].partition(b"/")[0]))
+                tee = self.tees.of_stream(client, fields[1], fields[3].partition(b"/")[0])
                 if tee is not None:
-                    return self._tee(tee, client, fields, payload)
+                    return self._tee(tee, fields[3], payload)
             self.front.send_multipart([client, env, payload], copy=False)
         elif kind == wire.CREDIT:  # a fold's instance acknowledges its input's chunks
             fields = env.split(wire.SEP, 3)
             if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
                 return self.drop("a message about a call the instance does not run")
-            self._credit(client, fields[1], fields[3])
+            tee = self.tees.into(client, fields[1], fields[3].partition(b"/")[0])
+            if tee is not None:  # else the stream is not teed: its caller acknowledges it
+                self._acknowledged(tee, fields[3], by_fold=True)
         elif kind == wire.PULSE:
             self._pulse(inst, bytes(payload))
         elif kind == wire.READY:
@@ -327,66 +320,44 @@ class Router:
             return self.drop("an instance's message of unknown kind", f" {kind[:8]!r}")
         self.forwarded += 1
 
-    # -- streams straight to their folds ---------------------------------------------
+    # -- streams straight to their folds (``tees.py``) ---------------------------------
     def _subscribe(self, client: bytes, fold: bytes, sid: bytes, producer: bytes) -> None:
-        """Send the stream's further chunks to the fold's call too. If either call is
-        not running on an instance (over, or waiting for one), the caller goes on
-        feeding the fold itself."""
-        if (client, fold) not in self.inflight or (client, producer) not in self.inflight:
-            return
-        key = (client, producer, sid)
-        if key in self.tees or not sid or len(sid) > 64 or b"/" in sid:
-            return
-        self.tees[key] = _Tee(fold)
-        self.tees_of.setdefault((client, fold), set()).add(key)
-        self.tees_of.setdefault((client, producer), set()).add(key)
+        """Tee the stream, if both calls run on instances (if either is over, or waits
+        for an instance, the caller goes on feeding the fold itself)."""
+        if (client, fold) in self.inflight and (client, producer) in self.inflight:
+            self.tees.add(client, producer, fold, sid)
 
-    def _tee(self, tee: _Tee, client: bytes, fields: list[bytes], payload: Any) -> None:
+    def _tee(self, tee: Tee, key: bytes, payload: Any) -> None:
         """A chunk (or the end) of a teed stream: to the fold's instance, and a copy to
         the caller, which keeps the chunks and feeds the fold no more of this one."""
-        _kind, producer, _stage, key = fields
-        where = wire.parse_stream_key(key)
-        fold_inst = self.inflight.get((client, tee.fold))
-        if where is None or fold_inst is None:
+        if wire.parse_stream_key(key) is None:
             return self.drop("a stream message without a stream key")
-        tee.next = where[1] + 1
+        fold_inst = self.inflight[(tee.client, tee.fold)]  # a tee ends with either call
         feed = wire.envelope(wire.FEED, tee.fold, b"", key)
-        self.back.send_multipart([self.conn_of[fold_inst], client, feed, payload], copy=False)
-        copy = wire.envelope(wire.TEED, producer, tee.fold, key)
-        self.front.send_multipart([client, copy, payload], copy=False)
+        self.back.send_multipart([self.conn_of[fold_inst], tee.client, feed, payload], copy=False)
+        copy = wire.envelope(wire.TEED, tee.producer, tee.fold, key)
+        self.front.send_multipart([tee.client, copy, payload], copy=False)
         self.teed += 1
         self.forwarded += 1
 
-    def _credit(self, client: bytes, fold: bytes, key: bytes) -> None:
-        """The fold's instance acknowledges chunks: to the producer, if the stream is
-        teed to that fold (otherwise its caller acknowledges them)."""
-        sid = key.partition(b"/")[0]
-        for _, producer, teed in self.tees_of.get((client, fold), ()):
-            inst = self.inflight.get((client, producer))
-            if teed == sid and producer != fold and inst is not None:
-                credit = wire.envelope(wire.CREDIT, producer, b"", key)
-                self.back.send_multipart([self.conn_of[inst], client, credit, b""])
-                return
+    def _acknowledged(self, tee: Tee, key: bytes, by_fold: bool) -> None:
+        where = wire.parse_stream_key(key)
+        if where is None:
+            return self.drop("a stream message without a stream key")
+        count = tee.acknowledged(where[1], by_fold)
+        if count is not None:
+            self._tell_producer(tee, count)
+
+    def _tell_producer(self, tee: Tee, count: int) -> None:
+        inst = self.inflight.get((tee.client, tee.producer))
+        if inst is not None and inst in self.conn_of:
+            key = wire.stream_key(tee.sid.decode(), count)
+            credit = wire.envelope(wire.CREDIT, tee.producer, b"", key)
+            self.back.send_multipart([self.conn_of[inst], tee.client, credit, b""])
 
     def _end_tees(self, client: bytes, call: bytes) -> None:
-        """A call is over: its streams are teed no more. A producer still running gets
-        its chunks acknowledged up to what the fold got (their caller acknowledges the
-        rest from now on)."""
-        for stream in self.tees_of.pop((client, call), ()):
-            tee = self.tees.pop(stream, None)
-            if tee is None:
-                continue
-            _, producer, sid = stream
-            other = tee.fold if call == producer else producer
-            if (others := self.tees_of.get((client, other))) is not None:
-                others.discard(stream)
-                if not others:
-                    del self.tees_of[(client, other)]
-            inst = self.inflight.get((client, producer))
-            if call == tee.fold and inst is not None and inst in self.conn_of:
-                key = wire.stream_key(sid.decode(), tee.next)
-                credit = wire.envelope(wire.CREDIT, producer, b"", key)
-                self.back.send_multipart([self.conn_of[inst], client, credit, b""])
+        for tee, count in self.tees.end(client, call):
+            self._tell_producer(tee, count)
 
     def _connected(self, inst: bytes, conn: bytes, pid: bytes) -> None:
         """``conn`` proved to be ``inst``, process ``pid``. A restarted instance may say

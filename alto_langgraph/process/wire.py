@@ -30,9 +30,10 @@ The caller feeds the fold what came before its ``SUBSCRIBE`` (FEED, via the rout
 gets a ``TEED`` copy of what the router sent the fold itself, so each chunk reaches the
 fold once, in two hops, with the producer's own pickle. Both kinds carry the stream id
 and the chunk's sequence number in the routing key field (``stream_key``): the fold puts
-the two paths back in order. Whoever gets the chunks first (the fold's instance, else
-the caller) acknowledges them with ``CREDIT`` messages, which the router takes to the
-producer: it sends no more than a window ahead of them (``flow.py``).
+the two paths back in order. The caller acknowledges the chunks it has handled with
+``CREDIT`` messages, and so does the fold's instance those of a teed stream; the router
+tells the producer the lesser count, and it sends no more than a window ahead of it
+(``flow.py``).
 """
 
 from __future__ import annotations

@@ -68,9 +68,11 @@ def live_router(
     transport: str = "ipc",
     stages: Sequence[tuple[str, int, Any]] = (("s", 1, None),),
     tmp_path: Any = None,
+    limits: dict[str, Any] | None = None,
 ) -> Iterator[LiveRouter]:
     """A router process (forked like a deployment's) for ``stages``: (name, replicas,
-    policy or None); its instances are the test's own sockets."""
+    policy or None), each with ``limits`` (``StageRoute``'s fields); its instances are
+    the test's own sockets."""
     if transport == "ipc":
         front, back = f"ipc://{tmp_path}/front", f"ipc://{tmp_path}/back"
     else:
@@ -78,7 +80,12 @@ def live_router(
         front, back = (f"tcp://127.0.0.1:{p}" for p in ports)
     keyring = security.Keyring(transport)
     table = [
-        (name, [wire.instance_id(name, i) for i in range(n)], policy or LeastOutstanding(), {})
+        (
+            name,
+            [wire.instance_id(name, i) for i in range(n)],
+            policy or LeastOutstanding(),
+            limits or {},
+        )
         for name, n, policy in stages
     ]
     peers = [security.APP, *(i for _, ids, _, _ in table for i in ids)]

@@ -285,3 +285,32 @@ def test_a_call_cancelled_as_it_arrives_is_not_held_forever() -> None:
             assert time.monotonic() < deadline, dep.stats()["outstanding"]
             time.sleep(0.02)
         assert app.invoke({"log": []})["log"] == [dep.pids[("work", 0)]]
+
+
+def test_a_task_for_a_stage_with_no_live_instance_fails_after_a_while(tmp_path: Any) -> None:
+    """It waits for an instance (one starting or restarting) for ``unavailable_after``
+    seconds (120 in a deployment), then fails saying why, and the stage goes on: a
+    task that comes once an instance is up is served."""
+    from router_harness import live_router
+
+    from alto_langgraph.process import wire
+
+    with live_router(tmp_path=tmp_path, limits={"unavailable_after": 0.5}) as router:
+        app = router.app()
+        sent = time.monotonic()
+        app.send_multipart([wire.envelope(wire.TASK, b"1", b"s"), b"input"])
+        assert app.poll(5000), "the waiting task was never failed"
+        env, why = app.recv_multipart()
+        waited = time.monotonic() - sent
+        assert wire.decode(env)[:2] == (wire.LOST, b"1")
+        assert why.decode() == (
+            "alto: no instance of stage 's' was available for 0.5 s "
+            "(no instance of it has started yet)"
+        )
+        assert 0.5 <= waited < 2.0, waited
+        instance = router.instance(wire.instance_id("s", 0))
+        router.wait_live(1)
+        app.send_multipart([wire.envelope(wire.TASK, b"2", b"s"), b"input"])
+        assert instance.poll(5000)
+        client, env, _ = instance.recv_multipart()
+        assert wire.decode(env).call_id == b"2"

@@ -101,6 +101,8 @@ class StageRoute:
     stuck_after: float = 0.0
     #: the most calls one instance holds (None: no limit)
     max_pending: int | None = None
+    #: seconds a task waits while the stage has no live instance, before it fails
+    unavailable_after: float = UNAVAILABLE_TIMEOUT
     live: list[bytes] = dataclasses.field(default_factory=list)
     failed: dict[bytes, str] = dataclasses.field(default_factory=dict)
     #: task messages that arrived while no instance was live (startup, restart), with
@@ -437,12 +439,13 @@ class Router:
         for inst in list(self.leaving):
             self._tell_app(inst)
         for name, route in self.stages.items():
-            if route.waiting and not route.live and now - route.waiting[0][0] > UNAVAILABLE_TIMEOUT:
+            limit = route.unavailable_after
+            if route.waiting and not route.live and now - route.waiting[0][0] > limit:
                 why = (
                     f"alto: no instance of stage {name.decode()!r} was available for "
-                    f"{UNAVAILABLE_TIMEOUT:.0f} s ({route.last_reason})"
+                    f"{limit:g} s ({route.last_reason})"
                 )
-                self._fail_waiting(route, why, arrived_before=now - UNAVAILABLE_TIMEOUT)
+                self._fail_waiting(route, why, arrived_before=now - limit)
 
     def _fail_waiting(
         self, route: StageRoute, reason: str, arrived_before: float = math.inf

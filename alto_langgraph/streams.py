@@ -75,11 +75,13 @@ class StreamRef(list):  # type: ignore[type-arg]
     """A stream-valued payload field under alto: the list of the stream's chunks so
     far, which grows as the producer yields them.
 
-    Iterating it (sync or async) gets each chunk as the producer makes it, and waits
-    for the next until the stream ends. Read as a list once the stream has ended (by
-    a checkpointer saving the Send that carries it, by a stream of tasks), it is the
-    collected value stock LangGraph has there. It is put from any thread, read by any
-    number of consumers, or forwarded to listeners (other processes).
+    As a list it never waits: read once the stream has ended (by a checkpointer saving
+    the Send that carries it, by a stream of tasks), it is the collected value stock
+    LangGraph has there; read before (by a callback handler as the fold starts), it is
+    what has come so far. ``chunks()`` and ``achunks()`` (what a ``@fold`` reads) get
+    each chunk as the producer makes it, and wait for the next until the stream ends.
+    It is put from any thread, read by any number of consumers, or forwarded to
+    listeners (other processes).
 
     Between alto's own processes it travels as its id, and the chunks follow as
     messages; anything else that pickles or copies it gets a plain list of the chunks
@@ -148,7 +150,8 @@ class StreamRef(list):  # type: ignore[type-arg]
         if not self.readable:
             raise RuntimeError(f"alto: stream {self.sid} is not readable in this process")
 
-    def __iter__(self) -> Iterator[Any]:
+    def chunks(self) -> Iterator[Any]:
+        """Each chunk as it comes, until the end (raises the producer's error)."""
         self._check_readable()
         return self._chunks()
 
@@ -164,7 +167,8 @@ class StreamRef(list):  # type: ignore[type-arg]
             yield chunk
             i += 1
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def achunks(self) -> AsyncIterator[Any]:
+        """``chunks()``, on an event loop."""
         self._check_readable()
         return self._achunks()
 
@@ -481,7 +485,8 @@ def fold(over: str) -> Callable[[Any], Callable[..., Any]]:
                 acc = await _maybe(obj.start(payload))
                 chunks = []
                 if isinstance(value, (StreamRef, AsyncIterator)):
-                    async for chunk in value:
+                    source = value.achunks() if isinstance(value, StreamRef) else value
+                    async for chunk in source:
                         chunks.append(chunk)
                         acc = await _maybe(obj.step(acc, chunk))
                 else:
@@ -497,7 +502,7 @@ def fold(over: str) -> Callable[[Any], Callable[..., Any]]:
                 obj, value = get(), payload_of(payload)
                 acc = obj.start(payload)
                 chunks = []
-                for chunk in value:
+                for chunk in value.chunks() if isinstance(value, StreamRef) else value:
                     chunks.append(chunk)
                     acc = obj.step(acc, chunk)
                 return obj.finish(acc, {**payload, over: chunks})

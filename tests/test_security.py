@@ -460,3 +460,44 @@ def test_a_stream_is_teed_only_between_a_clients_own_calls(tmp_path: Any) -> Non
         stats = router.stats()
         assert stats["tees"] == 0 and stats["teed"] == 1
         assert stats["dropped"] == {"a message about a call the instance does not run": 1}
+
+
+@pytest.mark.parametrize(
+    "subscribe",
+    [
+        [[wire.envelope(wire.SUBSCRIBE, b"x", b"", b"5eed"), b"x"]],  # a call its own fold
+        [  # a stream id that is no stream id, then an acknowledgement of it
+            [wire.envelope(wire.SUBSCRIBE, b"x", b"", b"\xff"), b"y"],
+            [wire.envelope(wire.CREDIT, b"y", b"", b"\xff/5"), b""],
+        ],
+    ],
+    ids=["own-fold", "bad-stream-id"],
+)
+def test_a_bad_subscription_tees_nothing_and_a_death_still_fails_every_call(
+    subscribe: list[list[bytes]], tmp_path: Any
+) -> None:
+    """A front client (an instance's own, as ChatAlto's) subscribes nonsense between
+    its own calls: nothing is teed, and when an instance dies every call it held, the
+    app's too, fails with LOST."""
+    p0, q0 = wire.instance_id("p", 0), wire.instance_id("q", 0)
+    with live_router(stages=[("p", 1, None), ("q", 1, None)], tmp_path=tmp_path) as router:
+        app, p, q = router.app(), router.instance(p0), router.instance(q0)
+        router.wait_live(2)
+        other = router.socket(router.front, p0)
+        for sock, call, stage, inst in (
+            (other, b"x", b"p", p),
+            (other, b"y", b"q", q),
+            (app, b"a", b"p", p),
+        ):
+            sock.send_multipart([wire.envelope(wire.TASK, call, stage), b"input"])
+            assert inst.poll(5000)
+            inst.recv_multipart()
+        for frames in subscribe:
+            other.send_multipart(frames)
+        assert router.stats()["tees"] == 0
+        app.send_multipart([wire.envelope(wire.CONTROL, b"", wire.CTL_DEAD, p0), b"killed"])
+        for sock, call in ((other, b"x"), (app, b"a")):
+            assert sock.poll(5000), f"call {call!r} on the dead instance was never failed"
+            env, _why = sock.recv_multipart()
+            assert wire.decode(env)[:2] == (wire.LOST, call)
+        assert router.stats()["dropped"] == {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import operator
 import os
 import pickle
@@ -31,7 +32,7 @@ from alto_langgraph import StreamRef, fold, streaming
 from alto_langgraph.errors import StageInstanceLost
 from alto_langgraph.process import flow
 from alto_langgraph.process.tees import Tees
-from alto_langgraph.streams import CHUNK
+from alto_langgraph.streams import CHUNK, FAIL
 from alto_langgraph.streams import END as STREAM_END
 
 EXECUTORS = ["inline", "process"]
@@ -63,18 +64,39 @@ def test_an_ended_stream_is_the_list_of_its_chunks_to_anyone_else() -> None:
     assert type(send.arg["s"]) is list
 
 
-def test_iterating_an_open_stream_waits_for_its_chunks() -> None:
+def test_chunks_of_an_open_stream_wait_for_the_producer_the_list_does_not() -> None:
     ref = StreamRef()
     got: list[Any] = []
-    reader = threading.Thread(target=lambda: got.extend(ref))
+    reader = threading.Thread(target=lambda: got.extend(ref.chunks()))
     reader.start()
     ref.event(CHUNK, 1)
     time.sleep(0.05)
     assert reader.is_alive()  # it waits for the end
+    assert list(ref) == [1] and json.dumps(ref) == "[1]"  # as a list: what came so far
     ref.event(CHUNK, 2)
     ref.event(STREAM_END)
     reader.join(5)
     assert got == [1, 2]
+
+
+def test_a_streams_chunks_on_an_event_loop_and_its_failure() -> None:
+    async def read(ref: StreamRef) -> list[Any]:
+        return [c async for c in ref.achunks()]
+
+    async def go() -> None:
+        ref = StreamRef()
+        reading = asyncio.ensure_future(read(ref))
+        await asyncio.sleep(0.01)
+        ref.event(CHUNK, "a")
+        ref.event(STREAM_END)
+        assert await reading == ["a"]
+        broken = StreamRef()
+        broken.event(CHUNK, "b")
+        broken.event(FAIL, ValueError("the producer broke"))
+        with pytest.raises(ValueError, match="the producer broke"):
+            await read(broken)
+
+    asyncio.run(go())
 
 
 def _token_pipeline(n: int = 4) -> Any:
@@ -120,6 +142,61 @@ def test_streams_of_tasks_show_the_collected_payload(executor: str) -> None:
         ("x", ["x0", "x1", "x2", "x3"]),
         ("y", ["y0", "y1", "y2", "y3"]),
     ]
+
+
+def _slow_tokens_to_a_fold() -> StateGraph:
+    async def tokens() -> Any:
+        for i in range(5):
+            await asyncio.sleep(0.02)
+            yield f"t{i}"
+
+    @streaming
+    async def plan(state: Out) -> Any:
+        yield Send("join", {"tokens": tokens()})
+
+    @fold(over="tokens")
+    class Join:
+        def start(self, p: dict) -> str:
+            return ""
+
+        def step(self, acc: str, token: str) -> str:
+            return acc + token
+
+        def finish(self, acc: str, p: dict) -> dict:
+            return {"out": [acc]}
+
+    g = StateGraph(Out)
+    g.add_node("plan", plan)
+    g.add_node("join", Join)
+    g.add_edge(START, "plan")
+    g.add_edge("join", END)
+    return g
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_callbacks_get_the_folds_input_as_it_starts_and_reading_it_never_waits(
+    executor: str,
+) -> None:
+    """A handler of ``astream_events`` that serialises each event's input (as a tracer
+    or a server does) on the app's event loop: the fold's input is the stream so far
+    (stock LangGraph's is the whole list: its fold starts only then), and reading it
+    does not wait for chunks that this loop itself must deliver."""
+
+    async def events() -> tuple[list[Any], Any]:
+        with _slow_tokens_to_a_fold().compile(backend="alto", executor=executor) as app:
+            seen, final = [], None
+            async for ev in app.astream_events({"out": []}, version="v2"):
+                data = ev["data"]
+                json.dumps(data.get("input"), default=repr)
+                if ev["event"] == "on_chain_start" and ev["name"] == "join":
+                    seen.append(list(data["input"]["tokens"]))
+                if ev["event"] == "on_chain_end" and ev["name"] == "LangGraph":
+                    final = data["output"]
+            return seen, final
+
+    seen, final = asyncio.run(asyncio.wait_for(events(), 30))
+    assert final == {"out": ["t0t1t2t3t4"]}
+    assert len(seen) == 1 and len(seen[0]) < 5  # the stream had only begun
 
 
 # -- the chunks' way --------------------------------------------------------------------
@@ -319,6 +396,20 @@ def test_events_from_two_paths_are_put_back_in_order() -> None:
     assert order.arrive(1, "b") == ["b", "c"]
     assert order.arrive(1, "b") == [] and order.arrive(2, "c") == []  # repeats
     assert order.arrive(3, "d") == ["d"]
+    assert order.arrive(4, "end", end=True) == ["end"]
+    assert order.arrive(4, "e") == [] and order.arrive(4, "end", end=True) == []  # over
+
+
+def test_an_end_comes_after_the_chunks_before_it_and_never_waits_behind_a_repeat() -> None:
+    """The app fails a stream it has 3 chunks of (its producer's call ended) while the
+    fold already has chunk 3 from the router: the failure still comes."""
+    order = flow.InOrder()
+    assert [order.arrive(i, i) for i in (0, 1, 3)] == [[0], [1], []]
+    assert order.arrive(3, "fail", end=True) == []  # chunk 2 is still on its way
+    assert order.arrive(2, 2) == [2, 3, "fail"]
+    ahead = flow.InOrder()
+    assert [ahead.arrive(i, i) for i in range(4)] == [[0], [1], [2], [3]]
+    assert ahead.arrive(3, "fail", end=True) == ["fail"]
 
 
 def test_acknowledgements_go_in_batches_of_chunks_or_bytes() -> None:
@@ -332,6 +423,8 @@ def test_a_tee_tells_its_producer_the_lesser_acknowledgement() -> None:
     tees = Tees()
     tees.add(b"app", b"p", b"f", b"5eed")
     tees.add(b"app", b"p", b"f", b"bad/sid")  # no stream id has the key separator
+    tees.add(b"app", b"p", b"f", b"\xff")  # nor bytes beyond ASCII
+    tees.add(b"app", b"x", b"x", b"5eed")  # and no call folds its own stream
     assert len(tees) == 1
     tee = tees.of_stream(b"app", b"p", b"5eed")
     assert tee is not None and tees.into(b"app", b"f", b"5eed") is tee

@@ -126,24 +126,36 @@ class Acks:
 
 class InOrder:
     """A stream's events as they reach its consumer by two paths (from the caller, and
-    straight from the router), put back in sequence order; a repeat is dropped. What
-    waits here is bounded by the window: the producer's later chunks wait for
-    acknowledgements of the earlier ones."""
+    straight from the router), put back in sequence order; a repeat is dropped.
+
+    A chunk's sequence number is its index. An end's (END or FAIL) is the number of
+    chunks its sender had seen, which the other path may have passed already (a FAIL
+    the caller sends when the producer's call ends, say): it comes once every chunk
+    before it has, and it never waits behind one it does not need. What waits here is
+    bounded by the window: the producer's later chunks wait for acknowledgements of
+    the earlier ones."""
 
     def __init__(self) -> None:
         self.next = 0
+        self.ended = False
         self._early: dict[int, Any] = {}
+        self._end: tuple[int, Any] | None = None
 
-    def arrive(self, seq: int, item: Any) -> list[Any]:
-        """The items that are now in order (none, or ``item`` and those it released)."""
-        if seq < self.next or seq in self._early:
+    def arrive(self, seq: int, item: Any, end: bool = False) -> list[Any]:
+        """The items that are now in order (none, or ``item`` and those it released);
+        nothing once an end has been released (the stream's events are over)."""
+        if self.ended:
             return []
-        if seq > self.next:
-            self._early[seq] = item
-            return []
-        out = [item]
-        self.next += 1
+        if end:
+            self._end = self._end or (seq, item)
+        elif seq >= self.next:
+            self._early.setdefault(seq, item)
+        out = []
         while self.next in self._early:
             out.append(self._early.pop(self.next))
             self.next += 1
+        if self._end is not None and self._end[0] <= self.next:
+            out.append(self._end[1])
+            self.ended = True
+            self._early.clear()
         return out

@@ -285,10 +285,10 @@ class Router:
             self.outstanding[inst] -= 1
             self.by_instance[inst].pop((client, call_id), None)
             self.front.send_multipart([client, env, payload], copy=False)
-            if self.tees:
-                self._end_tees(client, call_id)
             if inst in self.leaving:
                 self._tell_app(inst)
+            if self.tees:
+                self._end_tees(client, call_id)
         elif kind in _TO_CALLER:
             fields = env.split(wire.SEP, 3)
             if len(fields) != 4 or self.inflight.get((client, fields[1])) != inst:
@@ -507,12 +507,13 @@ class Router:
         self.pid_of.pop(inst, None)  # news of this process is no longer news
         route.last_reason = reason
         lost = f"{reason} while running node {name.decode()!r}".encode()
-        for client, call_id in self.by_instance.pop(inst, {}):
+        calls = self.by_instance.pop(inst, {})
+        for client, call_id in calls:
             self.inflight.pop((client, call_id), None)
             self.front.send_multipart([client, wire.envelope(wire.LOST, call_id), lost])
-            if self.tees:
-                self._end_tees(client, call_id)
         self.outstanding.pop(inst, None)
+        for client, call_id in calls if self.tees else ():
+            self._end_tees(client, call_id)
 
     # -- control (from the app that owns this deployment) ---------------------------
     def _control(self, client: bytes, call_id: bytes, cmd: bytes, arg: bytes, detail: Any) -> None:

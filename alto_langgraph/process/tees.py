@@ -51,10 +51,10 @@ class Tees:
         return len(self._streams)
 
     def add(self, client: bytes, producer: bytes, fold: bytes, sid: bytes) -> None:
-        """Tee the stream (once; a stream id names no stream if it is empty, too long
-        or holds the key separator)."""
+        """Tee the stream, once. A stream id is 1 to 64 ASCII letters and digits (alto's
+        are hex); a call is no fold of its own stream."""
         key = (client, producer, sid)
-        if key in self._streams or not sid or len(sid) > 64 or b"/" in sid:
+        if key in self._streams or fold == producer or not (sid.isalnum() and len(sid) <= 64):
             return
         tee = self._streams[key] = Tee(client, producer, fold, sid)
         self._of_call.setdefault((client, producer), []).append(tee)

@@ -291,25 +291,6 @@ class StageInstance:
         table = self.inputs.get(call)
         if table is None:
             return
-        where = wire.parse_stream_key(key)
-        if where is None:
-            self._feed(call, table, payload)
-            return
-        sid, seq = where
-        streams_of = self.orders.setdefault(call, {})
-        order, acks = streams_of.get(sid) or streams_of.setdefault(
-            sid, (flow.InOrder(), flow.Acks())
-        )
-        for event in order.arrive(seq, payload):
-            if self._feed(call, table, event) == streams.CHUNK and acks.due(len(event)):
-                credit = wire.envelope(wire.CREDIT, call[1], b"", wire.stream_key(sid, acks.count))
-                self.send([call[0], credit, b""])
-
-    def _feed(
-        self, call: tuple[bytes, bytes], table: dict[str, streams.StreamRef], payload: Any
-    ) -> str | None:
-        """Apply an event of a stream in a call's input (or a drain of its run); returns
-        the kind of event."""
         try:
             sid, event, value = shipping.loads(payload)
             if event == streams.FAIL:
@@ -317,17 +298,29 @@ class StageInstance:
         except Exception as exc:  # fails that call's streams, not the instance
             for ref in table.values():
                 ref.event(streams.FAIL, exc)
-            return None
+            return
         if sid == wire.DRAIN_SID:  # before run() opened the call: it applies it then
             control = self.controls.get(call)
             if control is not None:
                 control.request_drain(value)
             else:
                 self.controls[call] = value
-            return None
+            return
+        where = wire.parse_stream_key(key)
+        if where is None or where[0] != sid:  # only the router talks to us: a bug
+            self.dropped += 1
+            return
         ref = table.get(sid) or table.setdefault(sid, streams.StreamRef(sid))
-        ref.event(event, value)
-        return event
+        streams_of = self.orders.setdefault(call, {})
+        order, acks = streams_of.get(sid) or streams_of.setdefault(
+            sid, (flow.InOrder(), flow.Acks())
+        )
+        ready = order.arrive(where[1], (event, value, len(payload)), end=event != streams.CHUNK)
+        for kind, what, size in ready:
+            ref.event(kind, what)
+            if kind == streams.CHUNK and acks.due(size):
+                credit = wire.envelope(wire.CREDIT, call[1], b"", wire.stream_key(sid, acks.count))
+                self.send([call[0], credit, b""])
 
     def _bind_control(self, call: tuple[bytes, bytes], config: dict[str, Any]) -> None:
         """Where a drain of the call's run goes; one that came first is applied now."""

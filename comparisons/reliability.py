@@ -230,13 +230,19 @@ def _attack(
             for identity in (b"", b"work#0", b"app", b"forged"):
                 sock = ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
+                # a refused connection leaves the DEALER no peer, and a send to none
+                # blocks: give up on it (what was not sent was refused)
+                sock.setsockopt(zmq.SNDTIMEO, 100)
                 if identity == b"forged":
                     forged.apply(sock)
                 elif identity:
                     sock.setsockopt(zmq.IDENTITY, identity)
                 sock.connect(address)
                 for frames in _attack_messages(marker):
-                    sock.send_multipart(frames)
+                    try:
+                        sock.send_multipart(frames)
+                    except zmq.Again:
+                        break
                     sent[0] += 1
                 time.sleep(0.005)
                 sock.close()

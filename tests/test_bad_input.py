@@ -318,14 +318,14 @@ def test_a_tcp_host_that_cannot_be_bound_fails_in_compile_naming_it() -> None:
     )
 
 
-def test_more_gpus_than_visible_fails_naming_the_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    # one GPU visible, a stage asks for two: refused before any process starts. (The
-    # message gives the counts, not the stage: it adds up every stage's GPUs.)
+def test_more_gpus_than_visible_fails_naming_the_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one GPU visible, a stage asks for two: refused before any process starts
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     raised(
         lambda: two_nodes().compile(backend="alto", stages={"a": {"gpus": 2}}, start="compile"),
         ValueError,
-        r"the stages ask for 2 GPUs in all, but only 1 are visible \(0\)",
+        r"the stages ask for 2 GPUs in all \('a' 1 x 2: instances x GPUs each\), but only 1 "
+        r"are visible \(0\)",
     )
 
 

@@ -520,7 +520,7 @@ def test_subgraph_nodes_are_stages_named_by_their_path() -> None:
 def test_gpu_stages_get_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     specs = {"lm": StageSpec("lm", replicas=2, gpus=1), "cpu": StageSpec("cpu", replicas=1)}
     assert assign_gpus(specs, ["0", "1"]) == {("lm", 0): "0", ("lm", 1): "1", ("cpu", 0): ""}
-    with pytest.raises(ValueError, match="ask for 2 GPUs.*only 1"):
+    with pytest.raises(ValueError, match=r"ask for 2 GPUs in all \('lm' 2 x 1: .*only 1"):
         assign_gpus(specs, ["0"])
     with pytest.warns(RuntimeWarning, match="none are visible"):
         assert assign_gpus(specs, [])[("lm", 0)] == ""

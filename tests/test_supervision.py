@@ -314,3 +314,29 @@ def test_a_task_for_a_stage_with_no_live_instance_fails_after_a_while(tmp_path: 
         assert instance.poll(5000)
         client, env, _ = instance.recv_multipart()
         assert wire.decode(env).call_id == b"2"
+
+
+def test_max_pending_bounds_the_calls_waiting_for_a_stage_to_come_up(tmp_path: Any) -> None:
+    """No instance is live: the router holds up to max_pending calls per instance the
+    stage should have; one more fails at once with StageOverloaded, and those held are
+    served when the instance comes up."""
+    from router_harness import live_router
+
+    from alto_langgraph.errors import StageOverloaded
+    from alto_langgraph.process import shipping, wire
+
+    with live_router(tmp_path=tmp_path, limits={"max_pending": 2}) as router:
+        app = router.app()
+        for call in (b"1", b"2", b"3"):
+            app.send_multipart([wire.envelope(wire.TASK, call, b"s"), b"input"])
+        assert app.poll(5000)
+        env, error = app.recv_multipart()
+        assert wire.decode(env)[:2] == (wire.ERROR, b"3")
+        exc = shipping.loads(error)
+        assert isinstance(exc, StageOverloaded) and "2 calls already wait" in str(exc)
+        assert not app.poll(200)  # the other two wait
+        instance = router.instance(wire.instance_id("s", 0))
+        got = []
+        while len(got) < 2 and instance.poll(5000):
+            got.append(wire.decode(instance.recv_multipart()[1]).call_id)
+        assert got == [b"1", b"2"]

@@ -44,9 +44,13 @@ def assign_gpus(specs: Mapping[str, StageSpec], gpus: list[str]) -> dict[tuple[s
             stacklevel=4,
         )
     elif need > len(gpus):
+        asks = ", ".join(
+            f"{s.name!r} {s.replicas} x {s.gpus}" for s in specs.values() if s.gpus and s.replicas
+        )
         raise ValueError(
-            f"alto: the stages ask for {need} GPUs in all, but only {len(gpus)} are visible "
-            f"({','.join(gpus)}); lower replicas or gpus per stage"
+            f"alto: the stages ask for {need} GPUs in all ({asks}: instances x GPUs each), "
+            f"but only {len(gpus)} are visible ({','.join(gpus)}); lower replicas or gpus "
+            "per stage"
         )
     free = iter(gpus)
     out = {}

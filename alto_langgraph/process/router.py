@@ -186,6 +186,17 @@ class Router:
             elif len(route.failed) == len(route.instances):
                 reason = "; ".join(route.failed.values()).encode()
                 self.front.send_multipart([client, wire.envelope(wire.LOST, call_id), reason])
+            elif route.max_pending is not None and _tasks_in(route.waiting) >= (
+                cap := route.max_pending * len(route.instances)
+            ):
+                error = shipping.dumps_error(
+                    StageOverloaded(
+                        f"alto: stage {stage.decode()!r} is overloaded: {cap} calls already "
+                        "wait for an instance of it to come up (max_pending="
+                        f"{route.max_pending} per instance)"
+                    )
+                )
+                self.front.send_multipart([client, wire.envelope(wire.ERROR, call_id), error])
             else:
                 route.waiting.append((time.monotonic(), frames))
         elif kind == wire.CANCEL:
@@ -580,6 +591,11 @@ class Router:
         for client, call_id in self.ready_waiters:
             self.front.send_multipart([client, wire.envelope(reply, call_id), detail])
         self.ready_waiters.clear()
+
+
+def _tasks_in(waiting: collections.deque[tuple[float, list[Any]]]) -> int:
+    """The tasks among a stage's waiting messages (the others are their feeds)."""
+    return sum(frames[1][:1] == wire.TASK for _, frames in waiting)
 
 
 def serve(

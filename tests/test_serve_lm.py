@@ -25,7 +25,8 @@ import pytest
 
 from alto_langgraph.cli import main
 from alto_langgraph.lm import SimulatedEngine, Timing
-from alto_langgraph.lm.server import MAX_BODY, MAX_HEAD, OpenAIServer, ServerConfig
+from alto_langgraph.lm.http import MAX_BODY, MAX_HEAD
+from alto_langgraph.lm.server import OpenAIServer, ServerConfig
 
 CHAT = "/v1/chat/completions"
 HI = [{"role": "user", "content": "hi"}]

@@ -99,6 +99,31 @@ def test_a_streams_chunks_on_an_event_loop_and_its_failure() -> None:
     asyncio.run(go())
 
 
+@fold(over="tokens")
+class _Join:
+    """Joins a stream of tokens: the payload's item (if it names one), the text, and
+    how many tokens came."""
+
+    def start(self, p: dict) -> str:
+        return ""
+
+    def step(self, acc: str, token: str) -> str:
+        return acc + token
+
+    def finish(self, acc: str, p: dict) -> dict:
+        return {"out": [(p.get("item"), acc, len(p["tokens"]))]}
+
+
+def _joined(plan: Any) -> StateGraph:
+    """``plan`` (a @streaming node) -> ``join``, the fold above."""
+    g = StateGraph(Out)
+    g.add_node("plan", plan)
+    g.add_node("join", _Join)
+    g.add_edge(START, "plan")
+    g.add_edge("join", END)
+    return g
+
+
 def _token_pipeline(n: int = 4) -> Any:
     def case() -> tuple[StateGraph, Any]:
         def tokens(item: str) -> Any:
@@ -109,23 +134,7 @@ def _token_pipeline(n: int = 4) -> Any:
             for item in "xy":
                 yield Send("join", {"item": item, "tokens": tokens(item)})
 
-        @fold(over="tokens")
-        class Join:
-            def start(self, p: dict) -> str:
-                return ""
-
-            def step(self, acc: str, token: str) -> str:
-                return acc + token
-
-            def finish(self, acc: str, p: dict) -> dict:
-                return {"out": [(p["item"], acc, len(p["tokens"]))]}
-
-        g = StateGraph(Out)
-        g.add_node("plan", plan)
-        g.add_node("join", Join)
-        g.add_edge(START, "plan")
-        g.add_edge("join", END)
-        return g, {"out": []}
+        return _joined(plan), {"out": []}
 
     return case
 
@@ -154,23 +163,7 @@ def _slow_tokens_to_a_fold() -> StateGraph:
     async def plan(state: Out) -> Any:
         yield Send("join", {"tokens": tokens()})
 
-    @fold(over="tokens")
-    class Join:
-        def start(self, p: dict) -> str:
-            return ""
-
-        def step(self, acc: str, token: str) -> str:
-            return acc + token
-
-        def finish(self, acc: str, p: dict) -> dict:
-            return {"out": [acc]}
-
-    g = StateGraph(Out)
-    g.add_node("plan", plan)
-    g.add_node("join", Join)
-    g.add_edge(START, "plan")
-    g.add_edge("join", END)
-    return g
+    return _joined(plan)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -195,7 +188,7 @@ def test_callbacks_get_the_folds_input_as_it_starts_and_reading_it_never_waits(
             return seen, final
 
     seen, final = asyncio.run(asyncio.wait_for(events(), 30))
-    assert final == {"out": ["t0t1t2t3t4"]}
+    assert final == {"out": [(None, "t0t1t2t3t4", 5)]}
     assert len(seen) == 1 and len(seen[0]) < 5  # the stream had only begun
 
 

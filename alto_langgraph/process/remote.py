@@ -104,16 +104,14 @@ class RemoteNode(Runnable[Any, Any]):
         def feed(seq: int, event: str, value: Any, teed_to: Any) -> None:
             if teed_to == call_id:  # the router sent it to the call itself
                 return
-            if event == streams.FAIL:
-                value = shipping.dumps_error(value)
-            payload = shipping.dumps_value((sid, event, value), what)
+            payload = shipping.dumps_stream_event(sid, event, value, what)
             self.deployment.feed(call_id, self.stage, payload, wire.stream_key(sid, seq))
 
         return feed
 
     def _drainer(self, call_id: bytes) -> Callable[[str], None]:
         def drain(reason: str) -> None:
-            payload = shipping.dumps_value((wire.DRAIN_SID, streams.CHUNK, reason), "a drain")
+            payload = shipping.dumps_stream_event(wire.DRAIN_SID, streams.CHUNK, reason, "a drain")
             self.deployment.feed(call_id, self.stage, payload)
 
         return drain
@@ -205,9 +203,7 @@ class RemoteNode(Runnable[Any, Any]):
         """An event of a stream the node makes (a TEED one: the router sent it to the
         fold that consumes it, too). The chunks are acknowledged as they are handled
         here, so a producer cannot run more than a window ahead of this caller either."""
-        sid, event, value = shipping.loads(payload)
-        if event == streams.FAIL:
-            value = shipping.loads(value)
+        sid, event, value = shipping.loads_stream_event(payload)
         ref = call.streams.get(sid) or call.streams.setdefault(sid, streams.StreamRef(sid))
         teed_to = wire.decode(env).stage if kind == wire.TEED else None
         ref.event(event, value, teed_to)

@@ -212,6 +212,22 @@ def dumps_error(exc: BaseException) -> bytes:
     return _pickle(StageError(type(exc).__qualname__, str(exc), text))
 
 
+def dumps_stream_event(sid: str, event: str, value: Any, what: str) -> bytes:
+    """An event of a stream (``streams.py``), as it travels between processes: a
+    failure's exception as a node's would (``dumps_error``)."""
+    if event == streams.FAIL:
+        value = dumps_error(value)
+    return dumps_value((sid, event, value), what)
+
+
+def loads_stream_event(payload: Any) -> tuple[str, str, Any]:
+    """``dumps_stream_event``'s (sid, event, value)."""
+    sid, event, value = loads(payload)
+    if event == streams.FAIL:
+        value = loads(value)
+    return sid, event, value
+
+
 class _Marked:
     """An exception with the attributes its own pickling drops (see ``dumps_error``)."""
 

@@ -292,9 +292,7 @@ class StageInstance:
         if table is None:
             return
         try:
-            sid, event, value = shipping.loads(payload)
-            if event == streams.FAIL:
-                value = shipping.loads(value)
+            sid, event, value = shipping.loads_stream_event(payload)
         except Exception as exc:  # fails that call's streams, not the instance
             for ref in table.values():
                 ref.event(streams.FAIL, exc)
@@ -536,11 +534,6 @@ class _RelayedYields:
     def open_stream(self) -> streams.StreamRef:
         return streams.StreamRef(readable=False)
 
-    def _message(self, ref: streams.StreamRef, event: str, value: Any) -> bytes:
-        if event == streams.FAIL:  # the producer's exception, as a node's would travel
-            value = shipping.dumps_error(value)
-        return shipping.dumps_value((ref.sid, event, value), "a chunk of a stream")
-
     def _send(self, ref: streams.StreamRef, seq: int, payload: bytes) -> None:
         link = self.link
         env = wire.envelope(wire.STREAM, link.call_id, b"", wire.stream_key(ref.sid, seq))
@@ -548,7 +541,7 @@ class _RelayedYields:
 
     def stream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
         """From the node's thread: a chunk waits for room in the stream's window."""
-        payload = self._message(ref, event, value)
+        payload = shipping.dumps_stream_event(ref.sid, event, value, "a chunk of a stream")
         window = self.link.window(ref.sid)
         self._send(
             ref, window.take(len(payload)) if event == streams.CHUNK else window.end(), payload
@@ -556,7 +549,7 @@ class _RelayedYields:
 
     async def astream_event(self, ref: streams.StreamRef, event: str, value: Any) -> None:
         """From the node's event loop (this process's)."""
-        payload = self._message(ref, event, value)
+        payload = shipping.dumps_stream_event(ref.sid, event, value, "a chunk of a stream")
         window = self.link.window(ref.sid)
         seq = await window.atake(len(payload)) if event == streams.CHUNK else window.end()
         self._send(ref, seq, payload)

@@ -26,7 +26,7 @@ endef
 comma := ,
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(call install_with_lm,dev$(comma)lm$(comma)openai)
+	$(call install_with_lm,dev$(comma)lm$(comma)openai$(comma)ray)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
@@ -46,7 +46,8 @@ $(FLOOR)/.dev: pyproject.toml
 	touch $@
 
 # tests/test_memory.py runs checkpointers and stores against a real PostgreSQL server:
-# the script installs Debian's postgresql package where none is, and starts a cluster
+# the script installs Debian's postgresql package where none is, and starts a cluster.
+# tests/test_ray.py starts (and stops) a two-node Ray cluster itself (tests/services/ray.sh).
 test: $(VENV)/.dev $(FLOOR)/.dev
 	url="$$(tests/services/postgres.sh)" && export ALTO_TEST_POSTGRES="$$url" && \
 	$(BIN)/python -m pytest && \
@@ -58,7 +59,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check alto_langgraph tests comparisons examples
 
 $(VENV)/.bench: pyproject.toml | $(BIN)/python
-	$(call install_with_lm,dev$(comma)lm$(comma)openai$(comma)bench)
+	$(call install_with_lm,dev$(comma)lm$(comma)openai$(comma)ray$(comma)bench)
 	touch $@ $(VENV)/.dev $(VENV)/.core
 
 bench: $(VENV)/.bench

@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .process.gpus import visible_gpus
+from .process.ray_actors import ACTOR_OPTIONS
 from .process.routing import make_policy
 
 if TYPE_CHECKING:
     from .lm.engines import EngineSpec
 
-EXECUTORS = ("auto", "process", "inline")
+EXECUTORS = ("auto", "process", "ray", "inline")
 STARTS = ("first_run", "compile")
 TRANSPORTS = ("ipc", "tcp")
 #: what a stage table may set (``replicas`` comes from ``[instances]`` or ``replicas=``)
@@ -31,6 +32,7 @@ STAGE_SETTINGS = (
     "max_memory_mb",
     "stuck_after",
     "max_pending",
+    "ray",
 )
 #: the most instances of one stage, and threads of one instance (a typo's million
 #: processes would take the machine down before any error could be read)
@@ -65,7 +67,11 @@ class AltoOptions:
         once its calls have finished), ``stuck_after`` (seconds an instance's event
         loop may not answer before it is replaced, default 3; 0: never),
         ``max_pending`` (the most calls one instance holds; a call beyond fails at
-        once with ``StageOverloaded``, which a ``RetryPolicy`` retries).
+        once with ``StageOverloaded``, which a ``RetryPolicy`` retries), ``ray``
+        (True, or a table of actor options: the stage's instances are Ray actors;
+        ``num_cpus``, ``memory``, ``resources`` such as ``{"node_b": 1}``, ``node_id``,
+        ``placement_group`` and ``bundle_index``, ``scheduling_strategy``
+        (``"SPREAD"`` or ``"DEFAULT"``), ``runtime_env``; ``gpus`` becomes ``num_gpus``).
     run_ahead: False turns run-ahead off for the whole app: every task waits for its
         superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
@@ -73,8 +79,13 @@ class AltoOptions:
         ``[instances]`` table (how many of each). Keyword options override the files.
     start: ``"first_run"`` (default) starts the processes when the app first runs;
         ``"compile"`` starts them in ``compile``.
-    transport: ``"ipc"`` (default: unix sockets in a private 0700 directory) or
-        ``"tcp"`` (bound to ``host``, loopback by default).
+    transport: ``"ipc"`` (the default: unix sockets in a private 0700 directory) or
+        ``"tcp"`` (bound to ``host``: the loopback by default, or with stages on a Ray
+        cluster, this node's address as Ray knows it). Stages on Ray need ``"tcp"``,
+        their default.
+    ray_address: the Ray cluster that stages on Ray are placed on (``"HOST:PORT"``).
+        If None, the app's own ``ray.init()`` connection is used, or else a one-node
+        cluster on this machine is started with the app and stopped with it.
     lm: the language models the app serves, as LM stages that ``ChatAlto(model=NAME)``
         calls reach, e.g. ``{"smollm2-135m": {"engine": "transformers", "replicas": 2}}``.
         Per model: ``engine`` (``"transformers"``, the default, or ``"simulated"``),
@@ -89,16 +100,17 @@ class AltoOptions:
     stages: Mapping[str, Mapping[str, Any]] | None = None
     config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
     start: str = "first_run"
-    transport: str = "ipc"
-    host: str = "127.0.0.1"
+    transport: str | None = None
+    host: str | None = None
     lm: Mapping[str, Mapping[str, Any]] | None = None
     run_ahead: bool = True
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("executor", self.executor, EXECUTORS),
             ("start", self.start, STARTS),
-            ("transport", self.transport, TRANSPORTS),
+            ("transport", self.transport or "ipc", TRANSPORTS),
         ):
             if value not in allowed:
                 raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
@@ -106,9 +118,16 @@ class AltoOptions:
             raise ValueError(f"alto option run_ahead must be True or False, got {self.run_ahead!r}")
         # checked here, not at bind time: a non-string host failed deep in the socket
         # module ("str, bytes or bytearray expected"), an empty one killed the router
-        if not isinstance(self.host, str) or not self.host:
+        if self.host is not None and (not isinstance(self.host, str) or not self.host):
             raise ValueError(
                 f"alto option host must be a non-empty address or host name, got {self.host!r}"
+            )
+        if self.ray_address is not None and (
+            not isinstance(self.ray_address, str) or not self.ray_address
+        ):
+            raise ValueError(
+                "alto option ray_address must be a Ray cluster's address (HOST:PORT), "
+                f"got {self.ray_address!r}"
             )
         per_stage = self._per_stage()
         placing = {n for n, st in per_stage.items() if set(st) - set(SCHEDULING_SETTINGS)}
@@ -119,12 +138,29 @@ class AltoOptions:
                 "executor ('auto') or 'process'"
             )
         for name, settings in per_stage.items():
+            if settings.get("process") is False and settings.get("ray"):
+                raise ValueError(
+                    f"alto options: stage {name!r} has process=False (it runs in this "
+                    "process) but a ray setting (its instances are Ray actors)"
+                )
             if settings.get("process") is False and settings.get("replicas", 1) > 1:
                 raise ValueError(
                     f"alto options: stage {name!r} has process=False (it runs in this "
                     f"process) but replicas={settings['replicas']}: instances are worker "
                     "processes"
                 )
+        on_ray = self.executor == "ray" or any(st.get("ray") for st in per_stage.values())
+        if on_ray and self.transport == "ipc":
+            raise ValueError(
+                "alto option transport='ipc' reaches only this machine, but stages are "
+                "placed on Ray; use transport='tcp' (the default with Ray)"
+            )
+        if self.ray_address is not None and not on_ray:
+            raise ValueError(
+                f"alto option ray_address={self.ray_address!r} is given, but no stage is "
+                "placed on Ray: use executor='ray', or a stage's ray setting"
+            )
+        object.__setattr__(self, "transport", self.transport or ("tcp" if on_ray else "ipc"))
         object.__setattr__(self, "_settings", per_stage)
         object.__setattr__(self, "lm_stages", _lm_stages(self.lm))
 
@@ -341,6 +377,8 @@ def _merge(
                     f"alto {where}: stage {name!r}: {key} must be true or false, "
                     f"got {fields[key]!r}"
                 )
+        if "ray" in fields:
+            _check_ray(fields["ray"], f"alto {where}: stage {name!r}: ray")
         if fields.get("policy") is not None:
             try:
                 make_policy(fields["policy"], stateful=bool(fields.get("stateful")))
@@ -354,3 +392,52 @@ def _merge(
                 f"got {n!r}"
             )
         into.setdefault(name, {})["replicas"] = n
+
+
+def _check_ray(value: Any, where: str) -> None:
+    """A stage's ``ray`` setting: true, false, or a table of actor options."""
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be true, false or a table of actor options, got {value!r}")
+    for key, v in value.items():
+        types = ACTOR_OPTIONS.get(key)
+        if types is None:
+            raise ValueError(
+                f"{where} has unknown option {key!r}; known: {', '.join(ACTOR_OPTIONS)}"
+            )
+        if isinstance(v, bool) or not isinstance(v, types):
+            kinds = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"{where}: {key} must be a {kinds}, got {v!r}")
+        if types == (int, float) and (not math.isfinite(v) or v < 0):
+            raise ValueError(f"{where}: {key} must be a number >= 0, got {v!r}")
+    for key, amount in (value.get("resources") or {}).items():
+        if (
+            not isinstance(key, str)
+            or isinstance(amount, bool)
+            or not isinstance(amount, (int, float))
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise ValueError(
+                f"{where}: resources must map resource names to amounts >= 0, "
+                f"got {key!r}: {amount!r}"
+            )
+    if value.get("scheduling_strategy", "DEFAULT") not in ("DEFAULT", "SPREAD"):
+        raise ValueError(
+            f"{where}: scheduling_strategy must be 'DEFAULT' or 'SPREAD', "
+            f"got {value['scheduling_strategy']!r}"
+        )
+    pins = [k for k in ("node_id", "placement_group", "scheduling_strategy") if k in value]
+    if len(pins) > 1:
+        raise ValueError(f"{where}: set at most one of {', '.join(pins)}")
+    if "bundle_index" in value and "placement_group" not in value:
+        raise ValueError(f"{where}: bundle_index needs a placement_group")
+
+
+def ray_options(settings: Mapping[str, Any], executor: str) -> dict[str, Any] | None:
+    """The Ray actor options of a stage (None: its instances are not on Ray)."""
+    value = settings.get("ray", True if executor == "ray" else None)
+    if value is None or value is False:
+        return None
+    return {} if value is True else dict(value)

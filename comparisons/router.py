@@ -113,7 +113,8 @@ def start(transport: str) -> dict[str, Any]:
     """alto's router (with a deployment's credentials), an echo instance behind it,
     another reached directly, and a client of each. ``stop(started)`` ends them."""
     from alto_langgraph.process import security
-    from alto_langgraph.process.deployment import _cloudpickled, _free_ports
+    from alto_langgraph.process.deployment import _cloudpickled
+    from alto_langgraph.process.transport import free_ports
     from alto_langgraph.process.forkserver import fork_server
     from alto_langgraph.process.routing import LeastOutstanding
 
@@ -121,7 +122,7 @@ def start(transport: str) -> dict[str, Any]:
         tmp = tempfile.mkdtemp(prefix="alto-bench-")
         front, back, direct = (f"ipc://{tmp}/{n}" for n in ("front", "back", "direct"))
     else:
-        front, back, direct = (f"tcp://127.0.0.1:{p}" for p in _free_ports("127.0.0.1", 3))
+        front, back, direct = (f"tcp://127.0.0.1:{p}" for p in free_ports("127.0.0.1", 3))
     keyring = security.Keyring(transport)
     server = fork_server()
     router = server.spawn(

@@ -11,7 +11,8 @@ from typing import Any
 import zmq
 
 from alto_langgraph.process import security, wire
-from alto_langgraph.process.deployment import _cloudpickled, _free_ports
+from alto_langgraph.process.deployment import _cloudpickled
+from alto_langgraph.process.transport import free_ports
 from alto_langgraph.process.forkserver import fork_server
 from alto_langgraph.process.routing import LeastOutstanding
 
@@ -76,7 +77,7 @@ def live_router(
     if transport == "ipc":
         front, back = f"ipc://{tmp_path}/front", f"ipc://{tmp_path}/back"
     else:
-        ports = _free_ports("127.0.0.1", 2)
+        ports = free_ports("127.0.0.1", 2)
         front, back = (f"tcp://127.0.0.1:{p}" for p in ports)
     keyring = security.Keyring(transport)
     table = [

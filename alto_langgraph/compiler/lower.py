@@ -11,7 +11,7 @@ from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
 from .._langgraph import ChannelWrite, input_schema_of, is_managed_value, reads_state
-from ..options import SCHEDULING_SETTINGS
+from ..options import SCHEDULING_SETTINGS, ray_options
 from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
 from .fallback import fallbacks, held_at_step
@@ -127,6 +127,7 @@ def lower(
         lm_stages=_lm_stages(options) if not prefix and not in_instance else (),
         transport=options.transport,
         host=options.host,
+        ray_address=options.ray_address,
     )
 
 
@@ -142,13 +143,14 @@ def _placement(
         return "app", "compiled inside a stage instance", scheduling
     if options.executor == "inline":
         return "app", "executor='inline'", scheduling
+    settings = {**settings, "ray": ray_options(settings, options.executor)}
     if settings.get("process") is False:
         return "app", "process=False", settings
-    if options.executor == "process":
-        return "process", "executor='process'", settings
-    placing = {k: v for k, v in settings.items() if k not in SCHEDULING_SETTINGS}
+    if options.executor in ("process", "ray"):
+        return "process", f"executor={options.executor!r}", settings
+    placing = {k: v for k, v in settings.items() if k not in SCHEDULING_SETTINGS and v is not None}
     if placing:
-        asked = ", ".join(k if v is True else f"{k}={v!r}" for k, v in placing.items())
+        asked = ", ".join(k if v is True or v == {} else f"{k}={v!r}" for k, v in placing.items())
         return "process", f"asked for: {asked}", settings
     return "app", "default", settings
 
@@ -163,6 +165,7 @@ def _lm_stages(options: AltoOptions) -> tuple[Stage, ...]:
             **options.stage_settings(lm.stage),
         }
         settings.pop("process", None)  # an LM stage is always its own processes
+        settings["ray"] = ray_options(settings, options.executor)
         out.append(
             Stage(
                 name=lm.stage,

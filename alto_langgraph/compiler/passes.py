@@ -29,7 +29,7 @@ def deploy(plan: Plan) -> Deployment | None:
     """The (not yet started) deployment of ``plan``'s process stages, LM stages added."""
     if not plan.process_stages():
         return None
-    deployment = Deployment(transport=plan.transport, host=plan.host)
+    deployment = Deployment(transport=plan.transport, host=plan.host, ray_address=plan.ray_address)
     for stage in plan.lm_stages:
         from ..lm.serving import LMServer  # only apps that serve models import lm/
 

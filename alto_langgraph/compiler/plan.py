@@ -20,7 +20,7 @@ from ..process.spec import DEFAULT_STUCK_AFTER, DEFAULT_THREADS, StageSpec
 StageKind = Literal["node", "subgraph", "entry", "lm"]
 QueueKind = Literal["edge", "join", "branch", "send"]
 #: "app": node code runs in the app process, as on stock LangGraph; "process": on
-#: instances of the stage in worker processes
+#: instances of the stage: worker processes forked here, or Ray actors (``Stage.ray``)
 Placement = Literal["app", "process"]
 
 
@@ -75,6 +75,9 @@ class Stage:
     max_memory_mb: float | None = None
     stuck_after: float = DEFAULT_STUCK_AFTER
     max_pending: int | None = None
+    #: Ray actor options (``process.ray_actors.ACTOR_OPTIONS``) of a stage whose
+    #: instances are Ray actors; None: processes forked on this machine
+    ray: Any = None
     #: the routing policy: a name in ``routing.POLICIES``, an object, or None (by
     #: ``stateful``: consistent hash, else least outstanding)
     policy: Any = None
@@ -109,6 +112,7 @@ class Stage:
             max_memory_mb=self.max_memory_mb,
             stuck_after=self.stuck_after,
             max_pending=self.max_pending,
+            ray=self.ray,
         )
 
 
@@ -153,7 +157,8 @@ class Plan:
     lm_stages: tuple[Stage, ...] = ()
     #: how the deployment is reached (process stages only)
     transport: str = "ipc"
-    host: str = "127.0.0.1"
+    host: str | None = None
+    ray_address: str | None = None
     #: a subgraph compiled for alto before it was added: its stages run as its own plan
     #: says, on its own deployment, and are not the parent's to place or name
     separate: bool = False
@@ -257,10 +262,18 @@ def _flags(s: Stage) -> list[str]:
     if s.input_schema:
         flags.append(f"input={s.input_schema}")
     if s.kind in ("node", "lm"):
-        where = "app process" if s.placement == "app" else "worker processes"
+        where = (
+            "app process"
+            if s.placement == "app"
+            else "Ray actors"
+            if s.ray is not None
+            else "worker processes"
+        )
         flags.append(f"runs in the {where} ({s.placed_by})")
     if s.placement == "process":
         flags.append(f"routing={s.routing} x{s.replicas}")
         if s.gpus:
             flags.append(f"{s.gpus} GPU(s) each")
+        if s.ray:
+            flags.append("ray: " + ", ".join(f"{k}={v!r}" for k, v in s.ray.items()))
     return flags

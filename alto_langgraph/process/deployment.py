@@ -24,13 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import DeploymentError, StageInstanceLost
-from . import security, shipping, wire
+from . import ray_cluster, security, shipping, wire
 from .forkserver import STOP_SIGNAL, ForkServer, fork_server
 from .gpus import assign_gpus, visible_gpus
 from .routing import make_policy
 from .rpc import Deliver, RpcClient
 from .spec import StageSpec
 from .supervision import Supervisor
+from .transport import free_ports
 
 #: how long ``start`` waits for every instance to be ready
 START_TIMEOUT = 120.0
@@ -39,12 +40,18 @@ START_TIMEOUT = 120.0
 class Deployment:
     """One app's router and stage instances. Thread-safe; started once, on demand."""
 
-    def __init__(self, *, transport: str = "ipc", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, transport: str = "ipc", host: str | None = None, ray_address: str | None = None
+    ) -> None:
         #: every stage (``add_stage``), and the code its instances run
         self.specs: dict[str, StageSpec] = {}
         self._code: dict[str, Any] = {}
         self.transport = transport
+        #: where the router listens on tcp (None: the loopback, or with stages on a Ray
+        #: cluster, this node's address as Ray knows it)
         self.host = host
+        #: the Ray cluster stages on Ray go to (None: the app's, or a local one)
+        self.ray_address = ray_address
         self._lock = threading.Lock()  # start and close
         #: spawning against tearing down
         self.spawn_lock = threading.Lock()
@@ -56,10 +63,13 @@ class Deployment:
         self._server: ForkServer | None = None
         #: the connection to this generation's router (None while none runs)
         self.rpc: RpcClient | None = None
-        self._dir: str | None = None
         #: pid of the router and of every live instance (``(stage, index)``): an
         #: instance's entry goes when it exits, and its successor's comes when it starts
+        #: (an instance on Ray: the pid of its actor, on its node)
         self.pids: dict[Any, int] = {}
+        #: the Ray node id of every instance on Ray that has started
+        self.ray_nodes: dict[tuple[str, int], str] = {}
+        self._owned = _Owned(None, self.pids)
         self._supervisor = Supervisor()
         self._keyring: security.Keyring | None = None
         self._addresses: tuple[str, str] = ("", "")
@@ -100,7 +110,10 @@ class Deployment:
             if self._closed:
                 raise RuntimeError("alto: this app was closed; compile it again to run it")
             shipped = {name: shipping.ship_code(name, node) for name, node in self._code.items()}
-            gpus = assign_gpus(self.specs, visible_gpus())
+            # Ray hands out the GPUs of stages on Ray itself
+            gpus = assign_gpus(
+                {n: s for n, s in self.specs.items() if s.ray is None}, visible_gpus()
+            )
             instances = {
                 name: [wire.instance_id(name, i) for i in range(s.replicas)]
                 for name, s in self.specs.items()
@@ -123,16 +136,20 @@ class Deployment:
             router_credentials = keyring.router(peers)
             self._server = server = fork_server()
             self.pids = {}  # this deployment's (an earlier one's finalizer holds its own)
+            self.ray_nodes = {}
             self._supervisor = Supervisor()  # restart history starts afresh
             self._generation += 1
             gen = self._generation
+            # what this deployment owns, for its finalizer (which must not hold self)
+            self._owned = owned = _Owned(server, self.pids)
             try:
-                front, back = self._addresses = self._make_addresses()
                 with self.spawn_lock:
                     self._running = True
-                    self._finalizer = weakref.finalize(
-                        self, _shutdown, server, self.pids, [], self._dir
-                    )
+                    self._finalizer = weakref.finalize(self, _shutdown, owned)
+                if any(s.ray is not None for s in self.specs.values()):
+                    self._connect_ray(owned)
+                front, back = self._addresses = self._make_addresses(owned)
+                with self.spawn_lock:
                     self.pids["router"] = server.spawn(
                         "router",
                         {
@@ -150,18 +167,17 @@ class Deployment:
                         name="alto-client",
                         on_notice=_weakly(self._notice),
                     )
-                    self._finalizer.detach()
-                    self._finalizer = weakref.finalize(
-                        self, _shutdown, server, self.pids, [self.rpc], self._dir
-                    )
+                    owned.clients.append(self.rpc)
                     for name, spec in self.specs.items():
                         for i in range(spec.replicas):
                             self.spawn_instance(name, i)
                 kind, detail = self.rpc.control(wire.CTL_WAIT_READY).result(timeout=START_TIMEOUT)
             except concurrent.futures.TimeoutError:
+                unplaced = self._unplaced()
                 self.teardown()
                 raise DeploymentError(
                     f"alto: the deployment did not become ready within {START_TIMEOUT:.0f} s"
+                    + unplaced
                 ) from None
             except BaseException:
                 self.teardown()
@@ -171,38 +187,91 @@ class Deployment:
                 raise DeploymentError(f"alto: the deployment did not start: {detail.decode()}")
             self._started = True
 
-    def _make_addresses(self) -> tuple[str, str]:
+    def _connect_ray(self, owned: _Owned) -> None:
+        """Connect to the Ray cluster (starting a local one if need be), and check that
+        every stage on Ray fits on some node of it."""
+        from . import ray_actors  # only apps with stages on Ray import ray
+
+        ray = ray_cluster.cluster.acquire(self.ray_address, owned.server)
+        owned.ray = ray_actors.RayActors(ray)
+        for name, spec in self.specs.items():
+            if spec.ray is not None:
+                owned.ray_stages.add(name)
+                ray_cluster.check_placeable(
+                    ray, name, {**spec.ray, "num_gpus": spec.gpus * (spec.replicas > 0)}
+                )
+
+    def _unplaced(self) -> str:
+        """What a start that timed out says of the instances Ray had not placed."""
+        waiting = [
+            f"{wire.instance_id(name, i).decode()} ({dict(spec.ray) or 'defaults'})"
+            for name, spec in self.specs.items()
+            if spec.ray is not None
+            for i in range(spec.replicas)
+            if (name, i) not in self.pids
+        ]
+        if not waiting:
+            return ""
+        return (
+            f"; Ray had not placed {', '.join(waiting)}: the cluster has no room for them "
+            f"now (free: {self._owned.ray.ray.available_resources()})"
+        )
+
+    def _make_addresses(self, owned: _Owned) -> tuple[str, str]:
         if self.transport == "ipc":
-            self._dir = tempfile.mkdtemp(prefix="alto-")  # mode 0700: this user only
-            assert self._server is not None
-            self._server.remove_at_exit(self._dir)  # even if this app is SIGKILLed
-            return f"ipc://{self._dir}/front", f"ipc://{self._dir}/back"
-        ports = _free_ports(self.host, 2)
-        return f"tcp://{self.host}:{ports[0]}", f"tcp://{self.host}:{ports[1]}"
+            owned.socket_dir = tempfile.mkdtemp(prefix="alto-")  # mode 0700: this user only
+            owned.server.remove_at_exit(owned.socket_dir)  # even if this app is SIGKILLed
+            return f"ipc://{owned.socket_dir}/front", f"ipc://{owned.socket_dir}/back"
+        host = self.host
+        if host is None:
+            # stages on a Ray cluster reach the router at this node's address, as Ray
+            # knows it; a local cluster (and no Ray) on the loopback
+            host = "127.0.0.1"
+            if owned.ray is not None and not ray_cluster.cluster.local:
+                host = owned.ray.ray.util.get_node_ip_address()
+        ports = free_ports(host, 2)
+        return f"tcp://{host}:{ports[0]}", f"tcp://{host}:{ports[1]}"
 
     def spawn_instance(self, name: str, index: int) -> None:
         assert self._server is not None and self._keyring is not None
         gen = self._generation
         inst = wire.instance_id(name, index)
-        env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
-        self.pids[(name, index)] = self._server.spawn(
-            "worker",
-            {
-                "back_address": self._addresses[1],
-                "identity": inst,
-                "credentials": self._keyring.peer(inst),
-                "stage": name,
-                "code": self._shipped[name],
-                "sys_path": list(sys.path),
-                "front_address": self._addresses[0],
-                "lm_routes": self.lm_routes,
-                "threads": self.specs[name].threads,
-                "max_calls": self.specs[name].max_calls_per_instance,
-                "max_memory_mb": self.specs[name].max_memory_mb,
-            },
-            env,
-            _weakly(self._instance_exited, gen, name, index),
+        spec = self.specs[name]
+        kwargs = {
+            "back_address": self._addresses[1],
+            "identity": inst,
+            "credentials": self._keyring.peer(inst),
+            "stage": name,
+            "code": self._shipped[name],
+            "sys_path": list(sys.path),
+            "front_address": self._addresses[0],
+            "lm_routes": self.lm_routes,
+            "threads": spec.threads,
+            "max_calls": spec.max_calls_per_instance,
+            "max_memory_mb": spec.max_memory_mb,
+        }
+        exited = _weakly(self._instance_exited, gen, name, index)
+        if spec.ray is None:
+            env = {"CUDA_VISIBLE_DEVICES": self._gpus.get((name, index), "")}
+            self.pids[(name, index)] = self._server.spawn("worker", kwargs, env, exited)
+            return
+        from .ray_actors import actor_options
+
+        actors = self._owned.ray
+        assert actors is not None
+        # the credentials travel in the actor call's arguments, inside the cluster
+        actors.spawn(
+            (name, index),
+            actor_options(actors.ray, spec.ray, spec.gpus),
+            kwargs,
+            _weakly(self._actor_started, gen, name, index),
+            exited,
         )
+
+    def _actor_started(self, gen: int, name: str, index: int, pid: int, node: str) -> None:
+        if self.is_current(gen):
+            self.pids[(name, index)] = pid
+            self.ray_nodes[(name, index)] = node
 
     def close(self) -> None:
         """Stop the router and every instance, and fail calls still in flight."""
@@ -237,16 +306,22 @@ class Deployment:
     def _router_exited(self, generation: int, code: int | None) -> None:
         self._supervisor.router_exited(self, generation, code)
 
-    def _instance_exited(self, generation: int, name: str, index: int, code: int | None) -> None:
-        self._supervisor.instance_exited(self, generation, name, index, code)
+    def _instance_exited(
+        self, generation: int, name: str, index: int, code: int | None, why: str | None = None
+    ) -> None:
+        self._supervisor.instance_exited(self, generation, name, index, code, why)
 
     def _notice(self, command: bytes, inst: bytes, pid: bytes, why: str) -> None:
         self._supervisor.notice(self, command, inst, pid, why)
 
-    def kill(self, pid: int, sig: int) -> None:
-        """Signal one of this deployment's processes."""
-        if self._server is not None:
-            _kill(self._server, pid, sig)
+    def stop_instance(self, key: tuple[str, int], pid: int, *, now: bool) -> None:
+        """Stop instance ``key`` (process ``pid``): ``now`` (SIGKILL: it is stuck) or
+        letting it flush its output first. An actor on Ray is killed either way."""
+        if self.specs[key[0]].ray is not None:
+            if self._owned.ray is not None:
+                self._owned.ray.kill(key)
+        elif self._server is not None:
+            _kill(self._server, pid, signal.SIGKILL if now else STOP_SIGNAL)
 
     # -- calls -----------------------------------------------------------------------
     def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:
@@ -333,33 +408,38 @@ class _Unpickle:
         return (cloudpickle.loads, (self.data,))
 
 
-def _free_ports(host: str, n: int) -> list[int]:
-    import socket
+class _Owned:
+    """What one deployment started, for its finalizer (which must not hold the
+    deployment): its processes, its clients, its socket directory, its Ray actors."""
 
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            try:
-                s.bind((host, 0))
-            except OSError as exc:
-                msg = f"alto option transport='tcp': cannot bind host={host!r}: {exc}"
-                raise ValueError(msg) from exc
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    def __init__(self, server: ForkServer | None, pids: dict[Any, int]) -> None:
+        self.server = server
+        self.pids = pids
+        self.clients: list[RpcClient] = []
+        self.socket_dir: str | None = None
+        self.ray: Any = None  # ``ray_actors.RayActors``, with the cluster acquired
+        #: the stages whose instances are Ray actors (not the fork server's children)
+        self.ray_stages: set[str] = set()
 
 
-def _shutdown(
-    server: ForkServer, pids: dict[Any, int], clients: list[RpcClient], socket_dir: str | None
-) -> None:
+def _shutdown(owned: _Owned) -> None:
     """Stop a deployment's processes: ``STOP_SIGNAL`` (they flush their output), SIGKILL
-    after a grace period; wait until they are gone, remove the socket directory."""
+    after a grace period; wait until they are gone, remove the socket directory. Kill
+    its Ray actors, and let go of the cluster."""
+    server = owned.server
+    assert server is not None
     if server.pid != os.getpid():
         return  # a forked child of the app, exiting: the deployment is the parent's
-    for client in clients:
+    for client in owned.clients:
         client.close()
-    remaining = set(pids.values())
+    if owned.ray is not None:
+        owned.ray.close()
+        ray_cluster.cluster.release()
+    remaining = {
+        pid
+        for key, pid in owned.pids.items()
+        if not (isinstance(key, tuple) and key[0] in owned.ray_stages)
+    }
     for sig, grace in ((STOP_SIGNAL, 1.0), (signal.SIGKILL, 5.0)):
         for pid in remaining:
             _kill(server, pid, sig)
@@ -370,8 +450,8 @@ def _shutdown(
                 time.sleep(0.005)
         if not remaining:
             break
-    if socket_dir is not None:
-        shutil.rmtree(socket_dir, ignore_errors=True)
+    if owned.socket_dir is not None:
+        shutil.rmtree(owned.socket_dir, ignore_errors=True)
 
 
 def _kill(server: ForkServer, pid: int, sig: int) -> None:

@@ -37,6 +37,7 @@ STOP_SIGNAL = signal.SIGUSR1
 TARGETS = {
     "router": "alto_langgraph.process.router:serve",
     "worker": "alto_langgraph.process.worker:serve",
+    "ray_head": "alto_langgraph.process.ray_cluster:serve_head",
 }
 
 
@@ -277,6 +278,18 @@ def _child(target: str, kwargs: dict[str, Any], env: dict[str, str], life_r: int
         exit_now(code)
 
 
+def _signal(pid: int, sig: int) -> None:
+    """Signal a child; one that leads a process group of its own (a local Ray cluster,
+    ``ray_cluster.serve_head``) with its whole group."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def main(ctl_r: int, rep_w: int, life_r: int) -> None:
     # Ctrl-C and a group SIGTERM are the app's to handle; the lifeline ends us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -307,10 +320,7 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
         for path in remove_at_exit:
             shutil.rmtree(path, ignore_errors=True)
         for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(pid, signal.SIGKILL)
         try:
             reap(block=True)
         except OSError:
@@ -346,7 +356,4 @@ def main(ctl_r: int, rep_w: int, life_r: int) -> None:
                 elif msg[0] == "kill":
                     _, pid, sig = msg
                     if pid in children:
-                        try:
-                            os.kill(pid, sig)
-                        except ProcessLookupError:
-                            pass
+                        _signal(pid, sig)

@@ -4,6 +4,7 @@ run; and the routing key that keeps an aggregation group on one instance."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 #: an instance's threads for sync node code, by default
@@ -42,6 +43,9 @@ class StageSpec:
     #: the most calls one instance holds at once; beyond, a call fails at once with
     #: ``StageOverloaded`` (as Ray's ``max_pending_calls``); None: no limit
     max_pending: int | None = None
+    #: None: instances are processes forked on this machine; else they are Ray actors,
+    #: made with these options (``ray_actors.ACTOR_OPTIONS``; {}: Ray's defaults)
+    ray: Mapping[str, Any] | None = None
 
     def router_limits(self) -> dict[str, Any]:
         """What the router enforces for this stage (``router.StageRoute``)."""

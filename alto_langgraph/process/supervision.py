@@ -1,6 +1,7 @@
 """Supervision: what a deployment does when one of its processes exits, or is unwell.
 
-The fork server reports every exit of a process it started (on its reader thread).
+The fork server reports every exit of a process it started (on its reader thread),
+and Ray the end of an actor's lifeline call (``ray_actors.py``, on a thread of Ray's).
 An instance that dies is restarted, and the router fails the calls it held with
 ``StageInstanceLost``. Restarts back off: the first is immediate, each further death
 within ``RESTART_WINDOW`` doubles the wait, up to ``MAX_BACKOFF``, so a burst of
@@ -18,13 +19,11 @@ in flight fails, and the next run starts a new deployment.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from typing import Any, Protocol
 
 from . import wire
-from .forkserver import STOP_SIGNAL
 from .rpc import RpcClient
 from .worker import EXIT_LOAD_FAILED
 
@@ -61,7 +60,7 @@ class Deployment(Protocol):
     def fail_calls(self, reason: str) -> None: ...
     def teardown(self, reason: str, generation: int | None) -> None: ...
     def spawn_instance(self, name: str, index: int) -> None: ...
-    def kill(self, pid: int, sig: int) -> None: ...
+    def stop_instance(self, key: tuple[str, int], pid: int, *, now: bool) -> None: ...
 
 
 class Supervisor:
@@ -95,23 +94,30 @@ class Supervisor:
         key = (name, int(index)) if index.isdigit() else None
         if not pid.isdigit() or deployment.pids.get(key) != int(pid) or key in self._stopped:
             return
-        pid_ = int(pid)
         if command == wire.CTL_REPLACE:
             self._stopped[key] = (command, f"was stuck ({why}) and was replaced")
-            deployment.kill(pid_, signal.SIGKILL)
+            deployment.stop_instance(key, int(pid), now=True)
         elif command == wire.CTL_RECYCLE:
             self._stopped[key] = (command, f"was recycled ({why})")
-            deployment.kill(pid_, STOP_SIGNAL)
+            deployment.stop_instance(key, int(pid), now=False)
 
     def instance_exited(
-        self, deployment: Deployment, generation: int, name: str, index: int, code: int | None
+        self,
+        deployment: Deployment,
+        generation: int,
+        name: str,
+        index: int,
+        code: int | None,
+        why: str | None = None,
     ) -> None:
+        """Instance ``(name, index)`` exited with ``code`` (None: no one supervises it
+        any more); ``why``, if given, says how (a Ray actor's death)."""
         rpc = deployment.rpc
         if not deployment.is_current(generation) or rpc is None:
             return  # an instance of an earlier deployment: its router is gone too
         inst = wire.instance_id(name, index)
         pid = deployment.pids.pop((name, index), None)
-        command, what = self._stopped.pop((name, index), (b"", exit_text(code)))
+        command, what = self._stopped.pop((name, index), (b"", why or exit_text(code)))
         reason = f"alto: stage instance {inst.decode()} (pid {pid}) {what}"
         if not deployment.started:
             reason += " before it was ready"

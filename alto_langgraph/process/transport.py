@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -108,3 +109,19 @@ class Endpoint:
                 self._on_message(frames)
             except Exception:  # one bad message must not end the endpoint
                 logger.exception("alto: dropped a message that could not be handled")
+
+
+def free_ports(host: str, n: int) -> list[int]:
+    """``n`` tcp ports free on ``host`` now (for sockets that bind them next)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            try:
+                s.bind((host, 0))
+            except OSError as exc:
+                msg = f"alto option transport='tcp': cannot bind host={host!r}: {exc}"
+                raise ValueError(msg) from exc
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -12,9 +12,9 @@ import zmq
 
 from alto_langgraph.process import security, wire
 from alto_langgraph.process.deployment import _cloudpickled
-from alto_langgraph.process.transport import free_ports
 from alto_langgraph.process.forkserver import fork_server
 from alto_langgraph.process.routing import LeastOutstanding
+from alto_langgraph.process.transport import free_ports
 
 
 class LiveRouter:

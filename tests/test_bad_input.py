@@ -134,7 +134,9 @@ OPTION_CASES = [
     # host is checked whatever the transport: a bad value is a bad value
     param("host-int", {"host": 5}, ValueError, "option host must be a non-empty .*got 5$"),
     param("host-empty", {"host": "", "transport": "tcp"}, ValueError, "option host .*got ''$"),
-    param("host-none", {"host": None, "transport": "tcp"}, ValueError, "option host .*got None$"),
+    param("host-bytes", {"host": b"::1", "transport": "tcp"}, ValueError, "option host .*got b"),
+    param("ray_address-int", {"ray_address": 6379}, ValueError, "ray_address must be a Ray .*6379"),
+    param("ray_address-empty", {"ray_address": ""}, ValueError, "ray_address must be a Ray .*''"),
     param(
         "run_ahead-str",
         {"run_ahead": "no"},

@@ -197,9 +197,7 @@ class Deployment:
         for name, spec in self.specs.items():
             if spec.ray is not None:
                 owned.ray_stages.add(name)
-                ray_cluster.check_placeable(
-                    ray, name, {**spec.ray, "num_gpus": spec.gpus * (spec.replicas > 0)}
-                )
+                ray_cluster.check_placeable(ray, name, {**spec.ray, "num_gpus": spec.gpus})
 
     def _unplaced(self) -> str:
         """What a start that timed out says of the instances Ray had not placed."""
@@ -309,6 +307,8 @@ class Deployment:
     def _instance_exited(
         self, generation: int, name: str, index: int, code: int | None, why: str | None = None
     ) -> None:
+        if self.is_current(generation):
+            self.ray_nodes.pop((name, index), None)
         self._supervisor.instance_exited(self, generation, name, index, code, why)
 
     def _notice(self, command: bytes, inst: bytes, pid: bytes, why: str) -> None:

@@ -114,9 +114,9 @@ def start(transport: str) -> dict[str, Any]:
     another reached directly, and a client of each. ``stop(started)`` ends them."""
     from alto_langgraph.process import security
     from alto_langgraph.process.deployment import _cloudpickled
-    from alto_langgraph.process.transport import free_ports
     from alto_langgraph.process.forkserver import fork_server
     from alto_langgraph.process.routing import LeastOutstanding
+    from alto_langgraph.process.transport import free_ports
 
     if transport == "ipc":
         tmp = tempfile.mkdtemp(prefix="alto-bench-")

@@ -1,18 +1,18 @@
 """Stages on Ray against stages in local processes and stock LangGraph, in one run.
 
-    python comparisons/ray.py [--calls 300] [--sends 400] [--items 12] [--work-ms 150]
+    python comparisons/ray_stages.py [--calls 300] [--sends 400] [--items 12] [--work-ms 150]
 
 Starts a real two-node Ray cluster on this machine (``tests/services/ray.sh``: a head
 with ``node_a``, a second node with ``node_b``, 2 CPUs each) and measures, side by side:
 
 1. **Per-call latency**: one no-op node, invoked ``--calls`` times one after another:
-   stock LangGraph (the node in this process), alto ``process`` (a forked instance) and
-   alto ``ray`` (an actor on node_b). alto's calls go through its router either way;
-   a bare Ray actor call (the other design: Ray as the data path) is timed beside them.
-2. **Throughput**: a fan-out of ``--sends`` no-op Sends to a stage with 2 instances,
-   items per second; and the same number of bare Ray actor calls, 2 actors, all in
-   flight at once.
-   Both also with a 1 MB payload each way (Ray's object transfer against alto's frames).
+   stock LangGraph (the node in this process), alto ``process`` (a forked instance),
+   alto ``ray`` (an actor on node_b, reached through alto's router), and the other
+   design, Ray as the data path: stock LangGraph whose node makes a Ray actor call to
+   an actor on node_b. Also with a 1 MB payload each way (Ray's object transfer
+   against alto's frames).
+2. **Throughput**: a fan-out of ``--sends`` no-op Sends to a stage with 2 instances
+   (or 2 actors, for the Ray-call design), items per second.
 3. **Streams**: ``--chunks`` small items from a producer on node_a to a consumer on
    node_b: alto (a ``@streaming`` node's Send payload streamed into a ``@fold``) against
    a Ray streaming generator (``num_returns="streaming"``) read by an actor.
@@ -21,12 +21,15 @@ with ``node_a``, a second node with ``node_b``, 2 CPUs each) and measures, side 
    two nodes (``scheduling_strategy="SPREAD"``, one CPU each), against stock LangGraph
    (threads of one process: the GIL runs them one at a time).
 
-Writes ``results/ray.json`` and ``results/ray.png``. Progress goes to stderr.
+Writes ``results/ray.json`` and ``results/ray.png``. Progress goes to stderr. (Not
+``ray.py``: run as a script, or from pytest's path, that name would shadow the ``ray``
+package.)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import operator
 import os
@@ -81,14 +84,15 @@ class Blob(TypedDict):
     blob: bytes
 
 
-def one_node(blob: bytes = b"") -> StateGraph:
-    """One node; with ``blob``, it takes and returns that many bytes."""
+def one_node(blob: bytes = b"", node: Any = None) -> StateGraph:
+    """One node (``node``, by default a no-op); with ``blob``, it takes and returns
+    that many bytes."""
     if not blob:
         g = StateGraph(S)
-        g.add_node("work", noop)
+        g.add_node("work", node or noop)
     else:
         g = StateGraph(Blob)
-        g.add_node("work", lambda s: {"n": 1, "blob": s["blob"]})
+        g.add_node("work", node or (lambda s: {"n": 1, "blob": s["blob"]}))
     g.add_edge(START, "work")
     return g
 
@@ -125,10 +129,10 @@ def stream_graph(chunks: int) -> StateGraph:
     return g
 
 
-def fan_out(sends: int) -> StateGraph:
+def fan_out(sends: int, node: Any = None) -> StateGraph:
     g = StateGraph(S)
     g.add_node("split", noop)
-    g.add_node("work", noop)
+    g.add_node("work", node or noop)
     g.add_edge(START, "split")
     g.add_conditional_edges("split", lambda s: [Send("work", {"n": 0}) for _ in range(sends)])
     return g
@@ -167,15 +171,59 @@ def cluster(cmd: str) -> str:
     return out.stdout.strip()
 
 
-def compile_app(builder: StateGraph, kind: str, address: str, **options: Any) -> Any:
+#: the other design: stock LangGraph whose node calls a Ray actor (Ray as the data path)
+RAY_CALLS = "stock + a Ray actor call per node"
+KINDS = ("stock", "process", "ray", RAY_CALLS)
+
+
+@ray.remote(num_cpus=0)
+class NodeActor:
+    """Runs the node's body: a no-op, or hands the payload back."""
+
+    def call(self, state: dict) -> dict:
+        return {"n": 1, "blob": state["blob"]} if "blob" in state else {"n": 1}
+
+
+def via_actors(actors: list[Any]) -> Any:
+    """A node that sends its input to one of ``actors`` and returns what it answers."""
+    turn = itertools.count()
+
+    def node(state: dict) -> dict:
+        return ray.get(actors[next(turn) % len(actors)].call.remote(state))
+
+    return node
+
+
+def compile_app(
+    build: Any, kind: str, address: str, replicas: int = 1, on_b: bool = True
+) -> tuple[Any, list[Any]]:
+    """The app of one kind, and the actors the Ray-call design made (to kill after)."""
     if kind == "stock":
-        return builder.compile()
+        return build(None).compile(), []
+    if kind == RAY_CALLS:
+        where = {"resources": {"node_b": 0.01}} if on_b else {}
+        actors = [NodeActor.options(**where).remote() for _ in range(replicas)]
+        ray.get([a.call.remote({}) for a in actors])
+        return build(via_actors(actors)).compile(), actors
+    options: dict[str, Any] = {"replicas": {"work": replicas}} if replicas > 1 else {}
     if kind == "process":
-        return builder.compile(backend="alto", executor="process", **options)
-    stages = options.pop("stages", {"work": {"ray": {"resources": {"node_b": 0.01}}}})
-    return builder.compile(
-        backend="alto", executor="ray", ray_address=address, stages=stages, **options
+        return build(None).compile(backend="alto", executor="process", **options), []
+    ray_opts = {"resources": {"node_b": 0.01}} if on_b else {"num_cpus": 0}
+    app = build(None).compile(
+        backend="alto",
+        executor="ray",
+        ray_address=address,
+        stages={"work": {"ray": ray_opts}},
+        **options,
     )
+    return app, []
+
+
+def done(app: Any, actors: list[Any]) -> None:
+    if hasattr(app, "close"):
+        app.close()
+    for actor in actors:
+        ray.kill(actor)
 
 
 def latency(address: str, calls: int, size: int = 0) -> dict[str, Any]:
@@ -183,8 +231,8 @@ def latency(address: str, calls: int, size: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     blob = b"x" * size
     inputs = {"n": 0, "blob": blob} if size else {"n": 0}
-    for kind in ("stock", "process", "ray"):
-        app = compile_app(one_node(blob), kind, address)
+    for kind in KINDS:
+        app, actors = compile_app(lambda node: one_node(blob, node), kind, address)
         for _ in range(20):  # started, warm
             app.invoke(inputs)
         times = []
@@ -192,27 +240,27 @@ def latency(address: str, calls: int, size: int = 0) -> dict[str, Any]:
             t = time.perf_counter()
             app.invoke(inputs)
             times.append(time.perf_counter() - t)
-        if kind != "stock":
-            app.close()
+        done(app, actors)
         out[kind] = _summary(times)
         log(f"  {size} B: {kind}: p50 {out[kind]['p50_ms']:.3f} ms")
+    return out
 
-    @ray.remote(num_cpus=0, resources={"node_b": 0.01})
-    class Echo:
-        def call(self, payload: dict) -> dict:
-            return {"n": 1, "blob": payload["blob"]}
 
-    echo = Echo.remote()
-    for _ in range(20):
-        ray.get(echo.call.remote({"n": 0, "blob": blob}))
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        ray.get(echo.call.remote({"n": 0, "blob": blob}))
-        times.append(time.perf_counter() - t)
-    ray.kill(echo)
-    out["bare ray actor call"] = _summary(times)
-    log(f"  {size} B: bare Ray call: p50 {out['bare ray actor call']['p50_ms']:.3f} ms")
+def throughput(address: str, sends: int, repeat: int = 3) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        app, actors = compile_app(
+            lambda node: fan_out(sends, node), kind, address, replicas=2, on_b=False
+        )
+        app.invoke({"n": 0})
+        best = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            assert app.invoke({"n": 0})["n"] == sends + 1
+            best.append(time.perf_counter() - t)
+        done(app, actors)
+        out[kind] = {"items_per_s": round(sends / min(best)), "best_s": round(min(best), 4)}
+        log(f"  throughput {kind}: {out[kind]['items_per_s']} items/s")
     return out
 
 
@@ -241,7 +289,8 @@ def streams(address: str, chunks: int) -> dict[str, Any]:
     class Producer:
         @ray.method(num_returns="streaming")
         def produce(self, k: int) -> Any:
-            yield from range(k)
+            for i in range(k):  # noqa: UP028 (Ray calls the generator's send())
+                yield i
 
     @ray.remote(num_cpus=0, resources={"node_b": 0.01})
     class Consumer:
@@ -260,46 +309,6 @@ def streams(address: str, chunks: int) -> dict[str, Any]:
     out["ray streaming generator"] = {"us_per_chunk": round(min(best) / chunks * 1e6, 1)}
     for name, row in out.items():
         log(f"  {name}: {row['us_per_chunk']} us per chunk")
-    return out
-
-
-def throughput(address: str, sends: int, repeat: int = 3) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kind in ("stock", "process", "ray"):
-        options: dict[str, Any] = {} if kind == "stock" else {"replicas": {"work": 2}}
-        if kind == "ray":
-            options["stages"] = {"work": {"ray": {"num_cpus": 0}}}
-        app = compile_app(fan_out(sends), kind, address, **options)
-        app.invoke({"n": 0})
-        best = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            assert app.invoke({"n": 0})["n"] == sends + 1
-            best.append(time.perf_counter() - t)
-        if kind != "stock":
-            app.close()
-        out[kind] = {"items_per_s": round(sends / min(best)), "best_s": round(min(best), 4)}
-        log(f"  throughput {kind}: {out[kind]['items_per_s']} items/s")
-
-    @ray.remote(num_cpus=0)
-    class Echo:
-        def call(self, payload: dict) -> dict:
-            return {"n": 1}
-
-    actors = [Echo.remote() for _ in range(2)]
-    ray.get([a.call.remote({}) for a in actors])
-    best = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        ray.get([actors[i % 2].call.remote({"n": 0}) for i in range(sends)])
-        best.append(time.perf_counter() - t)
-    for a in actors:
-        ray.kill(a)
-    out["bare ray actor calls"] = {
-        "items_per_s": round(sends / min(best)),
-        "best_s": round(min(best), 4),
-    }
-    log(f"  throughput bare Ray calls: {out['bare ray actor calls']['items_per_s']} items/s")
     return out
 
 
@@ -358,25 +367,41 @@ def plot(results: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    lat = results["latency"]
-    names = list(lat)
-    ax1.barh(names, [lat[n]["p50_ms"] for n in names], color=["0.6", "C0", "C1", "C3"])
-    ax1.set_xlabel("ms per call, p50")
-    ax1.set_title("One no-op node call")
-    for i, n in enumerate(names):
-        ax1.text(lat[n]["p50_ms"], i, f" {lat[n]['p50_ms']:.2f}", va="center")
+    colors = ["0.6", "C0", "C1", "C3"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6.5))
+
+    def bars(ax: Any, rows: dict[str, Any], key: str, label: str, title: str) -> None:
+        names = list(rows)
+        values = [rows[n][key] for n in names]
+        ax.barh(names, values, color=colors[: len(names)])
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        ax.set_title(title)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:g}", va="center")
+
+    bars(axes[0][0], results["latency"], "p50_ms", "ms per call, p50", "One no-op node call")
+    bars(axes[0][1], results["latency_1mb"], "p50_ms", "ms per call, p50", "1 MB in and 1 MB out")
+    bars(
+        axes[1][0],
+        results["throughput"],
+        "items_per_s",
+        "items per second",
+        f"{results['args']['sends']} no-op Sends, 2 instances",
+    )
     sc = results["scale_out"]
     names = list(sc)
-    ax2.bar(names, [sc[n]["wall_s"] for n in names], color=["0.6", "C1", "C1", "C1"])
-    ax2.set_ylabel("seconds")
-    ax2.set_title(
+    ax = axes[1][1]
+    ax.bar(names, [sc[n]["wall_s"] for n in names], color=["0.6", "C1", "C1", "C1"])
+    ax.set_ylabel("seconds")
+    ax.set_title(
         f"{results['args']['items']} CPU-bound items of {results['args']['work_ms']:g} ms"
     )
     for i, n in enumerate(names):
-        ax2.text(i, sc[n]["wall_s"], f"{sc[n]['wall_s']:.2f}", ha="center", va="bottom")
+        ax.text(i, sc[n]["wall_s"], f"{sc[n]['wall_s']:.2f}", ha="center", va="bottom")
+    fig.suptitle(f"Stages on a two-node Ray cluster on one {results['cpus']}-core machine")
     fig.tight_layout()
-    fig.savefig(RESULTS / "ray.png", dpi=120)
+    fig.savefig(RESULTS / "ray.png", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ one cluster per process, and these must not share this one's.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
 import signal
@@ -342,6 +343,7 @@ def test_a_killed_node_fails_its_calls_the_other_node_serves_and_the_stage_retur
             caller.join(30)
             failed_after = time.monotonic() - killed_at
             assert len(errors) == 1 and isinstance(errors[0], StageInstanceLost), errors
+            print(f"the call failed {failed_after:.2f} s after node_b's raylet was killed")
             assert failed_after < 8, failed_after  # not the call's own end (10 s)
             assert "slow#0" in str(errors[0])
         deadline = time.monotonic() + 20
@@ -355,6 +357,40 @@ def test_a_killed_node_fails_its_calls_the_other_node_serves_and_the_stage_retur
             ("a", nodes["node_a"]),
             ("b", nodes["node_b"]),
         ]
+
+
+def test_a_stuck_actor_is_replaced_and_a_recycled_one_fails_no_call(cluster: str) -> None:
+    """The router's health checks reach actors too: one whose event loop is blocked is
+    killed through Ray and replaced (only its call fails); one past
+    ``max_calls_per_instance`` is replaced once its calls are done (none fails)."""
+    from test_supervision import _blocks_the_loop, _one_node, _pid_node
+
+    with _one_node(_blocks_the_loop).compile(
+        backend="alto",
+        executor="ray",
+        ray_address=cluster,
+        start="compile",
+        stages={"work": {"stuck_after": 1.0, "ray": ON_B}},
+    ) as app:
+        victim = app.deployment.pids[("work", 0)]
+        t0 = time.monotonic()
+        with pytest.raises(StageInstanceLost, match="was stuck .its event loop did not answer"):
+            asyncio.run(app.ainvoke({"log": []}))
+        assert time.monotonic() - t0 < 5.0
+        new = _wait_replaced(app, ("work", 0), victim)
+        assert asyncio.run(app.ainvoke({"log": ["go"]}))["log"][-1] == new
+        assert not _pid_alive(victim)
+
+    with _one_node(_pid_node).compile(
+        backend="alto",
+        executor="ray",
+        ray_address=cluster,
+        start="compile",
+        stages={"work": {"max_calls_per_instance": 2, "ray": ON_A}},
+    ) as app:
+        served = [app.invoke({"log": []})["log"][0] for _ in range(6)]
+    assert served[0] == served[1] != served[2] == served[3] != served[4] == served[5]
+    assert len(set(served)) == 3
 
 
 def _raylet_pid(node_id: str) -> int:

@@ -167,6 +167,31 @@ def test_one_stage_on_ray_the_rest_in_this_process(cluster: str) -> None:
     assert out["log"] == [("here", os.getpid()), ("there", nodes["node_b"], there_pid)]
 
 
+def test_node_affinity_and_a_named_placement_group_place_actors(cluster: str) -> None:
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    nodes = _wait_for_nodes()
+    group = placement_group([{"node_a": 0.01}], name="alto-test-group")
+    ray.get(group.ready(), timeout=30)
+    try:
+        with _two_stage_graph().compile(
+            backend="alto",
+            executor="ray",
+            ray_address=cluster,
+            stages={
+                "a": {"ray": {"placement_group": "alto-test-group", "bundle_index": 0}},
+                "b": {"ray": {"node_id": nodes["node_b"]}},
+            },
+        ) as app:
+            out = app.invoke({"log": []})
+    finally:
+        remove_placement_group(group)
+    assert [(tag, node) for tag, node, _ in out["log"]] == [
+        ("a", nodes["node_a"]),
+        ("b", nodes["node_b"]),
+    ]
+
+
 def test_a_stateful_stage_keeps_each_group_on_one_actor(cluster: str) -> None:
     groups, per_group = 8, 3
 

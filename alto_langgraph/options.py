@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .process.gpus import visible_gpus
@@ -50,9 +50,11 @@ class AltoOptions:
         stock LangGraph, except the stages that ask for worker processes (``replicas``,
         ``gpus``, a stage table, ``process=True``); LM stages always run in workers.
         ``"process"``: every node in worker processes ("instances") behind a router
-        process, over pyzmq (a stage may stay with ``process=False``). ``"inline"``:
-        every node in the app process (async nodes on its event loop, sync nodes on its
-        threads). Scheduling (run-ahead, streaming) is the same on all three.
+        process, over pyzmq (a stage may stay with ``process=False``). ``"ray"``: as
+        ``"process"``, with the instances as Ray actors on a Ray cluster (see ``ray``
+        below and ``ray_address``). ``"inline"``: every node in the app process (async
+        nodes on its event loop, sync nodes on its threads). Scheduling (run-ahead,
+        streaming) is the same on all four.
     replicas: instances per stage, e.g. ``{"search": 4}`` (default 1 each). Stages are
         named after their nodes; a subgraph's nodes as ``"subgraph_node/inner_node"``.
     stages: what each stage needs, e.g. ``{"bm25": {"stateful": True, "gpus": 0}}``:
@@ -71,7 +73,8 @@ class AltoOptions:
         (True, or a table of actor options: the stage's instances are Ray actors;
         ``num_cpus``, ``memory``, ``resources`` such as ``{"node_b": 1}``, ``node_id``,
         ``placement_group`` and ``bundle_index``, ``scheduling_strategy``
-        (``"SPREAD"`` or ``"DEFAULT"``), ``runtime_env``; ``gpus`` becomes ``num_gpus``).
+        (``"SPREAD"`` or ``"DEFAULT"``), ``runtime_env``; ``gpus`` becomes ``num_gpus``;
+        amounts are 0 or at least 0.0001, Ray's precision).
     run_ahead: False turns run-ahead off for the whole app: every task waits for its
         superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
@@ -92,7 +95,9 @@ class AltoOptions:
         ``replicas``, ``gpus`` (per instance; default 1 where GPUs are visible, for
         engines that use them), ``policy`` (default ``"prefix_cache_aware"``); every
         other key is an option of the engine (``model``, ``max_batch``, ...). CPU
-        instances of the transformers engine split the cores (``threads``) by default.
+        instances of the transformers engine split the cores (``threads``) by default;
+        on Ray, they take their ``num_cpus``, and only vLLM and SGLang ask Ray for a GPU
+        by default (one each), whatever this machine has.
     """
 
     executor: str = "auto"
@@ -110,7 +115,7 @@ class AltoOptions:
         for name, value, allowed in (
             ("executor", self.executor, EXECUTORS),
             ("start", self.start, STARTS),
-            ("transport", self.transport or "ipc", TRANSPORTS),
+            ("transport", "ipc" if self.transport is None else self.transport, TRANSPORTS),
         ):
             if value not in allowed:
                 raise ValueError(f"alto option {name}={value!r} is not one of {', '.join(allowed)}")
@@ -138,7 +143,7 @@ class AltoOptions:
                 "executor ('auto') or 'process'"
             )
         for name, settings in per_stage.items():
-            if settings.get("process") is False and settings.get("ray"):
+            if settings.get("process") is False and _on_ray(settings.get("ray")):
                 raise ValueError(
                     f"alto options: stage {name!r} has process=False (it runs in this "
                     "process) but a ray setting (its instances are Ray actors)"
@@ -149,7 +154,7 @@ class AltoOptions:
                     f"process) but replicas={settings['replicas']}: instances are worker "
                     "processes"
                 )
-        on_ray = self.executor == "ray" or any(st.get("ray") for st in per_stage.values())
+        on_ray = self.executor == "ray" or any(_on_ray(st.get("ray")) for st in per_stage.values())
         if on_ray and self.transport == "ipc":
             raise ValueError(
                 "alto option transport='ipc' reaches only this machine, but stages are "
@@ -160,9 +165,12 @@ class AltoOptions:
                 f"alto option ray_address={self.ray_address!r} is given, but no stage is "
                 "placed on Ray: use executor='ray', or a stage's ray setting"
             )
-        object.__setattr__(self, "transport", self.transport or ("tcp" if on_ray else "ipc"))
+        if self.transport is None:
+            object.__setattr__(self, "transport", "tcp" if on_ray else "ipc")
         object.__setattr__(self, "_settings", per_stage)
-        object.__setattr__(self, "lm_stages", _lm_stages(self.lm))
+        object.__setattr__(
+            self, "lm_stages", _lm_stages(self.lm, self.stage_settings, self.executor)
+        )
 
     def _per_stage(self) -> dict[str, dict[str, Any]]:
         """Stage name -> its settings, from the config file then the keywords."""
@@ -226,6 +234,8 @@ class AltoOptions:
 _LM_STAGE_KEYS = ("engine", "replicas", "gpus", "policy")
 #: engines that run on a GPU when one is visible
 _GPU_ENGINES = frozenset({"transformers", "vllm", "sglang"})
+#: those that run on nothing else
+_GPU_ONLY_ENGINES = frozenset({"vllm", "sglang"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +253,11 @@ class LMStage:
         return f"lm:{self.model}"
 
 
-def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...]:
+def _lm_stages(
+    lm: Mapping[str, Mapping[str, Any]] | None,
+    stage_settings: Callable[[str], Mapping[str, Any]],
+    executor: str,
+) -> tuple[LMStage, ...]:
     if lm is None:
         return ()
     from .lm.engines import EngineSpec  # only apps that serve models import lm/
@@ -278,14 +292,24 @@ def _lm_stages(lm: Mapping[str, Mapping[str, Any]] | None) -> tuple[LMStage, ...
                 f"{where}: replicas must be an integer between 1 and {MAX_REPLICAS}, "
                 f"got {replicas!r}"
             )
+        # on Ray, the cluster's GPUs and cores count, not this machine's: an engine
+        # that needs a GPU asks Ray for one, the others run where Ray puts them
+        ray = ray_options(stage_settings(f"lm:{model}"), executor)
         gpus = settings.get("gpus")
         if gpus is None:
-            gpus = 1 if engine in _GPU_ENGINES and visible_gpus() else 0
+            if ray is not None:
+                gpus = 1 if engine in _GPU_ONLY_ENGINES else 0
+            else:
+                gpus = 1 if engine in _GPU_ENGINES and visible_gpus() else 0
         elif isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
             raise ValueError(f"{where}: gpus must be an integer >= 0, got {gpus!r}")
         if engine == "transformers" and not gpus:
-            # CPU instances share the cores rather than each taking all of them
-            options.setdefault("threads", max(1, (os.cpu_count() or 1) // replicas))
+            # CPU instances share the cores rather than each taking all of them; an
+            # actor takes the cores it asked Ray for (or torch's default)
+            if ray is None:
+                options.setdefault("threads", max(1, (os.cpu_count() or 1) // replicas))
+            elif ray.get("num_cpus", 0) >= 1:
+                options.setdefault("threads", int(ray["num_cpus"]))
         policy = settings.get("policy", "prefix_cache_aware")
         try:
             make_policy(policy, stateful=False)
@@ -409,18 +433,17 @@ def _check_ray(value: Any, where: str) -> None:
         if isinstance(v, bool) or not isinstance(v, types):
             kinds = " or ".join(t.__name__ for t in types)
             raise ValueError(f"{where}: {key} must be a {kinds}, got {v!r}")
-        if types == (int, float) and (not math.isfinite(v) or v < 0):
-            raise ValueError(f"{where}: {key} must be a number >= 0, got {v!r}")
-    for key, amount in (value.get("resources") or {}).items():
-        if (
-            not isinstance(key, str)
-            or isinstance(amount, bool)
-            or not isinstance(amount, (int, float))
-            or not math.isfinite(amount)
-            or amount < 0
-        ):
+        if types == (int, float) and not _ray_amount(v):
             raise ValueError(
-                f"{where}: resources must map resource names to amounts >= 0, "
+                f"{where}: {key} must be 0 or a number >= 0.0001 (Ray's precision), got {v!r}"
+            )
+    for key, amount in (value.get("resources") or {}).items():
+        if key in ("CPU", "GPU", "memory"):
+            instead = {"CPU": "ray.num_cpus", "GPU": "the stage's gpus", "memory": "ray.memory"}
+            raise ValueError(f"{where}: resources may not name {key!r}; set {instead[key]}")
+        if not isinstance(key, str) or isinstance(amount, bool) or not _ray_amount(amount):
+            raise ValueError(
+                f"{where}: resources must map resource names to 0 or amounts >= 0.0001, "
                 f"got {key!r}: {amount!r}"
             )
     if value.get("scheduling_strategy", "DEFAULT") not in ("DEFAULT", "SPREAD"):
@@ -433,11 +456,27 @@ def _check_ray(value: Any, where: str) -> None:
         raise ValueError(f"{where}: set at most one of {', '.join(pins)}")
     if "bundle_index" in value and "placement_group" not in value:
         raise ValueError(f"{where}: bundle_index needs a placement_group")
+    if value.get("bundle_index", 0) < 0:
+        raise ValueError(
+            f"{where}: bundle_index must be >= 0 (leave it out for any bundle), "
+            f"got {value['bundle_index']!r}"
+        )
+
+
+def _on_ray(value: Any) -> bool:
+    """Whether a stage's (checked) ``ray`` setting puts it on Ray: true or a table,
+    an empty one included."""
+    return value is not None and value is not False
+
+
+def _ray_amount(v: Any) -> bool:
+    """A resource amount Ray accepts: finite, >= 0, and 0 or at least its granularity."""
+    return isinstance(v, (int, float)) and math.isfinite(v) and (v == 0 or v >= 1e-4)
 
 
 def ray_options(settings: Mapping[str, Any], executor: str) -> dict[str, Any] | None:
     """The Ray actor options of a stage (None: its instances are not on Ray)."""
     value = settings.get("ray", True if executor == "ray" else None)
-    if value is None or value is False:
+    if not _on_ray(value):
         return None
     return {} if value is True else dict(value)

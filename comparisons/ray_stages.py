@@ -394,9 +394,7 @@ def plot(results: dict[str, Any]) -> None:
     ax = axes[1][1]
     ax.bar(names, [sc[n]["wall_s"] for n in names], color=["0.6", "C1", "C1", "C1"])
     ax.set_ylabel("seconds")
-    ax.set_title(
-        f"{results['args']['items']} CPU-bound items of {results['args']['work_ms']:g} ms"
-    )
+    ax.set_title(f"{results['args']['items']} CPU-bound items of {results['args']['work_ms']:g} ms")
     for i, n in enumerate(names):
         ax.text(i, sc[n]["wall_s"], f"{sc[n]['wall_s']:.2f}", ha="center", va="bottom")
     fig.suptitle(f"Stages on a two-node Ray cluster on one {results['cpus']}-core machine")

@@ -110,6 +110,19 @@ def test_explain_says_where_each_stage_runs_and_why() -> None:
     app.close()
 
 
+def test_any_stage_setting_but_ray_false_asks_for_worker_processes() -> None:
+    """A stage table asks for processes by its keys, whatever their values
+    (``policy=None`` is the default policy), except ``ray=false``: not on Ray."""
+    for settings, where in (
+        ({"policy": None}, "runs in the worker processes (asked for: policy=None)"),
+        ({"ray": False}, "runs in the app process (default)"),
+    ):
+        app = _graph().compile(backend="alto", stages={"b": settings})
+        lines = {ln.split()[0]: ln for ln in str(app.plan).splitlines() if " node, " in ln}
+        assert where in lines["b"], settings
+        app.close()
+
+
 def test_a_store_keeps_tasks_at_their_step_as_explain_says() -> None:
     """What the plan lists is what a run does: a store runs on alto (node code in
     workers reaching it too), its tasks at their step."""

@@ -32,6 +32,7 @@ from typing_extensions import TypedDict
 import alto_langgraph
 from alto_langgraph import fold, streaming
 from alto_langgraph.errors import StageInstanceLost
+from alto_langgraph.process import ray_actors
 from alto_langgraph.process.deployment import _pid_alive
 
 ray = pytest.importorskip("ray")  # the `ray` extra; `make test` installs it
@@ -497,6 +498,7 @@ _LOCAL_APP = textwrap.dedent(
     from langgraph.graph import START, StateGraph
     import alto_langgraph
     from alto_langgraph.process import ray_cluster
+    from alto_langgraph.process.forkserver import fork_server
 
     class S(TypedDict):
         x: int
@@ -508,10 +510,13 @@ _LOCAL_APP = textwrap.dedent(
     print("answer", app.invoke({"x": 21})["x"], flush=True)
     print("group", ray_cluster.cluster._local[1], flush=True)
     print("actor", app.deployment.pids[("double", 0)], flush=True)
+    print("forkserver", fork_server().proc.pid, flush=True)
+    sys.stdin.readline()  # once the test has seen the cluster run
     if sys.argv[1] == "close":
-        sys.stdin.readline()  # once the test has seen the cluster run
         app.close()
         print("closed", flush=True)
+    elif sys.argv[1] == "exit":
+        print("closed", flush=True)  # and exits with app open: finalizers close it
     else:
         time.sleep(600)  # the test SIGKILLs us
     """
@@ -532,8 +537,11 @@ def _group_alive(pgid: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("how", ["close", "sigkill"])
+@pytest.mark.parametrize("how", ["close", "exit", "sigkill", "forkserver-sigkill"])
 def test_a_local_cluster_lives_and_dies_with_its_app(tmp_path: Path, how: str) -> None:
+    """Closed, left open at exit, SIGKILLed, or its fork server SIGKILLed (the app
+    tears the deployment down): the local cluster (its process group) and its actors
+    end with it."""
     script = tmp_path / "app.py"
     script.write_text(_LOCAL_APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -551,16 +559,22 @@ def test_a_local_cluster_lives_and_dies_with_its_app(tmp_path: Path, how: str) -
     def read_until(last: str) -> None:
         for line in proc.stdout:  # Ray's own lines come too
             word, _, value = line.strip().partition(" ")
-            if word in ("answer", "group", "actor", "closed"):
+            if word in ("answer", "group", "actor", "forkserver", "closed"):
                 seen[word] = int(value or 1)
             if word == last:
                 return
 
-    read_until("actor")
+    read_until("forkserver")
     assert seen["answer"] == 42
     assert _group_alive(seen["group"]), "the local cluster's daemons should run"
     assert _pid_alive(seen["actor"])
-    if how == "sigkill":
+    if how == "forkserver-sigkill":
+        os.kill(seen["forkserver"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while _group_alive(seen["group"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None and _group_alive(seen["group"]) == []
+    if how.endswith("sigkill"):
         proc.kill()
     else:
         assert proc.stdin is not None
@@ -568,7 +582,8 @@ def test_a_local_cluster_lives_and_dies_with_its_app(tmp_path: Path, how: str) -
         proc.stdin.flush()
         read_until("closed")
         assert seen.get("closed") == 1
-    proc.wait(60)
+    # an app leaving Ray open at exit must not wait on actors Ray's exit already ended
+    proc.wait(ray_actors.CLOSE_TIMEOUT - 2)
     deadline = time.monotonic() + 20
     while (_group_alive(seen["group"]) or _pid_alive(seen["actor"])) and (
         time.monotonic() < deadline
@@ -587,12 +602,30 @@ def test_a_local_cluster_lives_and_dies_with_its_app(tmp_path: Path, how: str) -
         ({"executor": "ray", "transport": "ipc"}, "transport='ipc' reaches only this machine"),
         ({"ray_address": "127.0.0.1:1"}, "no stage is placed on Ray"),
         ({"stages": {"a": {"ray": {"num_gpu": 1}}}}, "unknown option 'num_gpu'"),
-        ({"stages": {"a": {"ray": {"num_cpus": -1}}}}, "num_cpus must be a number >= 0"),
+        ({"stages": {"a": {"ray": {"num_cpus": -1}}}}, "num_cpus must be 0 or a number >= 0.0001"),
+        ({"stages": {"a": {"ray": {"memory": 1e-5}}}}, "memory must be 0 or a number >= 0.0001"),
         ({"stages": {"a": {"ray": {"resources": {"x": "1"}}}}}, "resources must map"),
+        ({"stages": {"a": {"ray": {"resources": {"x": 1e-5}}}}}, "resources must map .* 1e-05"),
+        (
+            {"stages": {"a": {"ray": {"resources": {"CPU": 2}}}}},
+            "may not name 'CPU'; set ray.num_cpus",
+        ),
+        (
+            {"stages": {"a": {"ray": {"resources": {"GPU": 1}}}}},
+            "may not name 'GPU'; set the stage's gpus",
+        ),
+        (
+            {"stages": {"a": {"ray": {"placement_group": "pg", "bundle_index": -1}}}},
+            "bundle_index must be >= 0",
+        ),
         ({"stages": {"a": {"ray": "yes"}}}, "ray must be true, false or a table"),
         ({"stages": {"a": {"ray": {"scheduling_strategy": "PACK"}}}}, "'DEFAULT' or 'SPREAD'"),
         ({"stages": {"a": {"ray": {"bundle_index": 0}}}}, "bundle_index needs a placement_group"),
         ({"stages": {"a": {"ray": True, "process": False}}}, "has process=False"),
+        ({"stages": {"a": {"ray": {}, "process": False}}}, "has process=False"),
+        ({"executor": "ray", "transport": ""}, "transport='' is not one of ipc, tcp"),
+        ({"executor": "ray", "transport": False}, "transport=False is not one of ipc, tcp"),
+        ({"stages": {"a": {"ray": {}}}, "transport": "ipc"}, "transport='ipc' reaches only"),
         ({"executor": "inline", "stages": {"a": {"ray": True}}}, "executor='inline'"),
     ],
 )
@@ -611,11 +644,40 @@ def test_a_stage_no_node_can_hold_fails_the_start_naming_it(cluster: str) -> Non
         app.invoke({"log": []})
 
 
-def test_the_plan_says_which_stages_are_ray_actors() -> None:
-    app = _two_stage_graph().compile(backend="alto", stages={"b": {"ray": ON_B}})
+@pytest.mark.parametrize("table", [ON_B, {}], ids=["resources", "empty-table"])
+def test_the_plan_says_which_stages_are_ray_actors(table: dict[str, Any]) -> None:
+    app = _two_stage_graph().compile(backend="alto", stages={"b": {"ray": table}})
     with app:
         text = str(app.plan)
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("b "))
-    assert "runs in the Ray actors" in line and "node_b" in line
+    assert "runs in the Ray actors" in line and ("node_b" in line) == bool(table)
     assert app.plan.transport == "tcp"
     assert alto_langgraph  # the backend is installed by the import
+
+
+def test_an_lm_stage_on_ray_sizes_itself_by_its_actor_not_this_machine() -> None:
+    """On Ray, a transformers LM stage asks for no GPU unless told, and runs as many
+    threads as the cores its actors ask for (here, the cores of this machine split)."""
+    from alto_langgraph.options import AltoOptions
+
+    lm = {"smollm2-135m": {"engine": "transformers", "replicas": 2}}
+    here = AltoOptions(lm=lm).lm_stages[0]
+    on_ray = AltoOptions(lm=lm, stages={"lm:smollm2-135m": {"ray": {"num_cpus": 3}}}).lm_stages[0]
+    assert here.engine.options["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert on_ray.engine.options["threads"] == 3 and on_ray.gpus == 0
+    told = AltoOptions(lm={"smollm2-135m": {**lm["smollm2-135m"], "gpus": 1}}, executor="ray")
+    assert told.lm_stages[0].gpus == 1 and "threads" not in told.lm_stages[0].engine.options
+
+
+def test_a_ray_address_other_than_the_connected_cluster_is_refused(cluster: str) -> None:
+    host, port = cluster.rsplit(":", 1)
+    other = f"{host}:{int(port) + 1}"
+    app = _two_stage_graph().compile(backend="alto", executor="ray", ray_address=other)
+    with app, pytest.raises(ValueError, match=f"ray_address='{other}': this process is already"):
+        app.invoke({"log": []})
+    # the same cluster by another name for this machine is the same cluster
+    same = _two_stage_graph().compile(
+        backend="alto", executor="ray", ray_address=f"localhost:{port}"
+    )
+    with same:
+        assert same.invoke({"log": []})["log"]

@@ -148,7 +148,12 @@ def _placement(
         return "app", "process=False", settings
     if options.executor in ("process", "ray"):
         return "process", f"executor={options.executor!r}", settings
-    placing = {k: v for k, v in settings.items() if k not in SCHEDULING_SETTINGS and v is not None}
+    # ray=None (set just above) says only that the stage is not on Ray
+    placing = {
+        k: v
+        for k, v in settings.items()
+        if k not in SCHEDULING_SETTINGS and not (k == "ray" and v is None)
+    }
     if placing:
         asked = ", ".join(k if v is True or v == {} else f"{k}={v!r}" for k, v in placing.items())
         return "process", f"asked for: {asked}", settings

@@ -173,7 +173,10 @@ class Deployment:
                             self.spawn_instance(name, i)
                 kind, detail = self.rpc.control(wire.CTL_WAIT_READY).result(timeout=START_TIMEOUT)
             except concurrent.futures.TimeoutError:
-                unplaced = self._unplaced()
+                try:  # asked of Ray before teardown lets go of it
+                    unplaced = self._unplaced()
+                except Exception as exc:
+                    unplaced = f"; (what Ray had not placed is unknown: {exc})"
                 self.teardown()
                 raise DeploymentError(
                     f"alto: the deployment did not become ready within {START_TIMEOUT:.0f} s"
@@ -221,6 +224,8 @@ class Deployment:
             owned.server.remove_at_exit(owned.socket_dir)  # even if this app is SIGKILLed
             return f"ipc://{owned.socket_dir}/front", f"ipc://{owned.socket_dir}/back"
         host = self.host
+        if host is not None and owned.ray is not None:
+            ray_cluster.check_reachable(owned.ray.ray, host)
         if host is None:
             # stages on a Ray cluster reach the router at this node's address, as Ray
             # knows it; a local cluster (and no Ray) on the loopback
@@ -430,11 +435,19 @@ def _shutdown(owned: _Owned) -> None:
     assert server is not None
     if server.pid != os.getpid():
         return  # a forked child of the app, exiting: the deployment is the parent's
-    for client in owned.clients:
-        client.close()
-    if owned.ray is not None:
-        owned.ray.close()
-        ray_cluster.cluster.release()
+    try:
+        for client in owned.clients:
+            client.close()
+        if owned.ray is not None:
+            try:
+                owned.ray.close()
+            finally:
+                ray_cluster.cluster.release()
+    finally:
+        _stop_processes(server, owned)
+
+
+def _stop_processes(server: ForkServer, owned: _Owned) -> None:
     remaining = {
         pid
         for key, pid in owned.pids.items()

@@ -224,6 +224,9 @@ def _lifeline_watch(fd: int) -> None:
                 continue
             except OSError:
                 break
+        if os.getpgid(0) == os.getpid():
+            # a child leading a group of its own (a local Ray cluster) takes it along
+            os.killpg(0, signal.SIGKILL)
         exit_now(0)
 
     threading.Thread(target=watch, name="alto-lifeline", daemon=True).start()

@@ -7,7 +7,7 @@ one long call, ``serve``, runs the same instance loop as a forked worker
 over tcp with CURVE, and from then on every node call, stream chunk and credit goes
 through the router, as on the process executor. A Ray call per node call would cost
 about 0.6 ms and 0.3 ms of CPU each, more than alto's whole node call
-(``docs/research/ray.md``, ``comparisons/ray.py``).
+(``docs/research/ray.md``, ``comparisons/ray_stages.py``).
 
 That long call is also the actor's lifeline: it ends when the instance exits (its
 exit code), and fails when the actor or its node dies. Either way the deployment's
@@ -20,8 +20,10 @@ detached: Ray ends them with the app, and ``close()`` kills them first.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,6 +61,9 @@ class StageActor:
             worker.serve(**kwargs)
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # an exit of the instance, as a forked worker's would be
+            traceback.print_exc()
+            return 1
         return 0
 
 
@@ -93,6 +98,15 @@ def actor_options(ray: Any, options: Mapping[str, Any], gpus: int) -> dict[str, 
     return out
 
 
+def _run_events(events: queue.SimpleQueue[Any]) -> None:
+    while (event := events.get()) is not None:
+        func, args = event
+        try:
+            func(*args)
+        except Exception:
+            traceback.print_exc()
+
+
 def death_reason(exc: BaseException) -> str:
     """Ray's multi-line account of an actor's death, in one line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("\t")]
@@ -112,6 +126,13 @@ class RayActors:
         #: every actor not yet known to be gone -> its lifeline's future
         self._live: dict[Any, Any] = {}
         self._closing = False
+        # Ray runs future callbacks on a thread of its own, where Ray's API must not be
+        # called and which must not wait for Ray: what they report is handled on this
+        # thread, in order (a deployment dropped meanwhile may be finalized there)
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(
+            target=_run_events, args=(self._events,), name="alto-ray-events", daemon=True
+        ).start()
 
     def spawn(
         self,
@@ -134,23 +155,23 @@ class RayActors:
 
         def started(fut: Any) -> None:
             if fut.exception() is None and self.actors.get(key) is actor:
-                on_started(*fut.result())
+                self._events.put((on_started, fut.result()))
 
-        # (Ray runs these on a thread of its own, where Ray's API must not be called)
         def ended(fut: Any) -> None:
             exc = fut.exception()
-            if exc is not None and not self._closing:
-                # the actor or its node died; one "unavailable" may yet come back:
-                # make sure it does not, so the instance is replaced exactly once
-                threading.Thread(target=self._kill, args=(actor,), daemon=True).start()
             with self._lock:
+                closing = self._closing
                 self._live.pop(actor, None)
                 if self.actors.get(key) is actor:
                     del self.actors[key]
             if exc is None:
-                on_exit(fut.result(), None)
-            else:
-                on_exit(DIED, f"its Ray actor died ({death_reason(exc)})")
+                self._events.put((on_exit, (fut.result(), None)))
+                return
+            if not closing:
+                # the actor or its node died; one "unavailable" may yet come back:
+                # make sure it does not, so the instance is replaced exactly once
+                self._events.put((self._kill, (actor,)))
+            self._events.put((on_exit, (DIED, f"its Ray actor died ({death_reason(exc)})")))
 
         where.add_done_callback(started)
         life.add_done_callback(ended)
@@ -172,6 +193,8 @@ class RayActors:
         with self._lock:
             self._closing = True
             live = dict(self._live)
+        if not self.ray.is_initialized():
+            return  # Ray shut down first (its atexit hook): its actors went with it
         for actor in live:
             self._kill(actor)
         deadline = time.monotonic() + CLOSE_TIMEOUT
@@ -180,3 +203,4 @@ class RayActors:
                 life.exception(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:
                 pass
+        self._events.put(None)  # what comes after is of no deployment's concern

@@ -385,6 +385,33 @@ def test_a_killed_node_fails_its_calls_the_other_node_serves_and_the_stage_retur
         ]
 
 
+def test_an_app_dropped_while_ray_reports_an_event_is_finalized_there(cluster: str) -> None:
+    """Ray's events (an actor started or ended) are handled on a thread of alto's; an
+    app whose last reference goes there is finalized there: its actors are killed and
+    Ray let go of, which on Ray's own callback thread would wait on itself."""
+    import gc
+
+    app = _two_stage_graph().compile(backend="alto", executor="ray", ray_address=cluster)
+    app.invoke({"log": []})
+    events = app.deployment._owned.ray._events
+    pids = list(app.deployment.pids.values())
+    holder, finished = [app], threading.Event()
+    del app
+
+    def drop_the_app() -> None:
+        holder.clear()
+        gc.collect()
+        finished.set()
+
+    events.put((drop_the_app, ()))
+    assert finished.wait(30), "finalizing the app on Ray's event thread did not finish"
+    deadline = time.monotonic() + 20
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_pid_alive(p) for p in pids)
+    assert ray.is_initialized()  # the cluster is the test's: alto leaves it connected
+
+
 def test_a_stuck_actor_is_replaced_and_a_recycled_one_fails_no_call(cluster: str) -> None:
     """The router's health checks reach actors too: one whose event loop is blocked is
     killed through Ray and replaced (only its call fails); one past

@@ -468,8 +468,8 @@ def _raylet_pid(node_id: str) -> int:
 
 def test_an_lm_stage_on_ray_answers_and_streams_tokens_as_stock(cluster: str) -> None:
     """The node that asks on node_a, the model's stage (2 actors) on node_b: the answers
-    and the token stream are stock's, and the shared system prompt keeps the calls on
-    the actor that cached it (prompt-aware routing through the router)."""
+    and the token stream are stock's, and the router picks the model's actor by prompt
+    (prompt-aware routing), as on the process executor."""
     from test_lm_stages import QUESTIONS, SIM, fan_out_graph, sim_llm
 
     builder = fan_out_graph(sim_llm(max_tokens=8))
@@ -495,6 +495,7 @@ def test_an_lm_stage_on_ray_answers_and_streams_tokens_as_stock(cluster: str) ->
         nodes = _wait_for_nodes()
         assert {app.deployment.ray_nodes[("lm:sim", i)] for i in range(2)} == {nodes["node_b"]}
         assert app.deployment.ray_nodes[("ask", 0)] == nodes["node_a"]
+        assert app.deployment.stats()["policies"]["lm:sim"] == "PrefixCacheAware"
     assert sorted(alto[0]["answers"]) == sorted(stock[0]["answers"])
     assert alto[1] == stock[1] and len(alto[1]) == len(QUESTIONS)
 

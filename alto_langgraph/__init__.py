@@ -15,12 +15,15 @@ else in the process (no environment variables), and imports ``alto_langgraph.lm`
 own is an ``AltoError``.
 """
 
-from . import aggregate
+from . import aggregate, assertions
 from ._plug import compile, install, uninstall
+from .assertions import Assertion, assertion
 from .compiler import Plan
 from .errors import (
     AltoError,
     AltoFallbackWarning,
+    AssertionCheckError,
+    AssertionViolation,
     DeploymentError,
     EngineError,
     RoutingError,
@@ -29,6 +32,7 @@ from .errors import (
     StageInstanceLost,
     StageOverloaded,
 )
+from .flagstore import FlagStore
 from .graph import AltoCompiledStateGraph
 from .options import AltoOptions
 from .streams import StreamRef, fold, streaming
@@ -39,8 +43,12 @@ __all__ = [
     "AltoError",
     "AltoFallbackWarning",
     "AltoOptions",
+    "Assertion",
+    "AssertionCheckError",
+    "AssertionViolation",
     "DeploymentError",
     "EngineError",
+    "FlagStore",
     "Plan",
     "RoutingError",
     "ShippingError",
@@ -49,6 +57,8 @@ __all__ = [
     "StageOverloaded",
     "StreamRef",
     "aggregate",
+    "assertion",
+    "assertions",
     "compile",
     "fold",
     "install",

@@ -12,6 +12,7 @@ from typing import Any
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from . import assertions
 from .graph import AltoCompiledStateGraph
 from .options import AltoOptions
 
@@ -22,14 +23,29 @@ _stock_compile = StateGraph.compile
 def _compile_with_backend(
     self: StateGraph, checkpointer: Any = None, *, backend: str = "pregel", **kwargs: Any
 ) -> CompiledStateGraph:
-    if backend == "pregel":
-        return _stock_compile(self, checkpointer, **kwargs)
-    if backend != "alto":
+    if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    declared = {k: kwargs.pop(k) for k in _ASSERTION_ARGS if k in kwargs}
+    if backend == "pregel":
+        graph = _stock_compile(self, checkpointer, **kwargs)
+        _attach_assertions(graph, declared)
+        return graph
     stock_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _STOCK_COMPILE_ARGS}
     options = AltoOptions.from_kwargs(kwargs)
     graph = _stock_compile(self, checkpointer, **stock_kwargs)
+    _attach_assertions(graph, declared)
     return AltoCompiledStateGraph._adopt(graph, options)
+
+
+#: compile arguments of both backends: model assertions and where their flags go
+_ASSERTION_ARGS = ("assertions", "flag_store")
+
+
+def _attach_assertions(graph: CompiledStateGraph, declared: dict[str, Any]) -> None:
+    if declared.get("assertions") is not None:
+        assertions.attach(graph, declared["assertions"], declared.get("flag_store"))
+    elif declared.get("flag_store") is not None:
+        raise ValueError("compile: flag_store is given, but no assertions to keep flags of")
 
 
 _compile_with_backend = functools.wraps(_stock_compile)(_compile_with_backend)
@@ -80,9 +96,11 @@ def compile(graph: StateGraph | CompiledStateGraph, **options: Any) -> AltoCompi
             **{k: options.pop(k) for k in list(options) if k in _STOCK_COMPILE_ARGS},
         }
         checkpointer = options.pop("checkpointer", graph.checkpointer)
+        declared = {k: options.pop(k) for k in _ASSERTION_ARGS if k in options}
         compiled = _stock_compile(builder, checkpointer, **stock)
         if graph.config:
             compiled = compiled.with_config(graph.config)
+        _attach_assertions(compiled, declared)
         return AltoCompiledStateGraph._adopt(compiled, AltoOptions.from_kwargs(options))
     if isinstance(graph, StateGraph):
         checkpointer = options.pop("checkpointer", None)

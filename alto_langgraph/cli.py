@@ -4,10 +4,14 @@
         [--host 127.0.0.1] [--api-key KEY] [--insecure-no-auth]
         [--read-timeout 10] [--max-connections 256]
 
-``serve-lm`` serves one of alto's engines as an OpenAI-compatible HTTP server
-(``lm/server.py``), which the ``openai`` engine, or any OpenAI client, can use. It
-refuses a non-loopback ``--host`` without an API key (``--api-key`` or
-``$ALTO_SERVE_LM_API_KEY``) unless ``--insecure-no-auth`` is given.
+    alto-langgraph flagged [--store PATH] [--node N] [--assertion A] [--severity S] ...
+        [--jsonl | --label ID JSON | --import-labels FILE]
+
+``flagged`` lists what model assertions flagged (``flagstore.py``), exports it as JSON
+lines for labelling, and writes labels back. ``serve-lm`` serves one of alto's engines
+as an OpenAI-compatible HTTP server (``lm/server.py``), which the ``openai`` engine,
+or any OpenAI client, can use. It refuses a non-loopback ``--host`` without an API key
+(``--api-key`` or ``$ALTO_SERVE_LM_API_KEY``) unless ``--insecure-no-auth`` is given.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         help="an engine option, e.g. --option max_batch=8 --option device='\"cpu\"'",
     )
     _add_protection(serve)
+    _add_flagged(sub)
     args = ap.parse_args(argv)
+    if args.command == "flagged":
+        return _flagged(args, ap)
     try:  # before the engine loads: a bad option should not cost a model load
         config = ServerConfig(
             api_key=args.api_key,
@@ -93,6 +100,116 @@ def _add_protection(serve: argparse.ArgumentParser) -> None:
         help="connections beyond it get an immediate 503 (default 256; lowered to fit "
         "the open-file limit)",
     )
+
+
+def _add_flagged(sub: Any) -> None:
+    flagged = sub.add_parser(
+        "flagged",
+        help="list, export and label what model assertions flagged",
+        description="The flag store's records (default: a table, oldest first). "
+        "Labelling: --jsonl > todo.jsonl, fill in each line's label, --import-labels todo.jsonl.",
+    )
+    flagged.add_argument(
+        "--store",
+        metavar="PATH",
+        help="the SQLite file (default: $ALTO_FLAGS, "
+        "or alto_langgraph/flags.sqlite under $XDG_DATA_HOME)",
+    )
+    for name in ("app", "node", "assertion", "thread_id", "request_id"):
+        flagged.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="NAME")
+    flagged.add_argument("--severity", choices=("record", "retry", "fail"))
+    flagged.add_argument("--since", metavar="TIME", help="ISO date/time, or Unix seconds")
+    action = flagged.add_mutually_exclusive_group()
+    action.add_argument("--jsonl", action="store_true", help="the records as JSON lines")
+    action.add_argument(
+        "--label", nargs=2, metavar=("ID", "JSON"), help="write a label on one record"
+    )
+    action.add_argument(
+        "--import-labels",
+        metavar="FILE",
+        help="write back the labels of a JSONL export (lines whose label is not null)",
+    )
+
+
+def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
+    from .flagstore import FILTERS, FlagStore  # no model code needed for this
+
+    store = FlagStore(args.store)
+    if args.label is not None:
+        flag_id, text = args.label
+        try:
+            store.set_label(int(flag_id), _json_or_text(text))
+        except (ValueError, KeyError) as exc:
+            ap.error(f"--label: {exc}")
+        return 0
+    if args.import_labels is not None:
+        return _import_labels(store, args.import_labels, ap)
+    filters = {k: getattr(args, k) for k in FILTERS}
+    rows = store.flags(since=_since(args.since, ap), **filters)
+    if args.jsonl:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(
+            f"no flags in {store.path}" + (" matching the filters" if any(filters.values()) else "")
+        )
+        return 0
+    import datetime
+
+    print(f"{'id':>5}  {'time (UTC)':19}  {'node':16} {'assertion':20} {'severity':8}  message")
+    for r in rows:
+        when = datetime.datetime.fromtimestamp(r["time"], datetime.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+        print(
+            f"{r['id']:>5}  {when}  {r['node'][:16]:16} {r['assertion'][:20]:20} "
+            f"{r['severity']:8}  {(r['message'] or '')[:80]}"
+        )
+    print(f"{len(rows)} flag(s) in {store.path}")
+    return 0
+
+
+def _import_labels(store: Any, path: str, ap: argparse.ArgumentParser) -> int:
+    written = 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if row.get("label") is not None:
+                    store.set_label(int(row["id"]), row["label"])
+                    written += 1
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                ap.error(f"--import-labels: {path}, line {n}: {exc}")
+    print(f"wrote {written} label(s) to {store.path}")
+    return 0
+
+
+def _since(text: str | None, ap: argparse.ArgumentParser) -> float | None:
+    if text is None:
+        return None
+    import datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        ap.error(f"--since: {text!r} is neither an ISO date/time nor Unix seconds")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _option(text: str) -> tuple[str, Any]:

@@ -68,6 +68,41 @@ class EngineError(AltoError, RuntimeError):
     """A generation failed in the LM engine (not because of its input)."""
 
 
+class AssertionViolation(AltoError, AssertionError):
+    """A model assertion of severity ``fail`` (or ``retry``, its attempts spent) did not
+    hold on a node's output (``assertions.py``): the request fails with it."""
+
+    def __init__(
+        self, assertion: str, node: str, severity: str, message: str, ancestry: Any = None
+    ) -> None:
+        where = f" (item {list(ancestry)})" if ancestry else ""
+        super().__init__(f"assertion {assertion!r} on node {node!r}{where}: {message}")
+        self.assertion = assertion
+        self.node = node
+        self.severity = severity
+        self.message = message
+        self.ancestry = tuple(ancestry) if ancestry is not None else None
+
+    def __reduce__(self) -> Any:
+        return (
+            AssertionViolation,
+            (self.assertion, self.node, self.severity, self.message, self.ancestry),
+        )
+
+
+class AssertionCheckError(AltoError, RuntimeError):
+    """A model assertion's check raised (something other than ``AssertionError``), or
+    returned something it may not: the request fails, naming the assertion; the
+    check's own exception is the ``__cause__``."""
+
+    def __init__(self, assertion: str, node: str, error: BaseException) -> None:
+        super().__init__(
+            f"assertion {assertion!r} on node {node!r} raised {type(error).__name__}: {error}"
+        )
+        self.assertion = assertion
+        self.node = node
+
+
 class AltoFallbackWarning(UserWarning):
     """A run used a feature alto does not run yet, so stock LangGraph ran it instead
     (the answer is LangGraph's)."""
@@ -75,6 +110,8 @@ class AltoFallbackWarning(UserWarning):
 
 __all__ = [
     "AltoError",
+    "AssertionCheckError",
+    "AssertionViolation",
     "AltoFallbackWarning",
     "DeploymentError",
     "EngineError",

@@ -11,6 +11,7 @@ from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 
 from .._langgraph import ChannelWrite, input_schema_of, is_managed_value, reads_state
+from ..assertions import is_asserted
 from ..options import SCHEDULING_SETTINGS, ray_options
 from ..scheduling.progress import TRIGGER_CHANNELS, VALUE_CHANNELS
 from ..streams import is_fold, is_streaming, node_function
@@ -56,7 +57,16 @@ def lower(
                 placed_by=why,
                 qualname=qualname,
                 send_target=name in send_targets,
-                run_ahead=options.run_ahead and settings.get("run_ahead", True),
+                # an asserted node's flags must be those of the runs stock makes: a task
+                # run ahead may yet be dropped or run again (``assertions.py``)
+                run_ahead=options.run_ahead
+                and settings.get("run_ahead", True)
+                and not is_asserted(node.bound),
+                assertions=tuple(
+                    f"{a.name}({a.severity})" for a in getattr(node.bound, "assertions", ())
+                )
+                if is_asserted(node.bound)
+                else (),
                 pull_waits=_pull_waits(graph, name, call, bool(spec.defer)),
                 cached=graph.cache is not None and spec.cache_policy is not None,
                 reads=tuple(

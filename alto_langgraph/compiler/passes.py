@@ -8,7 +8,8 @@ stock graph that the caller owns (``graph.py``):
 2. ``adopt_subgraphs``: each subgraph node gets its own copy, rewritten by the same
    passes with its subplan (the user's subgraph object is untouched).
 3. ``place_stages``: the node runnable of every process stage is replaced by a
-   ``RemoteNode`` that calls the stage's instances, and registered with the deployment.
+   ``RemoteNode`` that calls the stage's instances, and registered with the deployment
+   (a node's model assertions stay around it, in the app).
 4. ``run_ahead_aware``: every node's task proc adopts a run-ahead twin's result
    instead of running again (``scheduling/coordinator.py``).
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from langgraph.graph.state import CompiledStateGraph
 
+from ..assertions import is_asserted
 from ..process.deployment import Deployment
 from ..process.remote import RemoteNode
 from ..scheduling.coordinator import run_ahead_aware as _run_ahead_aware_node
@@ -60,9 +62,13 @@ def place_stages(graph: CompiledStateGraph, plan: Plan, deployment: Deployment |
             continue
         assert deployment is not None, "deploy() makes a deployment for process stages"
         node = graph.nodes[stage.name]
-        deployment.add_stage(stage.spec(), node.bound)
-        remote = RemoteNode(stage.qualname, node.bound, deployment)
-        graph.nodes[stage.name] = node.copy({"bound": remote})
+        # a node's assertions stay in the app, around the call to its instances
+        asserted = node.bound if is_asserted(node.bound) else None
+        code = asserted.inner if asserted is not None else node.bound
+        deployment.add_stage(stage.spec(), code)
+        remote = RemoteNode(stage.qualname, code, deployment)
+        bound = asserted.around(remote) if asserted is not None else remote
+        graph.nodes[stage.name] = node.copy({"bound": bound})
 
 
 def run_ahead_aware(graph: CompiledStateGraph) -> None:

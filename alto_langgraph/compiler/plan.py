@@ -42,6 +42,9 @@ class Stage:
     #: False: none of the node's tasks starts before its superstep (``run_ahead=False``,
     #: for nodes whose side effects must not happen early or twice)
     run_ahead: bool = True
+    #: its model assertions (``assertions.py``), as ``name(severity)``: its tasks wait
+    #: for their superstep, so that what they flag is what stock LangGraph would
+    assertions: tuple[str, ...] = ()
     #: the node has a cache policy (and the graph a cache): at its step the loop may
     #: find its result cached, so none of its tasks starts before
     cached: bool = False
@@ -243,7 +246,9 @@ def _flags(s: Stage) -> list[str]:
     if s.send_target:
         flags.append("Send target")
     if s.kind in ("node", "subgraph"):
-        if not s.run_ahead:
+        if s.assertions:
+            flags.append(f"never runs ahead (assertions: {', '.join(s.assertions)})")
+        elif not s.run_ahead:
             flags.append("never runs ahead (run_ahead=False)")
         elif s.cached:
             flags.append("never runs ahead (a cache policy: its result may be cached)")

@@ -1,0 +1,458 @@
+"""Model assertions: checks over a node's input and output that flag likely errors.
+
+After Kang et al., "Model Assertions for Monitoring and Improving ML Models" (MLSys
+2020). An assertion is a function ``check(input, output)`` over what a node was given
+and what it returned (its state update, ``Command``, ...). It *holds* when it returns
+True or None; it *fires* when it returns False, or a message (a string) saying what is
+wrong, or raises ``AssertionError`` (whose text is the message). Each has a severity:
+
+* ``record``: the firing is kept in the flag store (``flagstore.py``), the run goes on;
+* ``retry``: kept, and the node runs again under LangGraph's retry accounting (its
+  ``RetryPolicy``: one that retries ``AssertionViolation`` is put first, with
+  ``max_attempts``); the node can read what the assertion said with ``feedback()``;
+  once the attempts are spent, the request fails with the ``AssertionViolation``;
+* ``fail``: kept, and the request fails with an ``AssertionViolation`` naming the
+  assertion, the node and the item's ancestry.
+
+Declared with ``@assertion(node, severity=...)`` and attached at compile:
+``builder.compile(assertions=[...])``, on stock LangGraph and on alto alike. The checks
+run in the app process, after the node returns and before its output is used
+(``AssertedNode`` wraps the node's runnable, outside the ``RemoteNode`` of a node in a
+worker process), so both backends check the same things in the same order and keep
+the same flags. An assertion that raises anything but ``AssertionError`` fails the
+request with an ``AssertionCheckError`` naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables.config import var_child_runnable_config
+
+from ._langgraph import CONF, CONFIG_KEY_TASK_ID
+from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_REQUEST
+from .errors import AssertionCheckError, AssertionViolation
+from .flagstore import FlagStore
+from .streams import is_fold, is_streaming, node_function
+from .views import plain
+
+SEVERITIES = ("record", "retry", "fail")
+#: where a node's config carries its retry assertions' feedback (shipped to workers:
+#: configurable keys without ``__`` travel with a call)
+CONFIG_KEY_FEEDBACK = "alto_assertion_feedback"
+#: the custom callback event a firing sends (``on_custom_event`` handlers, tracing)
+EVENT = "alto_assertion"
+#: how many tasks' feedback is remembered at once (a task's is dropped when it ends)
+_FEEDBACK_TASKS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Assertion:
+    """A check over node ``node``'s input and output (see the module docstring)."""
+
+    node: str
+    check: Callable[[Any, Any], Any]
+    severity: str = "record"
+    name: str = ""
+    #: for ``retry``: the most runs of the node (LangGraph's ``RetryPolicy.max_attempts``)
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", getattr(self.check, "__name__", repr(self.check)))
+        where = f"assertion {self.name!r}"
+        if not isinstance(self.node, str) or not self.node:
+            raise ValueError(f"{where}: node must be a node's name, got {self.node!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(
+                f"{where}: severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}"
+            )
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise ValueError(
+                f"{where}: max_attempts must be an integer >= 1, got {self.max_attempts!r}"
+            )
+        if not callable(self.check):
+            raise TypeError(f"{where}: its check must be callable, got {self.check!r}")
+        try:
+            inspect.signature(self.check).bind(None, None)
+        except TypeError:
+            raise TypeError(
+                f"{where} on node {self.node!r}: its check must take (input, output), "
+                f"but its signature is {inspect.signature(self.check)}"
+            ) from None
+        except ValueError:
+            pass  # no signature to read (a builtin): called as it is
+
+    def __call__(self, input: Any, output: Any) -> Any:
+        return self.check(input, output)
+
+
+def assertion(
+    node: str, *, severity: str = "record", name: str | None = None, max_attempts: int = 3
+) -> Callable[[Callable[[Any, Any], Any]], Assertion]:
+    """Declare ``check(input, output)`` an assertion over node ``node``'s outputs."""
+
+    def declare(check: Callable[[Any, Any], Any]) -> Assertion:
+        return Assertion(node, check, severity, name or "", max_attempts)
+
+    return declare
+
+
+def feedback() -> tuple[str, ...]:
+    """Called in a node: what its ``retry`` assertions said of its earlier attempts at
+    this task, oldest first (empty on a first attempt)."""
+    from langgraph.config import get_config
+
+    try:
+        conf = get_config().get(CONF) or {}
+    except RuntimeError:  # not in a node
+        return ()
+    return tuple(conf.get(CONFIG_KEY_FEEDBACK, ()))
+
+
+def declared(value: Any) -> dict[str, tuple[Assertion, ...]]:
+    """The ``assertions=`` compile argument, by node: a list of ``Assertion`` (or one),
+    or a mapping of node name to assertions or plain ``check`` functions (severity
+    ``record``)."""
+    out: dict[str, list[Assertion]] = {}
+    if value is None:
+        return {}
+    if isinstance(value, Assertion):
+        value = [value]
+    if isinstance(value, Mapping):
+        items: list[Assertion] = []
+        for node, checks in value.items():
+            for check in checks if isinstance(checks, Sequence) else [checks]:
+                if isinstance(check, Assertion):
+                    if check.node != node:
+                        raise ValueError(
+                            f"assertions[{node!r}]: assertion {check.name!r} is declared "
+                            f"for node {check.node!r}"
+                        )
+                    items.append(check)
+                else:
+                    items.append(Assertion(node, check))
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+        for item in items:
+            if not isinstance(item, Assertion):
+                raise TypeError(
+                    "assertions: a list holds @assertion(...) declarations, got "
+                    f"{item!r}; give plain functions as {{node: [function, ...]}}"
+                )
+    else:
+        raise TypeError(
+            "assertions must be a list of @assertion(...) declarations or a mapping of "
+            f"node names to checks, got {value!r}"
+        )
+    for item in items:
+        names = [a.name for a in out.setdefault(item.node, [])]
+        if item.name in names:
+            raise ValueError(f"node {item.node!r} has two assertions named {item.name!r}")
+        out[item.node].append(item)
+    return {node: tuple(checks) for node, checks in out.items()}
+
+
+def attach(graph: Any, value: Any, store: Any = None) -> None:
+    """Put the assertions declared in ``value`` on the nodes of ``graph``, a freshly
+    compiled ``StateGraph`` the caller owns; firings go to ``store`` (a ``FlagStore``,
+    a path, or None: the default store)."""
+    by_node = declared(value)
+    if not by_node:
+        return
+    store = store if isinstance(store, FlagStore) else FlagStore(store)
+    builder = graph.builder
+    for name, checks in by_node.items():
+        if name not in builder.nodes:
+            known = ", ".join(repr(n) for n in builder.nodes)
+            raise ValueError(
+                f"assertion {checks[0].name!r} is declared for node {name!r}, which this "
+                f"graph does not have (its nodes: {known})"
+            )
+        node = graph.nodes[name]
+        if node.subgraphs:
+            raise ValueError(
+                f"assertion {checks[0].name!r}: node {name!r} is a subgraph; assertions "
+                "over a subgraph node are not supported yet (put them on its inner nodes)"
+            )
+        fn = node_function(builder.nodes[name].runnable)
+        if is_streaming(fn) or is_fold(fn):
+            raise ValueError(
+                f"assertion {checks[0].name!r}: node {name!r} is a @streaming or @fold node; "
+                "assertions over streamed items are not supported yet"
+            )
+        update: dict[str, Any] = {
+            "bound": AssertedNode(name, node.bound, checks, store, graph.get_name())
+        }
+        retries = [a for a in checks if a.severity == "retry"]
+        if retries:
+            from langgraph.types import RetryPolicy
+
+            first = RetryPolicy(
+                initial_interval=0.0,
+                jitter=False,
+                max_attempts=max(a.max_attempts for a in retries),
+                retry_on=_is_retry,
+            )
+            update["retry_policy"] = [first, *(node.retry_policy or graph.retry_policy or ())]
+        graph.nodes[name] = node.copy(update)
+
+
+def _is_retry(exc: BaseException) -> bool:
+    return isinstance(exc, AssertionViolation) and exc.severity == "retry"
+
+
+def is_asserted(runnable: Any) -> bool:
+    return isinstance(runnable, AssertedNode)
+
+
+@dataclasses.dataclass
+class _Counts:
+    checked: int = 0
+    fired: int = 0
+    seconds: float = 0.0
+
+
+class AssertedNode(Runnable[Any, Any]):
+    """A node's runnable, followed by its assertions over what it was given and returned."""
+
+    def __init__(
+        self,
+        node: str,
+        inner: Runnable[Any, Any],
+        assertions: tuple[Assertion, ...],
+        store: FlagStore,
+        app: str,
+    ) -> None:
+        self.node = node
+        self.inner = inner
+        self.assertions = assertions
+        self.store = store
+        self.app = app
+        self.name = inner.get_name()
+        self._lock = threading.Lock()
+        self._counts = {a.name: _Counts() for a in assertions}
+        #: task id -> what its retry assertions said so far
+        self._feedback: OrderedDict[str, list[str]] = OrderedDict()
+
+    def around(self, inner: Runnable[Any, Any]) -> AssertedNode:
+        """The same assertions around another runnable (the ``RemoteNode`` standing in
+        for ``self.inner`` when the node runs in worker processes)."""
+        new = AssertedNode(self.node, inner, self.assertions, self.store, self.app)
+        new._counts = self._counts
+        return new
+
+    def __getattr__(self, name: str) -> Any:
+        # what LangGraph and tools read off a node's runnable is the node's own
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def __repr__(self) -> str:
+        return f"AssertedNode({self.inner!r}, {[a.name for a in self.assertions]})"
+
+    # -- running ---------------------------------------------------------------------
+    def _prepare(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Any]:
+        config = ensure_config(config)
+        task = (config.get(CONF) or {}).get(CONFIG_KEY_TASK_ID)
+        with self._lock:
+            said = list(self._feedback.get(task, ())) if task is not None else []
+        if said:
+            config = {**config, CONF: {**config[CONF], CONFIG_KEY_FEEDBACK: tuple(said)}}
+        return config, task
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config, task = self._prepare(config)
+        with _context(config):
+            output = self.inner.invoke(input, config, **kwargs)
+        self._check(input, output, config, task)
+        return output
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config, task = self._prepare(config)
+        with _context(config):
+            output = await self.inner.ainvoke(input, config, **kwargs)
+        self._check(input, output, config, task)
+        return output
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        # the output is checked whole before any of it goes on
+        config, task = self._prepare(config)
+        with _context(config):
+            chunks = list(self.inner.stream(input, config, **kwargs))
+        self._check(input, _whole(chunks), config, task)
+        yield from chunks
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        config, task = self._prepare(config)
+        with _context(config):
+            chunks = [c async for c in self.inner.astream(input, config, **kwargs)]
+        self._check(input, _whole(chunks), config, task)
+        for chunk in chunks:
+            yield chunk
+
+    def _check(self, input: Any, output: Any, config: RunnableConfig, task: Any) -> None:
+        fired: list[tuple[Assertion, str]] = []
+        for a in self.assertions:
+            start = time.perf_counter()
+            try:
+                result = a.check(input, output)
+            except AssertionError as exc:
+                result = str(exc)
+            except Exception as exc:
+                raise AssertionCheckError(a.name, self.node, exc) from exc
+            finally:
+                elapsed = time.perf_counter() - start
+                with self._lock:
+                    counts = self._counts[a.name]
+                    counts.checked += 1
+                    counts.seconds += elapsed
+            if (message := _verdict(a, result)) is not None:
+                fired.append((a, message))
+        if not fired:
+            self._forget(task)
+            return
+        conf = config.get(CONF) or {}
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+        for a, message in fired:
+            with self._lock:
+                self._counts[a.name].fired += 1
+            self._record(a, message, input, output, conf, ancestry, config)
+        worst = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
+        a, message = worst
+        if a.severity == "record":
+            self._forget(task)
+            return
+        if a.severity == "retry" and task is not None:
+            with self._lock:
+                self._feedback.setdefault(task, []).append(message)
+                self._feedback.move_to_end(task)
+                while len(self._feedback) > _FEEDBACK_TASKS:
+                    self._feedback.popitem(last=False)
+        else:
+            self._forget(task)
+        raise AssertionViolation(a.name, self.node, a.severity, message, ancestry)
+
+    def _forget(self, task: Any) -> None:
+        if task is not None and self._feedback:
+            with self._lock:
+                self._feedback.pop(task, None)
+
+    def _record(
+        self,
+        a: Assertion,
+        message: str,
+        input: Any,
+        output: Any,
+        conf: Mapping[str, Any],
+        ancestry: Any,
+        config: RunnableConfig,
+    ) -> None:
+        self.store.record(
+            app=self.app,
+            thread_id=_text(conf.get("thread_id")),
+            request_id=_text(conf.get(CONFIG_KEY_REQUEST)),
+            ancestry=list(ancestry) if ancestry is not None else None,
+            node=self.node,
+            assertion=a.name,
+            severity=a.severity,
+            message=message,
+            input=plain(input),
+            output=output,
+        )
+        from langchain_core.callbacks.manager import dispatch_custom_event
+
+        try:  # seen by callback handlers and tracing (LangSmith shows custom events)
+            dispatch_custom_event(
+                EVENT,
+                {
+                    "node": self.node,
+                    "assertion": a.name,
+                    "severity": a.severity,
+                    "message": message,
+                },
+                config=config,
+            )
+        except RuntimeError:  # no run to report it under (the node was called bare)
+            pass
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                a.name: {"severity": a.severity, **dataclasses.asdict(self._counts[a.name])}
+                for a in self.assertions
+            }
+
+
+def stats(app: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per node and assertion of ``app`` (a graph compiled with ``assertions=``, on
+    either backend): its severity, how often it was ``checked`` and ``fired``, and the
+    ``seconds`` its checks took, over this app's runs so far."""
+    return {
+        name: node.bound.stats()
+        for name, node in app.nodes.items()
+        if isinstance(node.bound, AssertedNode)
+    }
+
+
+def _verdict(a: Assertion, result: Any) -> str | None:
+    """None if the check held, else its message."""
+    if result is None or result is True:
+        return None
+    if result is False:
+        return f"assertion {a.name!r} did not hold"
+    if isinstance(result, str):
+        return result or f"assertion {a.name!r} did not hold"
+    raise AssertionCheckError(
+        a.name,
+        a.node,
+        TypeError(
+            f"it returned {result!r}; an assertion returns True or None when it holds, "
+            "False or a message (str) when it does not"
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _context(config: RunnableConfig) -> Iterator[None]:
+    """Node code reads its config from the context (``get_config()``, ``feedback()``),
+    which LangGraph set before calling this wrapper: the feedback must be in it too."""
+    if CONFIG_KEY_FEEDBACK not in (config.get(CONF) or {}):
+        yield
+        return
+    token = var_child_runnable_config.set(config)
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
+
+
+def _whole(chunks: list[Any]) -> Any:
+    """A runnable's output from the chunks it streamed (a node's is one chunk)."""
+    if not chunks:
+        return None
+    out = chunks[0]
+    for chunk in chunks[1:]:
+        out = out + chunk
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

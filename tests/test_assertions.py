@@ -1,0 +1,456 @@
+"""Model assertions (``alto_langgraph/assertions.py``, ``flagstore.py``): each severity
+on stock LangGraph and on alto, in the app and in worker processes, with the same
+answers and the same flags; feedback to a retried node; clear errors for bad
+declarations and for checks that raise; the flag store's records, filters, export and
+labels; per-assertion counts and callback events."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import operator
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langgraph.graph import START, StateGraph
+from langgraph.types import RetryPolicy, Send
+
+import alto_langgraph
+from alto_langgraph import (
+    AssertionCheckError,
+    AssertionViolation,
+    FlagStore,
+    assertion,
+    fold,
+    streaming,
+)
+from alto_langgraph.assertions import EVENT, feedback, stats
+
+#: every way a node can run: stock LangGraph, alto in the app, alto in a worker
+BACKENDS = {
+    "stock": {"backend": "pregel"},
+    "alto-app": {"backend": "alto"},
+    "alto-process": {"backend": "alto", "executor": "process"},
+}
+
+
+class S(TypedDict):
+    qs: list[int]
+    out: Annotated[list, operator.add]
+
+
+def _fan(s: S) -> list[Send]:
+    return [Send("square", {"q": q}) for q in s["qs"]]
+
+
+def _square(s: dict) -> dict:
+    """q*q, except that a first attempt at q == 3 is off by one (a flaky model), and
+    what the assertions said so far (``feedback()``) is in the output."""
+    said = feedback()
+    wrong = 1 if s["q"] == 3 and not said else 0
+    return {"out": [(s["q"], s["q"] * s["q"] + wrong, list(said))]}
+
+
+async def _asquare(s: dict) -> dict:
+    await asyncio.sleep(0)
+    return _square(s)
+
+
+def _graph(node: Any = _square) -> StateGraph:
+    g = StateGraph(S)
+    g.add_node("square", node)
+    g.add_conditional_edges(START, _fan, ["square"])
+    return g
+
+
+@assertion("square", severity="record")
+def small(_: Any, output: dict) -> Any:
+    value = output["out"][0][1]
+    return value < 50 or f"{value} is not small"
+
+
+@assertion("square", severity="retry")
+def is_square(input: dict, output: dict) -> bool:
+    q, value, _ = output["out"][0]
+    return value == q * q
+
+
+@assertion("square", severity="fail")
+def not_seven(input: dict, _: Any) -> None:
+    assert input["q"] != 7, "seven is not allowed"
+
+
+def _flags(path: Path) -> list[tuple]:
+    """What was flagged, as comparable across backends (ids and times differ)."""
+    return sorted(
+        (
+            f["node"],
+            f["assertion"],
+            f["severity"],
+            f["message"],
+            json.dumps(f["input"], sort_keys=True),
+            json.dumps(f["output"], sort_keys=True),
+        )
+        for f in FlagStore(path).flags()
+    )
+
+
+def _run(backend: str, tmp_path: Path, qs: list[int], node: Any = _square, **kw: Any) -> Any:
+    path = tmp_path / f"{backend}.sqlite"
+    app = _graph(node).compile(
+        **BACKENDS[backend], assertions=[small, is_square, not_seven], flag_store=path, **kw
+    )
+    try:
+        if node is _asquare:
+            out = asyncio.run(app.ainvoke({"qs": qs}))
+        else:
+            out = app.invoke({"qs": qs})
+        return out, _flags(path), stats(app), app
+    finally:
+        if backend != "stock":
+            app.close()
+
+
+@pytest.mark.parametrize("node", [_square, _asquare], ids=["sync", "async"])
+def test_each_severity_gives_the_same_answers_and_flags_on_every_backend(
+    tmp_path: Path, node: Any
+) -> None:
+    results = {b: _run(b, tmp_path, [1, 3, 8], node) for b in BACKENDS}
+    out, flags, counts, _ = results["stock"]
+    # q=3: its first attempt fired the retry assertion, its second saw the feedback
+    assert sorted(map(tuple, out["out"])) == [
+        (1, 1, []),
+        (3, 9, ["assertion 'is_square' did not hold"]),
+        (8, 64, []),
+    ]
+    assert [(f[1], f[2], f[3]) for f in flags] == [
+        ("is_square", "retry", "assertion 'is_square' did not hold"),
+        ("small", "record", "64 is not small"),
+    ]
+    assert counts["square"]["is_square"]["checked"] == 4  # 3 items, one retried
+    assert counts["square"]["small"]["fired"] == 1
+    for backend, (b_out, b_flags, b_counts, _) in results.items():
+        assert sorted(map(tuple, b_out["out"])) == sorted(map(tuple, out["out"])), backend
+        assert b_flags == flags, backend
+        assert {a: (c["checked"], c["fired"]) for a, c in b_counts["square"].items()} == {
+            a: (c["checked"], c["fired"]) for a, c in counts["square"].items()
+        }, backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_fail_assertion_ends_the_request_naming_it_and_the_app_serves_on(
+    tmp_path: Path, backend: str
+) -> None:
+    path = tmp_path / "flags.sqlite"
+    app = _graph().compile(**BACKENDS[backend], assertions=[not_seven], flag_store=path)
+    try:
+        with pytest.raises(AssertionViolation) as caught:
+            app.invoke({"qs": [2, 7]})
+        exc = caught.value
+        assert (exc.assertion, exc.node, exc.severity) == ("not_seven", "square", "fail")
+        assert "assertion 'not_seven' on node 'square'" in str(exc)
+        assert "seven is not allowed" in str(exc)
+        assert isinstance(exc, AssertionError) and isinstance(exc, alto_langgraph.AltoError)
+        if backend != "stock":  # alto knows which fan-out item it was
+            assert exc.ancestry is not None and len(exc.ancestry) == 1
+        assert sorted(map(tuple, app.invoke({"qs": [2]})["out"])) == [(2, 4, [])]
+    finally:
+        if backend != "stock":
+            app.close()
+    (flag,) = FlagStore(path).flags()
+    assert (flag["assertion"], flag["severity"], flag["input"]) == ("not_seven", "fail", {"q": 7})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_retry_assertion_that_keeps_firing_fails_after_its_attempts(
+    tmp_path: Path, backend: str
+) -> None:
+    never = assertion("square", severity="retry", name="never", max_attempts=2)(
+        lambda i, o: "not yet"
+    )
+    path = tmp_path / "flags.sqlite"
+    app = _graph().compile(**BACKENDS[backend], assertions=[never], flag_store=path)
+    try:
+        with pytest.raises(AssertionViolation, match="assertion 'never' on node 'square'.*not yet"):
+            app.invoke({"qs": [5]})
+        assert stats(app)["square"]["never"]["checked"] == 2
+    finally:
+        if backend != "stock":
+            app.close()
+    assert [f["message"] for f in FlagStore(path).flags()] == ["not yet", "not yet"]
+
+
+def test_the_node_s_own_retry_policy_still_applies_after_the_assertion_s(
+    tmp_path: Path,
+) -> None:
+    calls: list[int] = []
+
+    def flaky(s: dict) -> dict:
+        calls.append(s["q"])
+        if len(calls) == 1:
+            raise ConnectionError("the first call fails")
+        return _square(s)
+
+    for backend in ("stock", "alto-app"):
+        calls.clear()
+        g = StateGraph(S)
+        g.add_node("square", flaky, retry_policy=RetryPolicy(initial_interval=0, max_attempts=3))
+        g.add_conditional_edges(START, _fan, ["square"])
+        app = g.compile(
+            **BACKENDS[backend], assertions=[is_square], flag_store=tmp_path / "f.sqlite"
+        )
+        out = app.invoke({"qs": [3]})
+        # a ConnectionError (the node's policy), then the assertion's retry, then done
+        assert len(calls) == 3, backend
+        assert out["out"] == [(3, 9, ["assertion 'is_square' did not hold"])], backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_check_that_raises_fails_the_request_naming_it(tmp_path: Path, backend: str) -> None:
+    broken = assertion("square", name="broken")(lambda i, o: o["missing"])
+    bad_return = assertion("square", name="bad_return")(lambda i, o: 0.5)
+    for check, says in ((broken, "KeyError: 'missing'"), (bad_return, "it returned 0.5")):
+        app = _graph().compile(
+            **BACKENDS[backend], assertions=[check], flag_store=tmp_path / "f.sqlite"
+        )
+        try:
+            with pytest.raises(AssertionCheckError) as caught:
+                app.invoke({"qs": [1]})
+            assert caught.value.assertion == check.name
+            assert f"assertion {check.name!r} on node 'square' raised" in str(caught.value)
+            assert says in str(caught.value)
+        finally:
+            if backend != "stock":
+                app.close()
+
+
+def test_plain_functions_by_node_are_record_assertions(tmp_path: Path) -> None:
+    def odd(i: dict, o: dict) -> bool:
+        return i["q"] % 2 == 1
+
+    path = tmp_path / "f.sqlite"
+    app = _graph().compile(backend="alto", assertions={"square": [odd]}, flag_store=path)
+    with app:
+        app.invoke({"qs": [1, 2, 3, 4]})
+        counts = stats(app)["square"]["odd"]
+        assert {k: v for k, v in counts.items() if k != "seconds"} == {
+            "severity": "record",
+            "checked": 4,
+            "fired": 2,
+        }
+        assert 0 < counts["seconds"] < 1
+    assert sorted(f["input"]["q"] for f in FlagStore(path).flags(assertion="odd")) == [2, 4]
+
+
+def test_an_asserted_node_waits_for_its_superstep_on_alto(tmp_path: Path, monkeypatch: Any) -> None:
+    """A task run ahead may be dropped or run again; its flags would not be stock's."""
+    monkeypatch.setenv("ALTO_FLAGS", str(tmp_path / "f.sqlite"))
+    app = _graph().compile(backend="alto", assertions=[small])
+    with app:
+        line = next(ln for ln in str(app.plan).splitlines() if ln.strip().startswith("square"))
+        assert "never runs ahead (assertions: small(record))" in line
+        assert app.plan.stage("square").run_ahead is False
+    # a fast sender and a slow sibling: Sends of the sender would run ahead of the
+    # sibling's end, but not those of an asserted node
+    g = StateGraph(S)
+    g.add_node("prep", lambda s: {})
+    g.add_node("slow", lambda s: time.sleep(0.3) or {})
+    g.add_node("square", _square)
+    g.add_edge(START, "prep")
+    g.add_edge(START, "slow")
+    g.add_conditional_edges("prep", _fan, ["square"])
+    for declared, ran_ahead in (([small], 0), (None, 2)):
+        with g.compile(backend="alto", assertions=declared) as app:
+            app.invoke({"qs": [1, 2]})
+            assert app.run_ahead_stats().get("square", {}).get("run_ahead", 0) == ran_ahead
+
+
+@pytest.mark.parametrize("backend", ["stock", "alto-app", "alto-process"])
+def test_a_firing_is_a_custom_callback_event(tmp_path: Path, backend: str) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Handler(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            seen.append((name, data))
+
+    app = _graph().compile(
+        **BACKENDS[backend], assertions=[small], flag_store=tmp_path / "f.sqlite"
+    )
+    try:
+        app.invoke({"qs": [8, 2]}, {"callbacks": [Handler()]})
+    finally:
+        if backend != "stock":
+            app.close()
+    assert seen == [
+        (
+            EVENT,
+            {
+                "node": "square",
+                "assertion": "small",
+                "severity": "record",
+                "message": "64 is not small",
+            },
+        )
+    ]
+
+
+# -- bad declarations ----------------------------------------------------------------------
+
+
+def _sub() -> Any:
+    inner = StateGraph(S)
+    inner.add_node("x", lambda s: {})
+    inner.add_edge(START, "x")
+    g = StateGraph(S)
+    g.add_node("sub", inner.compile())
+    g.add_edge(START, "sub")
+    return g
+
+
+@streaming
+def _streamer(s: S) -> Any:
+    yield {"out": [1]}
+
+
+@fold(over="out")
+class _Folder:
+    def start(self, payload: Any) -> int:
+        return 0
+
+    def step(self, acc: int, chunk: Any) -> int:
+        return acc + 1
+
+    def finish(self, acc: int, payload: Any) -> dict:
+        return {}
+
+
+def _one(node: Any) -> StateGraph:
+    g = StateGraph(S)
+    g.add_node("n", node)
+    g.add_edge(START, "n")
+    return g
+
+
+def _ok(i: Any, o: Any) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    ("build", "declare", "error", "message"),
+    [
+        (_graph, lambda: [assertion("nope")(_ok)], ValueError, "node 'nope', which"),
+        (_graph, lambda: [assertion("square")(lambda i: True)], TypeError, r"\(input, output\)"),
+        (_graph, lambda: [assertion("square", severity="warn")(_ok)], ValueError, "got 'warn'"),
+        (
+            _graph,
+            lambda: [assertion("square", severity="retry", max_attempts=0)(_ok)],
+            ValueError,
+            "max_attempts must be an integer >= 1, got 0",
+        ),
+        (_graph, lambda: {"other": [small]}, ValueError, "declared for node 'square'"),
+        (_graph, lambda: [small, small], ValueError, "two assertions named 'small'"),
+        (_graph, lambda: [_ok], TypeError, "a list holds @assertion"),
+        (_graph, lambda: "small", TypeError, "assertions must be a list"),
+        (_sub, lambda: {"sub": [_ok]}, ValueError, "node 'sub' is a subgraph"),
+        (lambda: _one(_streamer), lambda: {"n": [_ok]}, ValueError, "@streaming or @fold"),
+        (lambda: _one(_Folder), lambda: {"n": [_ok]}, ValueError, "@streaming or @fold"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["pregel", "alto"])
+def test_bad_declarations_are_refused_naming_what_is_wrong(
+    tmp_path: Path, build: Any, declare: Any, error: type, message: str, backend: str
+) -> None:
+    with pytest.raises(error, match=message):
+        build().compile(backend=backend, assertions=declare(), flag_store=tmp_path / "f")
+
+
+def test_a_flag_store_without_assertions_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="flag_store is given, but no assertions"):
+        _graph().compile(backend="alto", flag_store=tmp_path / "f.sqlite")
+
+
+# -- the flag store ------------------------------------------------------------------------
+
+
+def test_the_store_filters_exports_and_takes_labels(tmp_path: Path) -> None:
+    path = tmp_path / "flags.sqlite"
+    app = _graph().compile(
+        backend="alto", assertions=[small, is_square], flag_store=path, name="squares"
+    )
+    with app:
+        app.invoke({"qs": [3, 8, 9]}, {"configurable": {"thread_id": "t1"}})
+    store = FlagStore(path)
+    assert [f["input"]["q"] for f in store.flags(assertion="small")] == [8, 9]
+    assert [f["severity"] for f in store.flags(node="square", severity="retry")] == ["retry"]
+    assert {f["app"] for f in store.flags()} == {"squares"}
+    assert {f["thread_id"] for f in store.flags()} == {"t1"}
+    assert store.flags(app="another") == []
+    out = io.StringIO()
+    assert store.export_jsonl(out, assertion="small") == 2
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["output"]["out"][0][:2] for r in rows] == [[8, 64], [9, 81]]
+    store.set_label(rows[0]["id"], {"correct": True})
+    assert FlagStore(path).flags(assertion="small")[0]["label"] == {"correct": True}
+    with pytest.raises(KeyError, match="no flag with id 999"):
+        store.set_label(999, "x")
+    with pytest.raises(ValueError, match="unknown nodes; known: app"):
+        store.flags(nodes="square")
+
+
+def test_a_store_that_never_flagged_writes_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "flags.sqlite"
+    with _graph().compile(backend="alto", assertions=[small], flag_store=path) as app:
+        app.invoke({"qs": [1, 2]})
+    assert not path.exists() and FlagStore(path).flags() == []
+
+
+def test_the_default_store_follows_alto_flags(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("ALTO_FLAGS", str(tmp_path / "env.sqlite"))
+    app = _graph().compile(backend="pregel", assertions=[small])
+    app.invoke({"qs": [8]})
+    assert [f["input"] for f in FlagStore().flags()] == [{"q": 8}]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alto_langgraph", "flagged", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_flagged_command_lists_exports_and_writes_labels_back(tmp_path: Path) -> None:
+    path = tmp_path / "flags.sqlite"
+    with _graph().compile(backend="alto", assertions=[small, is_square], flag_store=path) as app:
+        app.invoke({"qs": [3, 8, 9]})
+    listed = _cli("--store", str(path), "--assertion", "small")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert "64 is not small" in lines[1] and "81 is not small" in lines[2]
+    assert lines[-1] == f"2 flag(s) in {path}"
+    exported = _cli("--store", str(path), "--jsonl", "--severity", "record")
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r["input"] for r in rows] == [{"q": 8}, {"q": 9}]
+    # a person labels the export; the labels go back
+    rows[0]["label"] = "fine"
+    todo = tmp_path / "todo.jsonl"
+    todo.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    back = _cli("--store", str(path), "--import-labels", str(todo))
+    assert back.returncode == 0 and "wrote 1 label(s)" in back.stdout
+    one = _cli("--store", str(path), "--label", str(rows[1]["id"]), '{"ok": false}')
+    assert one.returncode == 0, one.stderr
+    assert [f["label"] for f in FlagStore(path).flags(severity="record")] == ["fine", {"ok": False}]
+    none = _cli("--store", str(path), "--node", "other")
+    assert "no flags in" in none.stdout and "matching the filters" in none.stdout
+    bad = _cli("--store", str(path), "--label", "999", "x")
+    assert bad.returncode == 2 and "no flag with id 999" in bad.stderr
+    bad_since = _cli("--store", str(path), "--since", "yesterday")
+    assert bad_since.returncode == 2 and "neither an ISO date/time" in bad_since.stderr
+    assert _cli("--store", str(path), "--since", "2999-01-01").stdout.startswith("no flags")

@@ -111,7 +111,7 @@ def _add_flagged(sub: Any) -> None:
     )
     flagged.add_argument(
         "--store",
-        metavar="PATH",
+        metavar="PATH|URL",
         help="the SQLite file (default: $ALTO_FLAGS, "
         "or alto_langgraph/flags.sqlite under $XDG_DATA_HOME)",
     )
@@ -152,7 +152,8 @@ def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
         return 0
     if not rows:
         print(
-            f"no flags in {store.path}" + (" matching the filters" if any(filters.values()) else "")
+            f"no flags in {store.where}"
+            + (" matching the filters" if any(filters.values()) else "")
         )
         return 0
     import datetime
@@ -166,7 +167,7 @@ def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
             f"{r['id']:>5}  {when}  {r['node'][:16]:16} {r['assertion'][:20]:20} "
             f"{r['severity']:8}  {(r['message'] or '')[:80]}"
         )
-    print(f"{len(rows)} flag(s) in {store.path}")
+    print(f"{len(rows)} flag(s) in {store.where}")
     return 0
 
 
@@ -183,7 +184,7 @@ def _import_labels(store: Any, path: str, ap: argparse.ArgumentParser) -> int:
                     written += 1
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 ap.error(f"--import-labels: {path}, line {n}: {exc}")
-    print(f"wrote {written} label(s) to {store.path}")
+    print(f"wrote {written} label(s) to {store.where}")
     return 0
 
 

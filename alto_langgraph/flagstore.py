@@ -1,7 +1,8 @@
 """Where flagged items are kept: what model assertions (``assertions.py``) fired on.
 
 One SQLite file by default: ``$ALTO_FLAGS``, or ``alto_langgraph/flags.sqlite`` under
-``$XDG_DATA_HOME`` (``~/.local/share``). It is created on the first flag, so an app
+``$XDG_DATA_HOME`` (``~/.local/share``); or any database, by a SQLAlchemy URL
+(PostgreSQL is tested). A file is created on the first flag, so an app
 whose assertions always hold writes nothing. Each record is one firing of one
 assertion: when, which app, thread and request, the item's ancestry (alto's), the node,
 the assertion, its severity and message, the node's input and output as JSON (values
@@ -92,27 +93,36 @@ def to_json(value: Any) -> str:
 
 
 class FlagStore:
-    """A SQLite file of flagged items, safe to share between threads and processes."""
+    """The flagged items of an app: a SQLite file (a path), or any database SQLAlchemy
+    reaches (a URL such as ``postgresql+psycopg://user@host/db``, with the ``sqlalchemy``
+    package and the URL's driver installed). Safe to share between threads and
+    processes."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self, where: str | os.PathLike[str] | None = None) -> None:
+        self.url = where if isinstance(where, str) and "://" in where else None
+        self.path = None if self.url else Path(where) if where is not None else default_path()
+        self._db: _SQLite | _SQLAlchemy | None = None
         self._pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        """The file or the URL (its password left out)."""
+        if self.url is None:
+            return str(self.path)
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
 
     def __repr__(self) -> str:
-        return f"FlagStore({str(self.path)!r})"
+        return f"FlagStore({self.where!r})"
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # not a connection across fork
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
-            conn.execute(_SCHEMA)
-            conn.commit()
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+    def _database(self) -> _SQLite | _SQLAlchemy:
+        with self._lock:
+            if self._db is None or self._pid != os.getpid():  # no connection across fork
+                self._db = _SQLAlchemy(self.url) if self.url else _SQLite(self.path)
+                self._pid = os.getpid()
+            return self._db
 
     def record(self, **fields: Any) -> int:
         """Keep one flag (keys of ``COLUMNS`` but ``id``; ``time`` defaults to now);
@@ -121,16 +131,13 @@ class FlagStore:
         if unknown:
             raise ValueError(f"FlagStore.record: unknown field(s) {', '.join(sorted(unknown))}")
         row = {"time": time.time(), **fields}
-        names = list(row)
-        values = [to_json(row[n]) if n in _JSON and row[n] is not None else row[n] for n in names]
-        with self._lock:
-            conn = self._connect()
-            cur = conn.execute(
-                f"INSERT INTO flags ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                values,
-            )
-            conn.commit()
-            return int(cur.lastrowid or 0)
+        row = {k: to_json(v) if k in _JSON and v is not None else v for k, v in row.items()}
+        names = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        rows, _ = self._database().run(
+            f"INSERT INTO flags ({names}) VALUES ({marks}) RETURNING id", row
+        )
+        return int(rows[0][0])
 
     def flags(self, *, since: float | None = None, **filters: Any) -> list[dict[str, Any]]:
         """The flags kept, oldest first, those matching every filter given (``FILTERS``;
@@ -143,18 +150,17 @@ class FlagStore:
             raise ValueError(
                 f"flag filters: unknown {', '.join(sorted(unknown))}; known: {', '.join(FILTERS)}"
             )
-        where = [f"{k} = ?" for k, v in filters.items() if v is not None]
-        args = [v for v in filters.values() if v is not None]
+        given = {k: v for k, v in filters.items() if v is not None}
+        where = [f"{k} = :{k}" for k in given]
         if since is not None:
-            where.append("time >= ?")
-            args.append(since)
-        if not self.path.exists():
-            return
+            where.append("time >= :since")
+            given["since"] = since
+        if self.path is not None and not self.path.exists():
+            return  # nothing flagged yet: reading makes no file
         sql = f"SELECT {', '.join(COLUMNS)} FROM flags"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._connect().execute(sql + " ORDER BY id", args).fetchall()
+        rows, _ = self._database().run(sql + " ORDER BY id", given)
         for row in rows:
             yield {
                 c: json.loads(v) if c in _JSON and v is not None else v
@@ -172,15 +178,74 @@ class FlagStore:
 
     def set_label(self, flag_id: int, label: Any) -> None:
         """Write a person's label on flag ``flag_id`` (any JSON value)."""
-        with self._lock:
-            conn = self._connect()
-            cur = conn.execute("UPDATE flags SET label = ? WHERE id = ?", (to_json(label), flag_id))
-            conn.commit()
-        if cur.rowcount != 1:
-            raise KeyError(f"no flag with id {flag_id} in {self.path}")
+        _, count = self._database().run(
+            "UPDATE flags SET label = :label WHERE id = :id",
+            {"label": to_json(label), "id": flag_id},
+        )
+        if count != 1:
+            raise KeyError(f"no flag with id {flag_id} in {self.where}")
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+
+class _SQLite:
+    """A SQLite file, through the standard library: one connection, one statement at
+    a time (WAL: other processes may write the same file)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
+        self._conn.execute(_SCHEMA)
+        self._conn.commit()
+        self._lock = threading.Lock()
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """The rows and the row count of one statement, committed."""
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            rows = cur.fetchall()
+            self._conn.commit()
+            return rows, cur.rowcount
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _SQLAlchemy:
+    """Any database SQLAlchemy reaches, through its engine's connection pool."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import sqlalchemy as sa
+        except ImportError as exc:
+            raise ImportError(
+                "a flag store at a URL needs SQLAlchemy: pip install 'alto-langgraph[flags]'"
+            ) from exc
+        self._sa = sa
+        self._engine = sa.create_engine(url, pool_pre_ping=True)
+        text = sa.Text
+        sa.Table(
+            "flags",
+            meta := sa.MetaData(),
+            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+            sa.Column("time", sa.Float, nullable=False),
+            *(sa.Column(c, text) for c in COLUMNS[2:6]),
+            *(sa.Column(c, text, nullable=False) for c in ("node", "assertion", "severity")),
+            *(sa.Column(c, text) for c in COLUMNS[9:]),
+        )
+        meta.create_all(self._engine)
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        with self._engine.begin() as conn:
+            result = conn.execute(self._sa.text(sql), dict(params))
+            rows = list(result.fetchall()) if result.returns_rows else []
+            return rows, result.rowcount
+
+    def close(self) -> None:
+        self._engine.dispose()

@@ -19,14 +19,17 @@ Declared with ``@assertion(node, severity=...)`` and attached at compile:
 run in the app process, after the node returns and before its output is used
 (``AssertedNode`` wraps the node's runnable, outside the ``RemoteNode`` of a node in a
 worker process), so both backends check the same things in the same order and keep
-the same flags. An assertion that raises anything but ``AssertionError`` fails the
-request with an ``AssertionCheckError`` naming it.
+the same flags; a task that runs ahead of its superstep on alto keeps its flags (and
+counts them) only once the loop adopts its result (``CONFIG_KEY_ON_ADOPT``), so a twin
+that misses or is dropped leaves none. An assertion that raises anything but
+``AssertionError`` fails the request with an ``AssertionCheckError`` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import threading
 import time
@@ -38,7 +41,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 
 from ._langgraph import CONF, CONFIG_KEY_TASK_ID
-from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_REQUEST
+from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_REQUEST
 from .errors import AssertionCheckError, AssertionViolation
 from .flagstore import FlagStore
 from .streams import is_fold, is_streaming, node_function
@@ -309,46 +312,66 @@ class AssertedNode(Runnable[Any, Any]):
             yield chunk
 
     def _check(self, input: Any, output: Any, config: RunnableConfig, task: Any) -> None:
+        checked: list[tuple[Assertion, float]] = []
         fired: list[tuple[Assertion, str]] = []
-        for a in self.assertions:
-            start = time.perf_counter()
-            try:
-                result = a.check(input, output)
-            except AssertionError as exc:
-                result = str(exc)
-            except Exception as exc:
-                raise AssertionCheckError(a.name, self.node, exc) from exc
-            finally:
-                elapsed = time.perf_counter() - start
-                with self._lock:
-                    counts = self._counts[a.name]
-                    counts.checked += 1
-                    counts.seconds += elapsed
-            if (message := _verdict(a, result)) is not None:
-                fired.append((a, message))
-        if not fired:
-            self._forget(task)
-            return
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY)
-        for a, message in fired:
-            with self._lock:
+        try:
+            for a in self.assertions:
+                start = time.perf_counter()
+                try:
+                    result = a.check(input, output)
+                except AssertionError as exc:
+                    result = str(exc)
+                except Exception as exc:
+                    raise AssertionCheckError(a.name, self.node, exc) from exc
+                finally:
+                    checked.append((a, time.perf_counter() - start))
+                if (message := _verdict(a, result)) is not None:
+                    fired.append((a, message))
+        finally:
+            settle = functools.partial(self._settle, checked, fired, input, output, ancestry)
+            pending = conf.get(CONFIG_KEY_ON_ADOPT)
+            if pending is not None:  # a task run ahead: kept only if the loop adopts it
+                pending.append(settle)
+            else:
+                settle(task, config)
+        if fired:
+            a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
+            if a.severity != "record":
+                raise AssertionViolation(a.name, self.node, a.severity, message, ancestry)
+
+    def _settle(
+        self,
+        checked: list[tuple[Assertion, float]],
+        fired: list[tuple[Assertion, str]],
+        input: Any,
+        output: Any,
+        ancestry: Any,
+        task: Any,
+        config: RunnableConfig,
+    ) -> None:
+        """What one check of a task's output leaves: counts, flags kept and reported,
+        and the feedback its next attempt gets."""
+        with self._lock:
+            for a, seconds in checked:
+                counts = self._counts[a.name]
+                counts.checked += 1
+                counts.seconds += seconds
+            for a, _ in fired:
                 self._counts[a.name].fired += 1
-            self._record(a, message, input, output, conf, ancestry, config)
-        worst = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
-        a, message = worst
-        if a.severity == "record":
-            self._forget(task)
-            return
-        if a.severity == "retry" and task is not None:
+        for a, message in fired:
+            self._record(a, message, input, output, ancestry, config)
+        worst = max((SEVERITIES.index(a.severity) for a, _ in fired), default=0)
+        if SEVERITIES[worst] == "retry" and task is not None:
             with self._lock:
-                self._feedback.setdefault(task, []).append(message)
+                said = self._feedback.setdefault(task, [])
+                said.extend(m for a, m in fired if a.severity == "retry")
                 self._feedback.move_to_end(task)
                 while len(self._feedback) > _FEEDBACK_TASKS:
                     self._feedback.popitem(last=False)
         else:
             self._forget(task)
-        raise AssertionViolation(a.name, self.node, a.severity, message, ancestry)
 
     def _forget(self, task: Any) -> None:
         if task is not None and self._feedback:
@@ -361,10 +384,10 @@ class AssertedNode(Runnable[Any, Any]):
         message: str,
         input: Any,
         output: Any,
-        conf: Mapping[str, Any],
         ancestry: Any,
         config: RunnableConfig,
     ) -> None:
+        conf = config.get(CONF) or {}
         self.store.record(
             app=self.app,
             thread_id=_text(conf.get("thread_id")),

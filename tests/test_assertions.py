@@ -62,10 +62,19 @@ async def _asquare(s: dict) -> dict:
     return _square(s)
 
 
-def _graph(node: Any = _square) -> StateGraph:
+def _graph(node: Any = _square, ahead: bool = False) -> StateGraph:
+    """``square`` over each of ``qs``; ``ahead``: sent by a node with a slow sibling,
+    so that on alto the Sends run ahead of their superstep."""
     g = StateGraph(S)
     g.add_node("square", node)
-    g.add_conditional_edges(START, _fan, ["square"])
+    if ahead:
+        g.add_node("prep", lambda s: {})
+        g.add_node("slow", lambda s: time.sleep(0.3) or {})
+        g.add_edge(START, "prep")
+        g.add_edge(START, "slow")
+        g.add_conditional_edges("prep", _fan, ["square"])
+    else:
+        g.add_conditional_edges(START, _fan, ["square"])
     return g
 
 
@@ -101,27 +110,33 @@ def _flags(path: Path) -> list[tuple]:
     )
 
 
-def _run(backend: str, tmp_path: Path, qs: list[int], node: Any = _square, **kw: Any) -> Any:
+def _run(
+    backend: str, tmp_path: Path, qs: list[int], node: Any = _square, ahead: bool = False
+) -> Any:
     path = tmp_path / f"{backend}.sqlite"
-    app = _graph(node).compile(
-        **BACKENDS[backend], assertions=[small, is_square, not_seven], flag_store=path, **kw
+    app = _graph(node, ahead).compile(
+        **BACKENDS[backend], assertions=[small, is_square, not_seven], flag_store=path
     )
     try:
         if node is _asquare:
             out = asyncio.run(app.ainvoke({"qs": qs}))
         else:
             out = app.invoke({"qs": qs})
-        return out, _flags(path), stats(app), app
+        ahead_stats = app.run_ahead_stats() if backend != "stock" else {}
+        return out, _flags(path), stats(app), ahead_stats
     finally:
         if backend != "stock":
             app.close()
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["at-step", "run-ahead"])
 @pytest.mark.parametrize("node", [_square, _asquare], ids=["sync", "async"])
 def test_each_severity_gives_the_same_answers_and_flags_on_every_backend(
-    tmp_path: Path, node: Any
+    tmp_path: Path, node: Any, ahead: bool
 ) -> None:
-    results = {b: _run(b, tmp_path, [1, 3, 8], node) for b in BACKENDS}
+    """Run ahead, the retry assertion fires in the twin; the loop's task, adopting its
+    failure as a first attempt, reruns the node with the twin's feedback."""
+    results = {b: _run(b, tmp_path, [1, 3, 8], node, ahead) for b in BACKENDS}
     out, flags, counts, _ = results["stock"]
     # q=3: its first attempt fired the retry assertion, its second saw the feedback
     assert sorted(map(tuple, out["out"])) == [
@@ -135,6 +150,8 @@ def test_each_severity_gives_the_same_answers_and_flags_on_every_backend(
     ]
     assert counts["square"]["is_square"]["checked"] == 4  # 3 items, one retried
     assert counts["square"]["small"]["fired"] == 1
+    if ahead:
+        assert results["alto-app"][3]["square"]["run_ahead"] == 3
     for backend, (b_out, b_flags, b_counts, _) in results.items():
         assert sorted(map(tuple, b_out["out"])) == sorted(map(tuple, out["out"])), backend
         assert b_flags == flags, backend
@@ -248,27 +265,59 @@ def test_plain_functions_by_node_are_record_assertions(tmp_path: Path) -> None:
     assert sorted(f["input"]["q"] for f in FlagStore(path).flags(assertion="odd")) == [2, 4]
 
 
-def test_an_asserted_node_waits_for_its_superstep_on_alto(tmp_path: Path, monkeypatch: Any) -> None:
-    """A task run ahead may be dropped or run again; its flags would not be stock's."""
-    monkeypatch.setenv("ALTO_FLAGS", str(tmp_path / "f.sqlite"))
-    app = _graph().compile(backend="alto", assertions=[small])
-    with app:
+class K(TypedDict):
+    k: int
+    log: Annotated[list, operator.add]
+
+
+@assertion("c", name="saw")
+def saw(input: dict, output: dict) -> str:
+    return f"k={input['k']}"  # always fires: records what the node was given
+
+
+def test_tasks_run_ahead_keep_only_the_flags_of_the_runs_the_loop_adopts(
+    tmp_path: Path,
+) -> None:
+    """Run-ahead stays on for asserted nodes; what a twin flags is kept only when the
+    loop adopts it. ``c`` runs ahead after ``a`` on a view without ``b``'s write of
+    ``k``, reads ``k``, and misses: only its run at its step (which saw ``b``'s write,
+    as on stock) is flagged and counted. The Sends of ``prep`` run ahead of ``slow``
+    and are adopted: flagged once each."""
+    g = StateGraph(K)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda s: time.sleep(0.3) or {"k": 2})
+    g.add_node("c", lambda s: {"log": [f"c saw {s['k']}"]})
+    g.add_edge(START, "a")
+    g.add_edge(START, "b")
+    g.add_edge("a", "c")
+    flags = {}
+    for backend in ("stock", "alto-app", "alto-process"):
+        path = tmp_path / f"{backend}.sqlite"
+        app = g.compile(**BACKENDS[backend], assertions=[saw], flag_store=path)
+        out = app.invoke({"k": 1, "log": []})
+        flags[backend] = _flags(path)
+        assert out["log"] == ["a", "c saw 2"], backend
+        assert stats(app)["c"]["saw"]["checked"] == 1, backend
+        if backend != "stock":
+            assert app.run_ahead_stats()["c"]["missed"] == 1, backend  # the twin ran
+            app.close()
+    assert [f[3] for f in flags["stock"]] == ["k=2"]
+    assert flags["alto-app"] == flags["alto-process"] == flags["stock"]
+
+    s = StateGraph(S)
+    s.add_node("prep", lambda s: {})
+    s.add_node("slow", lambda s: time.sleep(0.3) or {})
+    s.add_node("square", _square)
+    s.add_edge(START, "prep")
+    s.add_edge(START, "slow")
+    s.add_conditional_edges("prep", _fan, ["square"])
+    with s.compile(backend="alto", assertions=[small], flag_store=tmp_path / "s.sqlite") as app:
         line = next(ln for ln in str(app.plan).splitlines() if ln.strip().startswith("square"))
-        assert "never runs ahead (assertions: small(record))" in line
-        assert app.plan.stage("square").run_ahead is False
-    # a fast sender and a slow sibling: Sends of the sender would run ahead of the
-    # sibling's end, but not those of an asserted node
-    g = StateGraph(S)
-    g.add_node("prep", lambda s: {})
-    g.add_node("slow", lambda s: time.sleep(0.3) or {})
-    g.add_node("square", _square)
-    g.add_edge(START, "prep")
-    g.add_edge(START, "slow")
-    g.add_conditional_edges("prep", _fan, ["square"])
-    for declared, ran_ahead in (([small], 0), (None, 2)):
-        with g.compile(backend="alto", assertions=declared) as app:
-            app.invoke({"qs": [1, 2]})
-            assert app.run_ahead_stats().get("square", {}).get("run_ahead", 0) == ran_ahead
+        assert "assertions: small(record)" in line and "runs ahead" in line
+        app.invoke({"qs": [8, 2]})
+        assert app.run_ahead_stats()["square"]["adopted"] == 2
+        assert stats(app)["square"]["small"]["checked"] == 2
+    assert [f[4] for f in _flags(tmp_path / "s.sqlite")] == ['{"q": 8}']
 
 
 @pytest.mark.parametrize("backend", ["stock", "alto-app", "alto-process"])

@@ -57,11 +57,7 @@ def lower(
                 placed_by=why,
                 qualname=qualname,
                 send_target=name in send_targets,
-                # an asserted node's flags must be those of the runs stock makes: a task
-                # run ahead may yet be dropped or run again (``assertions.py``)
-                run_ahead=options.run_ahead
-                and settings.get("run_ahead", True)
-                and not is_asserted(node.bound),
+                run_ahead=options.run_ahead and settings.get("run_ahead", True),
                 assertions=tuple(
                     f"{a.name}({a.severity})" for a in getattr(node.bound, "assertions", ())
                 )

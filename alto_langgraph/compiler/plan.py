@@ -42,8 +42,7 @@ class Stage:
     #: False: none of the node's tasks starts before its superstep (``run_ahead=False``,
     #: for nodes whose side effects must not happen early or twice)
     run_ahead: bool = True
-    #: its model assertions (``assertions.py``), as ``name(severity)``: its tasks wait
-    #: for their superstep, so that what they flag is what stock LangGraph would
+    #: its model assertions (``assertions.py``), as ``name(severity)``
     assertions: tuple[str, ...] = ()
     #: the node has a cache policy (and the graph a cache): at its step the loop may
     #: find its result cached, so none of its tasks starts before
@@ -246,9 +245,7 @@ def _flags(s: Stage) -> list[str]:
     if s.send_target:
         flags.append("Send target")
     if s.kind in ("node", "subgraph"):
-        if s.assertions:
-            flags.append(f"never runs ahead (assertions: {', '.join(s.assertions)})")
-        elif not s.run_ahead:
+        if not s.run_ahead:
             flags.append("never runs ahead (run_ahead=False)")
         elif s.cached:
             flags.append("never runs ahead (a cache policy: its result may be cached)")
@@ -262,6 +259,8 @@ def _flags(s: Stage) -> list[str]:
         flags.append("reads graph state: its Sends wait for their step")
     if s.retry:
         flags.append("retry")
+    if s.assertions:
+        flags.append(f"assertions: {', '.join(s.assertions)}")
     if s.defer:
         flags.append("defer")
     if s.input_schema:

@@ -82,7 +82,7 @@ from .._langgraph import (
     with_task_proc,
     wrap_loop_stream,
 )
-from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_YIELD, Frame
+from ..config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_YIELD, Frame
 from ..views import ReadLog, StateView, tracked_input, untrack
 from .partial import HeldUpdates, StreamedUpdates, TaskSink
 from .progress import Basis, BranchReader, Finished, PullNode, RunAheadStats, StepLog
@@ -549,6 +549,7 @@ class RequestRun:
         conf = twin.config[CONF]
         conf.pop(CONFIG_KEY_RUNNER_SUBMIT, None)
         conf.pop(_SUBMITTED_BY, None)
+        conf[CONFIG_KEY_ON_ADOPT] = []  # its own, not its sender's
         if twin.name not in self.streaming:
             conf.pop(CONFIG_KEY_YIELD, None)
             return None
@@ -738,6 +739,10 @@ class RequestRun:
         """Give the loop's task its twin's writes (or raise what the twin raised); if
         conditional edges remain, return their input and config: they read the pre-step
         state through the task's config, so they run now."""
+        # what the twin's node does only once its result is the loop task's (its
+        # failure included: that counts as the task's first attempt)
+        for effect in ahead.task.config[CONF].get(CONFIG_KEY_ON_ADOPT, ()):
+            effect(task.id, task.config)
         exc = _twin_error(ahead)
         if exc is not None and not isinstance(exc, GraphInterrupt):
             raise exc

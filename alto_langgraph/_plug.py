@@ -97,6 +97,10 @@ def compile(graph: StateGraph | CompiledStateGraph, **options: Any) -> AltoCompi
         }
         checkpointer = options.pop("checkpointer", graph.checkpointer)
         declared = {k: options.pop(k) for k in _ASSERTION_ARGS if k in options}
+        if "assertions" not in declared:  # the app's own, from its nodes (a new compile
+            carried, store = assertions.declarations_of(graph)  # would drop them)
+            if carried:
+                declared = {"assertions": carried, "flag_store": store, **declared}
         compiled = _stock_compile(builder, checkpointer, **stock)
         if graph.config:
             compiled = compiled.with_config(graph.config)

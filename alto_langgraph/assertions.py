@@ -33,6 +33,7 @@ import functools
 import inspect
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -40,12 +41,12 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 
-from ._langgraph import CONF, CONFIG_KEY_TASK_ID
+from ._langgraph import CONF, CONFIG_KEY_RUNTIME, CONFIG_KEY_TASK_ID
 from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_REQUEST
 from .errors import AssertionCheckError, AssertionViolation
 from .flagstore import FlagStore
 from .streams import is_fold, is_streaming, node_function
-from .views import plain
+from .views import StateView, plain
 
 SEVERITIES = ("record", "retry", "fail")
 #: where a node's config carries its retry assertions' feedback (shipped to workers:
@@ -88,6 +89,8 @@ class Assertion:
             )
         if not callable(self.check):
             raise TypeError(f"{where}: its check must be callable, got {self.check!r}")
+        if inspect.iscoroutinefunction(self.check):
+            raise TypeError(f"{where}: async checks are not supported yet; make it a def")
         try:
             inspect.signature(self.check).bind(None, None)
         except TypeError:
@@ -196,29 +199,58 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
                 f"assertion {checks[0].name!r}: node {name!r} is a @streaming or @fold node; "
                 "assertions over streamed items are not supported yet"
             )
-        update: dict[str, Any] = {
-            "bound": AssertedNode(name, node.bound, checks, store, graph.get_name())
-        }
-        retries = [a for a in checks if a.severity == "retry"]
-        if retries:
-            from langgraph.types import RetryPolicy
+        from langgraph.types import RetryPolicy
 
-            first = RetryPolicy(
-                initial_interval=0.0,
-                jitter=False,
-                max_attempts=max(a.max_attempts for a in retries),
-                retry_on=_is_retry,
+        own = list(node.retry_policy or graph.retry_policy or ())
+        # a fail (or a spent retry) is never retried by the node's own policies (the
+        # default one retries AssertionError)
+        ours = [RetryPolicy(max_attempts=1, retry_on=_ends)]
+        if any(a.severity == "retry" for a in checks):
+            # LangGraph keeps one attempt count per task, whichever policy matched: the
+            # assertions' own budgets are counted by AssertedNode, which says when to stop
+            budget = sum(a.max_attempts for a in checks if a.severity == "retry")
+            budget += max((p.max_attempts for p in own), default=0)
+            ours.insert(
+                0,
+                RetryPolicy(
+                    initial_interval=0.0, jitter=False, max_attempts=budget, retry_on=_retries
+                ),
             )
-            update["retry_policy"] = [first, *(node.retry_policy or graph.retry_policy or ())]
-        graph.nodes[name] = node.copy(update)
+        graph.nodes[name] = node.copy(
+            {
+                "bound": AssertedNode(name, node.bound, checks, store, graph.get_name()),
+                "retry_policy": [*ours, *own],
+            }
+        )
 
 
-def _is_retry(exc: BaseException) -> bool:
-    return isinstance(exc, AssertionViolation) and exc.severity == "retry"
+def _retries(exc: BaseException) -> bool:
+    return isinstance(exc, AssertionViolation) and exc.retrying
+
+
+def _ends(exc: BaseException) -> bool:
+    return isinstance(exc, AssertionCheckError) or (
+        isinstance(exc, AssertionViolation) and not exc.retrying
+    )
+
+
+def declarations_of(graph: Any) -> tuple[list[Assertion], FlagStore | None]:
+    """The assertions attached to ``graph``'s nodes, and their store (for a graph
+    compiled again from its builder)."""
+    found = [n.bound for n in graph.nodes.values() if isinstance(n.bound, AssertedNode)]
+    return [a for node in found for a in node.assertions], (found[0].store if found else None)
 
 
 def is_asserted(runnable: Any) -> bool:
     return isinstance(runnable, AssertedNode)
+
+
+@dataclasses.dataclass
+class _Tried:
+    """One task's attempts so far: what its retry assertions said, how often each fired."""
+
+    said: list[str] = dataclasses.field(default_factory=list)
+    fired: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -247,14 +279,14 @@ class AssertedNode(Runnable[Any, Any]):
         self.name = inner.get_name()
         self._lock = threading.Lock()
         self._counts = {a.name: _Counts() for a in assertions}
-        #: task id -> what its retry assertions said so far
-        self._feedback: OrderedDict[str, list[str]] = OrderedDict()
+        #: task id -> its retry assertions' firings so far
+        self._tried: OrderedDict[str, _Tried] = OrderedDict()
 
     def around(self, inner: Runnable[Any, Any]) -> AssertedNode:
         """The same assertions around another runnable (the ``RemoteNode`` standing in
         for ``self.inner`` when the node runs in worker processes)."""
         new = AssertedNode(self.node, inner, self.assertions, self.store, self.app)
-        new._counts = self._counts
+        new._lock, new._counts, new._tried = self._lock, self._counts, self._tried
         return new
 
     def __getattr__(self, name: str) -> Any:
@@ -270,9 +302,14 @@ class AssertedNode(Runnable[Any, Any]):
     # -- running ---------------------------------------------------------------------
     def _prepare(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Any]:
         config = ensure_config(config)
-        task = (config.get(CONF) or {}).get(CONFIG_KEY_TASK_ID)
+        conf = config.get(CONF) or {}
+        task = conf.get(CONFIG_KEY_TASK_ID)
+        info = getattr(conf.get(CONFIG_KEY_RUNTIME), "execution_info", None)
         with self._lock:
-            said = list(self._feedback.get(task, ())) if task is not None else []
+            if getattr(info, "node_attempt", None) == 1:
+                self._tried.pop(task, None)  # left by a run that ended (resumed: same id)
+            tried = self._tried.get(task) if task is not None else None
+            said = list(tried.said) if tried is not None else []
         if said:
             config = {**config, CONF: {**config[CONF], CONFIG_KEY_FEEDBACK: tuple(said)}}
         return config, task
@@ -330,7 +367,10 @@ class AssertedNode(Runnable[Any, Any]):
                 if (message := _verdict(a, result)) is not None:
                     fired.append((a, message))
         finally:
-            settle = functools.partial(self._settle, checked, fired, input, output, ancestry)
+            retrying = self._retrying(task, fired)
+            settle = functools.partial(
+                self._settle, checked, fired, retrying, input, output, ancestry
+            )
             pending = conf.get(CONFIG_KEY_ON_ADOPT)
             if pending is not None:  # a task run ahead: kept only if the loop adopts it
                 pending.append(settle)
@@ -339,12 +379,29 @@ class AssertedNode(Runnable[Any, Any]):
         if fired:
             a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
             if a.severity != "record":
-                raise AssertionViolation(a.name, self.node, a.severity, message, ancestry)
+                raise AssertionViolation(
+                    a.name, self.node, a.severity, message, ancestry, retrying=retrying
+                )
+
+    def _retrying(self, task: Any, fired: list[tuple[Assertion, str]]) -> bool:
+        """Whether the node runs again: a retry assertion fired that has attempts left
+        at this task, and no fail assertion fired."""
+        if any(a.severity == "fail" for a, _ in fired):
+            return False
+        with self._lock:
+            tried = self._tried.get(task) if task is not None else None
+            before = tried.fired if tried is not None else {}
+            return any(
+                before.get(a.name, 0) + 1 < a.max_attempts
+                for a, _ in fired
+                if a.severity == "retry"
+            )
 
     def _settle(
         self,
         checked: list[tuple[Assertion, float]],
         fired: list[tuple[Assertion, str]],
+        retrying: bool,
         input: Any,
         output: Any,
         ancestry: Any,
@@ -362,21 +419,23 @@ class AssertedNode(Runnable[Any, Any]):
                 self._counts[a.name].fired += 1
         for a, message in fired:
             self._record(a, message, input, output, ancestry, config)
-        worst = max((SEVERITIES.index(a.severity) for a, _ in fired), default=0)
-        if SEVERITIES[worst] == "retry" and task is not None:
-            with self._lock:
-                said = self._feedback.setdefault(task, [])
-                said.extend(m for a, m in fired if a.severity == "retry")
-                self._feedback.move_to_end(task)
-                while len(self._feedback) > _FEEDBACK_TASKS:
-                    self._feedback.popitem(last=False)
-        else:
+        if not retrying or task is None:
             self._forget(task)
+            return
+        with self._lock:
+            tried = self._tried.setdefault(task, _Tried())
+            for a, message in fired:
+                if a.severity == "retry":
+                    tried.said.append(message)
+                    tried.fired[a.name] = tried.fired.get(a.name, 0) + 1
+            self._tried.move_to_end(task)
+            while len(self._tried) > _FEEDBACK_TASKS:
+                self._tried.popitem(last=False)
 
     def _forget(self, task: Any) -> None:
-        if task is not None and self._feedback:
+        if task is not None and self._tried:
             with self._lock:
-                self._feedback.pop(task, None)
+                self._tried.pop(task, None)
 
     def _record(
         self,
@@ -388,18 +447,15 @@ class AssertedNode(Runnable[Any, Any]):
         config: RunnableConfig,
     ) -> None:
         conf = config.get(CONF) or {}
-        self.store.record(
-            app=self.app,
-            thread_id=_text(conf.get("thread_id")),
-            request_id=_text(conf.get(CONFIG_KEY_REQUEST)),
-            ancestry=list(ancestry) if ancestry is not None else None,
-            node=self.node,
-            assertion=a.name,
-            severity=a.severity,
-            message=message,
-            input=plain(input),
-            output=output,
-        )
+        try:
+            self._keep(a, message, input, output, ancestry, conf)
+        except Exception as exc:  # monitoring must not fail the request
+            warnings.warn(
+                f"alto: could not keep a flag of assertion {a.name!r} on node {self.node!r} "
+                f"in {self.store.where}: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         from langchain_core.callbacks.manager import dispatch_custom_event
 
         try:  # seen by callback handlers and tracing (LangSmith shows custom events)
@@ -415,6 +471,28 @@ class AssertedNode(Runnable[Any, Any]):
             )
         except RuntimeError:  # no run to report it under (the node was called bare)
             pass
+
+    def _keep(
+        self,
+        a: Assertion,
+        message: str,
+        input: Any,
+        output: Any,
+        ancestry: Any,
+        conf: Mapping[str, Any],
+    ) -> None:
+        self.store.record(
+            app=self.app,
+            thread_id=_text(conf.get("thread_id")),
+            request_id=_text(conf.get(CONFIG_KEY_REQUEST)),
+            ancestry=list(ancestry) if ancestry is not None else None,
+            node=self.node,
+            assertion=a.name,
+            severity=a.severity,
+            message=message,
+            input=plain(input) if isinstance(input, StateView) else input,
+            output=output,
+        )
 
     def stats(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -437,6 +515,8 @@ def stats(app: Any) -> dict[str, dict[str, dict[str, Any]]]:
 
 def _verdict(a: Assertion, result: Any) -> str | None:
     """None if the check held, else its message."""
+    if type(result).__name__ == "bool_":  # numpy's, from np.all(...) and the like
+        result = bool(result)
     if result is None or result is True:
         return None
     if result is False:

@@ -43,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         help="an engine option, e.g. --option max_batch=8 --option device='\"cpu\"'",
     )
     _add_protection(serve)
-    _add_flagged(sub)
+    flagged = _add_flagged(sub)
     args = ap.parse_args(argv)
     if args.command == "flagged":
-        return _flagged(args, ap)
+        try:
+            return _flagged(args, flagged)
+        except _store_errors() as exc:
+            # a store that is no database, unreachable, or locked: said, not a traceback
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            flagged.error(f"{type(exc).__name__}: {text}")
     try:  # before the engine loads: a bad option should not cost a model load
         config = ServerConfig(
             api_key=args.api_key,
@@ -102,7 +107,25 @@ def _add_protection(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_flagged(sub: Any) -> None:
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (
+        OSError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+        ImportError,
+        sqlite3.Error,
+    )
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:
+        return errors
+    return (*errors, SQLAlchemyError)
+
+
+def _add_flagged(sub: Any) -> argparse.ArgumentParser:
     flagged = sub.add_parser(
         "flagged",
         help="list, export and label what model assertions flagged",
@@ -129,6 +152,7 @@ def _add_flagged(sub: Any) -> None:
         metavar="FILE",
         help="write back the labels of a JSONL export (lines whose label is not null)",
     )
+    return flagged
 
 
 def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
@@ -137,10 +161,9 @@ def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     store = FlagStore(args.store)
     if args.label is not None:
         flag_id, text = args.label
-        try:
-            store.set_label(int(flag_id), _json_or_text(text))
-        except (ValueError, KeyError) as exc:
-            ap.error(f"--label: {exc}")
+        if not flag_id.isdigit():
+            ap.error(f"--label: ID must be a flag's id (a number), got {flag_id!r}")
+        store.set_label(int(flag_id), _json_or_text(text))
         return 0
     if args.import_labels is not None:
         return _import_labels(store, args.import_labels, ap)
@@ -172,19 +195,28 @@ def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
 
 
 def _import_labels(store: Any, path: str, ap: argparse.ArgumentParser) -> int:
-    written = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if row.get("label") is not None:
-                    store.set_label(int(row["id"]), row["label"])
-                    written += 1
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                ap.error(f"--import-labels: {path}, line {n}: {exc}")
-    print(f"wrote {written} label(s) to {store.where}")
+    """All or nothing: every line is read and every id checked before a label is written."""
+    labels: list[tuple[int, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if row.get("label") is not None:
+                        labels.append((int(row["id"]), row["label"]))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    ap.error(f"--import-labels: {path}, line {n}: {type(exc).__name__}: {exc}")
+    except OSError as exc:
+        ap.error(f"--import-labels: {exc}")
+    known = {row["id"] for row in store.flags()}
+    unknown = sorted({i for i, _ in labels} - known)
+    if unknown:
+        ap.error(f"--import-labels: no flags with ids {unknown} in {store.where}; nothing written")
+    for flag_id, label in labels:
+        store.set_label(flag_id, label)
+    print(f"wrote {len(labels)} label(s) to {store.where}")
     return 0
 
 

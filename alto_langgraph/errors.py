@@ -73,7 +73,13 @@ class AssertionViolation(AltoError, AssertionError):
     hold on a node's output (``assertions.py``): the request fails with it."""
 
     def __init__(
-        self, assertion: str, node: str, severity: str, message: str, ancestry: Any = None
+        self,
+        assertion: str,
+        node: str,
+        severity: str,
+        message: str,
+        ancestry: Any = None,
+        retrying: bool = False,
     ) -> None:
         where = f" (item {list(ancestry)})" if ancestry else ""
         super().__init__(f"assertion {assertion!r} on node {node!r}{where}: {message}")
@@ -82,11 +88,14 @@ class AssertionViolation(AltoError, AssertionError):
         self.severity = severity
         self.message = message
         self.ancestry = tuple(ancestry) if ancestry is not None else None
+        #: the node runs again (a retry assertion with attempts left): not the
+        #: request's outcome
+        self.retrying = retrying
 
     def __reduce__(self) -> Any:
         return (
             AssertionViolation,
-            (self.assertion, self.node, self.severity, self.message, self.ancestry),
+            (self.assertion, self.node, self.severity, self.message, self.ancestry, self.retrying),
         )
 
 

@@ -82,14 +82,17 @@ def to_json(value: Any) -> str:
             except Exception:
                 pass
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return dataclasses.asdict(v)
+            return {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
         if isinstance(v, (set, frozenset, tuple)):
             return list(v)
         if isinstance(v, Mapping):
             return dict(v)
         return repr(v)
 
-    return json.dumps(value, default=fallback, ensure_ascii=False)
+    try:
+        return json.dumps(value, default=fallback, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # circular, or a field that resists
+        return json.dumps(repr(value), ensure_ascii=False)
 
 
 class FlagStore:
@@ -178,6 +181,8 @@ class FlagStore:
 
     def set_label(self, flag_id: int, label: Any) -> None:
         """Write a person's label on flag ``flag_id`` (any JSON value)."""
+        if self.path is not None and not self.path.exists():
+            raise KeyError(f"no flag with id {flag_id} in {self.where} (it holds none)")
         _, count = self._database().run(
             "UPDATE flags SET label = :label WHERE id = :id",
             {"label": to_json(label), "id": flag_id},

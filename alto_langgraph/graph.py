@@ -27,6 +27,7 @@ from ._langgraph import (
     input_schema_of,
     resolve_checkpointer,
 )
+from .assertions import is_asserted
 from .compiler import Plan, lower, passes
 from .compiler.fallback import fallbacks, held_at_step
 from .config_keys import (
@@ -128,6 +129,13 @@ def _state_channels(graph: CompiledStateGraph) -> tuple[str, ...]:
     if all(type(graph.channels[k]) in VALUE_CHANNELS for k in keys):
         return tuple(keys)
     return ()
+
+
+def _drawn(bound: Any) -> Any:
+    """The node's own runnable, without the assertions and the ``RemoteNode`` around it."""
+    if is_asserted(bound):
+        bound = bound.inner
+    return bound.node if isinstance(bound, RemoteNode) else bound
 
 
 def _streaming_nodes(runners: dict[str, NodeRunner]) -> tuple[frozenset[str], dict[str, str]]:
@@ -234,10 +242,7 @@ class AltoCompiledStateGraph(CompiledStateGraph):
 
     def _as_drawn(self) -> CompiledStateGraph:
         nodes = {
-            name: node.copy({"bound": node.bound.node})
-            if isinstance(node.bound, RemoteNode)
-            else node
-            for name, node in self.nodes.items()
+            name: node.copy({"bound": _drawn(node.bound)}) for name, node in self.nodes.items()
         }
         attrs = {k: v for k, v in self.__dict__.items() if k not in ("__orig_class__", "_alto")}
         return CompiledStateGraph(**{**attrs, "nodes": nodes})

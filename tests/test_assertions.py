@@ -20,6 +20,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.graph import START, StateGraph
 from langgraph.types import RetryPolicy, Send
+from pydantic import BaseModel
 
 import alto_langgraph
 from alto_langgraph import (
@@ -531,3 +532,138 @@ def test_the_flagged_command_lists_exports_and_writes_labels_back(
     bad_since = _cli("--store", str(path), "--since", "yesterday")
     assert bad_since.returncode == 2 and "neither an ISO date/time" in bad_since.stderr
     assert _cli("--store", str(path), "--since", "2999-01-01").stdout.startswith("no flags")
+
+
+# -- review follow-ups: states, policies, resumes, recompiles, a store that fails --------
+
+
+class P(BaseModel):
+    q: int
+    out: Annotated[list, operator.add] = []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_pydantic_state_is_checked_and_its_input_kept(tmp_path: Path, backend: str) -> None:
+    g = StateGraph(P)
+    g.add_node("double", lambda s: {"out": [s.q * 2]})
+    g.add_edge(START, "double")
+    big = assertion("double", name="big")(lambda i, o: o["out"][0] < 10 or f"{i.q} doubles big")
+    path = tmp_path / "f.sqlite"
+    app = g.compile(**BACKENDS[backend], assertions=[big], flag_store=path)
+    try:
+        assert app.invoke({"q": 7})["out"] == [14]
+    finally:
+        if backend != "stock":
+            app.close()
+    (flag,) = FlagStore(path).flags()
+    assert flag["message"] == "7 doubles big" and flag["input"]["q"] == 7
+
+
+@pytest.mark.parametrize("backend", ["stock", "alto-app"])
+def test_a_fail_is_not_retried_by_the_node_s_default_retry_policy(
+    tmp_path: Path, backend: str
+) -> None:
+    """LangGraph's default RetryPolicy retries AssertionError, which a violation is."""
+    calls: list[int] = []
+    g = StateGraph(S)
+    g.add_node("square", lambda s: calls.append(1) or _square(s), retry_policy=RetryPolicy())
+    g.add_conditional_edges(START, _fan, ["square"])
+    path = tmp_path / "f.sqlite"
+    app = g.compile(**BACKENDS[backend], assertions=[not_seven], flag_store=path)
+    with pytest.raises(AssertionViolation):
+        app.invoke({"qs": [7]})
+    assert len(calls) == 1 and len(FlagStore(path).flags()) == 1
+
+
+@pytest.mark.parametrize("backend", ["stock", "alto-app"])
+def test_the_node_s_own_failures_do_not_spend_the_assertion_s_attempts(
+    tmp_path: Path, backend: str
+) -> None:
+    calls: list[int] = []
+
+    def flaky(s: dict) -> dict:
+        calls.append(s["q"])
+        if len(calls) <= 2:
+            raise ConnectionError("the first two calls fail")
+        return _square(s)
+
+    g = StateGraph(S)
+    g.add_node("square", flaky, retry_policy=RetryPolicy(initial_interval=0, max_attempts=5))
+    g.add_conditional_edges(START, _fan, ["square"])
+    app = g.compile(**BACKENDS[backend], assertions=[is_square], flag_store=tmp_path / "f")
+    out = app.invoke({"qs": [3]})
+    assert len(calls) == 4  # two ConnectionErrors, the assertion's retry, then right
+    assert out["out"] == [(3, 9, ["assertion 'is_square' did not hold"])]
+
+
+@pytest.mark.parametrize("backend", ["stock", "alto-app"])
+def test_a_resumed_task_starts_with_no_feedback(tmp_path: Path, backend: str) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    seen: list[int] = []
+
+    def node(s: dict) -> dict:
+        seen.append(len(feedback()))
+        return _square(s)
+
+    never = assertion("square", severity="retry", name="never", max_attempts=2)(
+        lambda i, o: "not yet"
+    )
+    g = StateGraph(S)
+    g.add_node("square", node)
+    g.add_conditional_edges(START, _fan, ["square"])
+    app = g.compile(
+        InMemorySaver(), **BACKENDS[backend], assertions=[never], flag_store=tmp_path / "f"
+    )
+    cfg = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(AssertionViolation):
+        app.invoke({"qs": [2]}, cfg)
+    with pytest.raises(AssertionViolation):
+        app.invoke(None, cfg)  # the same task, resumed: its attempts start afresh
+    assert seen == [0, 1, 0, 1]
+
+
+def test_recompiling_a_stock_app_for_alto_keeps_its_assertions(tmp_path: Path) -> None:
+    path = tmp_path / "f.sqlite"
+    stock = _graph().compile(assertions=[small], flag_store=path)
+    with alto_langgraph.compile(stock) as app:
+        app.invoke({"qs": [8]})
+        assert stats(app)["square"]["small"]["fired"] == 1
+        # drawn as the node itself, as stock LangGraph draws it
+        drawn = app.get_graph().to_json()
+        plain_graph = _graph().compile().get_graph().to_json()
+        assert drawn["nodes"] == plain_graph["nodes"]
+    assert len(FlagStore(path).flags()) == 1
+
+
+def test_a_flag_that_cannot_be_kept_warns_and_the_request_goes_on(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    app = _graph().compile(backend="alto", assertions=[small], flag_store=blocker / "flags.sqlite")
+    with app, pytest.warns(RuntimeWarning, match="could not keep a flag of assertion 'small'"):
+        out = app.invoke({"qs": [8]})
+    assert out["out"] == [(8, 64, [])]
+
+
+def test_the_flagged_command_refuses_bad_input_and_writes_no_half_import(tmp_path: Path) -> None:
+    path = tmp_path / "flags.sqlite"
+    with _graph().compile(backend="alto", assertions=[small], flag_store=path) as app:
+        app.invoke({"qs": [8]})
+    (flag,) = FlagStore(path).flags()
+    todo = tmp_path / "todo.jsonl"
+    todo.write_text(
+        json.dumps({"id": flag["id"], "label": "ok"}) + "\n" + json.dumps({"id": 99, "label": 1})
+    )
+    half = _cli("--store", str(path), "--import-labels", str(todo))
+    assert half.returncode == 2 and "no flags with ids [99]" in half.stderr
+    assert FlagStore(path).flags()[0]["label"] is None  # nothing written
+    missing = _cli("--store", str(path), "--import-labels", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "No such file" in missing.stderr
+    assert "alto-langgraph flagged" in missing.stderr  # its own usage line
+    empty = _cli("--store", str(tmp_path / "none.sqlite"), "--label", "1", "x")
+    assert empty.returncode == 2 and "it holds none" in empty.stderr
+    assert not (tmp_path / "none.sqlite").exists()
+    not_db = tmp_path / "not-a-db.sqlite"
+    not_db.write_text("hello")
+    broken = _cli("--store", str(not_db))
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr

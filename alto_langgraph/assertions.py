@@ -448,7 +448,18 @@ class AssertedNode(Runnable[Any, Any]):
     ) -> None:
         conf = config.get(CONF) or {}
         try:
-            self._keep(a, message, input, output, ancestry, conf)
+            self.store.record(
+                app=self.app,
+                thread_id=_text(conf.get("thread_id")),
+                request_id=_text(conf.get(CONFIG_KEY_REQUEST)),
+                ancestry=list(ancestry) if ancestry is not None else None,
+                node=self.node,
+                assertion=a.name,
+                severity=a.severity,
+                message=message,
+                input=plain(input) if isinstance(input, StateView) else input,
+                output=output,
+            )
         except Exception as exc:  # monitoring must not fail the request
             warnings.warn(
                 f"alto: could not keep a flag of assertion {a.name!r} on node {self.node!r} "
@@ -471,28 +482,6 @@ class AssertedNode(Runnable[Any, Any]):
             )
         except RuntimeError:  # no run to report it under (the node was called bare)
             pass
-
-    def _keep(
-        self,
-        a: Assertion,
-        message: str,
-        input: Any,
-        output: Any,
-        ancestry: Any,
-        conf: Mapping[str, Any],
-    ) -> None:
-        self.store.record(
-            app=self.app,
-            thread_id=_text(conf.get("thread_id")),
-            request_id=_text(conf.get(CONFIG_KEY_REQUEST)),
-            ancestry=list(ancestry) if ancestry is not None else None,
-            node=self.node,
-            assertion=a.name,
-            severity=a.severity,
-            message=message,
-            input=plain(input) if isinstance(input, StateView) else input,
-            output=output,
-        )
 
     def stats(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -113,9 +114,7 @@ class FlagStore:
         """The file or the URL (its password left out)."""
         if self.url is None:
             return str(self.path)
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
 
     def __repr__(self) -> str:
         return f"FlagStore({self.where!r})"

@@ -33,7 +33,7 @@ def _compile_with_backend(
     stock_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _STOCK_COMPILE_ARGS}
     options = AltoOptions.from_kwargs(kwargs)
     graph = _stock_compile(self, checkpointer, **stock_kwargs)
-    _attach_assertions(graph, declared)
+    _attach_assertions(graph, declared, options)
     return AltoCompiledStateGraph._adopt(graph, options)
 
 
@@ -41,9 +41,16 @@ def _compile_with_backend(
 _ASSERTION_ARGS = ("assertions", "flag_store")
 
 
-def _attach_assertions(graph: CompiledStateGraph, declared: dict[str, Any]) -> None:
-    if declared.get("assertions") is not None:
-        assertions.attach(graph, declared["assertions"], declared.get("flag_store"))
+def _attach_assertions(
+    graph: CompiledStateGraph, declared: dict[str, Any], options: AltoOptions | None = None
+) -> None:
+    """The assertions given in code, and (on alto) those of the stage tables."""
+    given = assertions.declared(declared.get("assertions"))
+    every = [a for checks in given.values() for a in checks]
+    if options is not None:
+        every += options.stage_assertions()
+    if every:
+        assertions.attach(graph, every, declared.get("flag_store"))
     elif declared.get("flag_store") is not None:
         raise ValueError("compile: flag_store is given, but no assertions to keep flags of")
 
@@ -104,8 +111,9 @@ def compile(graph: StateGraph | CompiledStateGraph, **options: Any) -> AltoCompi
         compiled = _stock_compile(builder, checkpointer, **stock)
         if graph.config:
             compiled = compiled.with_config(graph.config)
-        _attach_assertions(compiled, declared)
-        return AltoCompiledStateGraph._adopt(compiled, AltoOptions.from_kwargs(options))
+        alto_options = AltoOptions.from_kwargs(options)
+        _attach_assertions(compiled, declared, alto_options)
+        return AltoCompiledStateGraph._adopt(compiled, alto_options)
     if isinstance(graph, StateGraph):
         checkpointer = options.pop("checkpointer", None)
         return _compile_with_backend(graph, checkpointer, backend="alto", **options)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import inspect
 import threading
 import time
@@ -169,6 +170,50 @@ def declared(value: Any) -> dict[str, tuple[Assertion, ...]]:
             raise ValueError(f"node {item.node!r} has two assertions named {item.name!r}")
         out[item.node].append(item)
     return {node: tuple(checks) for node, checks in out.items()}
+
+
+def from_config(value: Any, node: str, where: str) -> tuple[Assertion, ...]:
+    """A stage table's ``assertions``: a list of ``"module:function"`` paths (a function
+    ``check(input, output)``, severity ``record``, or an ``@assertion`` declaration), or
+    of tables ``{check = "module:function", severity = ..., max_attempts = ..., name = ...}``."""
+    if not isinstance(value, list):
+        raise ValueError(f'{where} must be a list of "module:function" or tables, got {value!r}')
+    out = []
+    for entry in value:
+        table = {"check": entry} if isinstance(entry, str) else entry
+        if not isinstance(table, Mapping) or not isinstance(table.get("check"), str):
+            raise ValueError(
+                f'{where}: each is "module:function" or a table with check = '
+                f'"module:function", got {entry!r}'
+            )
+        unknown = set(table) - {"check", "severity", "max_attempts", "name"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in {entry!r}")
+        found = _load(table["check"], where)
+        given = {k: v for k, v in table.items() if k != "check"}
+        if isinstance(found, Assertion):
+            if found.node != node:
+                raise ValueError(f"{where}: {table['check']!r} is declared for node {found.node!r}")
+            out.append(dataclasses.replace(found, **given))
+        else:
+            out.append(Assertion(node, found, **given))
+    return tuple(out)
+
+
+def _load(path: str, where: str) -> Any:
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f'{where}: {path!r} is not "module:function"')
+    try:
+        found: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{where}: could not import {module!r} (from {path!r}): {exc}") from exc
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise ValueError(f"{where}: module {module!r} has no {attr!r}") from None
+    return found
 
 
 def attach(graph: Any, value: Any, store: Any = None) -> None:

@@ -33,13 +33,15 @@ STAGE_SETTINGS = (
     "stuck_after",
     "max_pending",
     "ray",
+    "assertions",
 )
 #: the most instances of one stage, and threads of one instance (a typo's million
 #: processes would take the machine down before any error could be read)
 MAX_REPLICAS = 1024
 MAX_THREADS = 4096
-#: stage settings about scheduling, not placement: they do not move a stage to workers
-SCHEDULING_SETTINGS = ("run_ahead",)
+#: stage settings that do not move a stage to workers: scheduling, and the checks
+#: that run in the app around the node (``assertions.py``)
+SCHEDULING_SETTINGS = ("run_ahead", "assertions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +76,9 @@ class AltoOptions:
         ``num_cpus``, ``memory``, ``resources`` such as ``{"node_b": 1}``, ``node_id``,
         ``placement_group`` and ``bundle_index``, ``scheduling_strategy``
         (``"SPREAD"`` or ``"DEFAULT"``), ``runtime_env``; ``gpus`` becomes ``num_gpus``;
-        amounts are 0 or at least 0.0001, Ray's precision).
+        amounts are 0 or at least 0.0001, Ray's precision), ``assertions`` (model
+        assertions over the node's output by import path, ``"module:function"`` or
+        ``{check = "module:function", severity = "fail"}``: see ``assertions.py``).
     run_ahead: False turns run-ahead off for the whole app: every task waits for its
         superstep, as on stock LangGraph (streaming nodes still stream).
     config: a TOML file, or a list of them read in order, holding the two parts of the
@@ -205,6 +209,10 @@ class AltoOptions:
         """What the user set for stage ``name`` (config files, then keywords): keys of
         ``STAGE_SETTINGS`` and ``replicas``; empty if nothing."""
         return dict(self._settings.get(name, {}))  # type: ignore[attr-defined]
+
+    def stage_assertions(self) -> list[Any]:
+        """The model assertions the stage tables declare (``assertions.Assertion``)."""
+        return [a for st in self._settings.values() for a in st.get("assertions", ())]  # type: ignore[attr-defined]
 
     def check_stage_names(self, known: Sequence[str]) -> None:
         # key=repr: names of mixed types (a typo's int) must not fail the sort itself
@@ -403,6 +411,15 @@ def _merge(
                 )
         if "ray" in fields:
             _check_ray(fields["ray"], f"alto {where}: stage {name!r}: ray")
+        if "assertions" in fields:
+            from .assertions import from_config
+
+            fields = {
+                **fields,
+                "assertions": from_config(
+                    fields["assertions"], name, f"alto {where}: stage {name!r}: assertions"
+                ),
+            }
         if fields.get("policy") is not None:
             try:
                 make_policy(fields["policy"], stateful=bool(fields.get("stateful")))

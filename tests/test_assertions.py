@@ -667,3 +667,73 @@ def test_the_flagged_command_refuses_bad_input_and_writes_no_half_import(tmp_pat
     not_db.write_text("hello")
     broken = _cli("--store", str(not_db))
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
+
+
+# -- assertions in the config file's stage tables ------------------------------------------
+
+_CHECKS = """
+from alto_langgraph import assertion
+
+def even_input(input, output):
+    return input["q"] % 2 == 0 or f"{input['q']} is odd"
+
+@assertion("square", severity="fail")
+def below_hundred(input, output):
+    return output["out"][0][1] < 100
+"""
+
+
+def test_stage_tables_declare_assertions_by_import_path(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "my_checks.py").write_text(_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "stages.toml"
+    config.write_text(
+        "[stages.square]\n"
+        'assertions = ["my_checks:even_input", '
+        '{ check = "my_checks:below_hundred", name = "small_enough" }]\n'
+    )
+    path = tmp_path / "flags.sqlite"
+    app = _graph().compile(backend="alto", config=str(config), flag_store=path)
+    with app:
+        line = next(ln for ln in str(app.plan).splitlines() if ln.strip().startswith("square"))
+        assert "assertions: even_input(record), small_enough(fail)" in line
+        assert app.plan.stage("square").placement == "app"  # no move to workers
+        assert sorted(map(tuple, app.invoke({"qs": [1, 2]})["out"])) == [(1, 1, []), (2, 4, [])]
+        with pytest.raises(AssertionViolation, match="small_enough"):
+            app.invoke({"qs": [12]})
+    assert [f["message"] for f in FlagStore(path).flags(assertion="even_input")] == ["1 is odd"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('"my_checks"', 'is not "module:function"'),
+        ('"no_such_module:f"', "could not import 'no_such_module'"),
+        ('"my_checks:nope"', "module 'my_checks' has no 'nope'"),
+        ('{ check = "my_checks:even_input", severity = "loud" }', "got 'loud'"),
+        ('{ check = "my_checks:even_input", when = 1 }', "unknown key"),
+        ("3", "each is"),
+    ],
+)
+def test_bad_stage_table_assertions_are_refused_naming_them(
+    tmp_path: Path, monkeypatch: Any, entry: str, message: str
+) -> None:
+    (tmp_path / "my_checks.py").write_text(_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "stages.toml"
+    config.write_text(f"[stages.square]\nassertions = [{entry}]\n")
+    with pytest.raises((ValueError, ImportError, TypeError), match=message):
+        _graph().compile(backend="alto", config=str(config), flag_store=tmp_path / "f")
+
+
+def test_a_declaration_for_another_node_in_a_stage_table_is_refused(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    (tmp_path / "my_checks.py").write_text(_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="'my_checks:below_hundred' is declared for node 'square'"):
+        _graph().compile(
+            backend="alto",
+            stages={"other": {"assertions": ["my_checks:below_hundred"]}},
+            flag_store=tmp_path / "f",
+        )

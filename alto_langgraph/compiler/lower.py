@@ -79,7 +79,11 @@ def lower(
                     if spec.input_schema is not builder.state_schema
                     else None
                 ),
-                **{k: v for k, v in settings.items() if k not in ("process", "run_ahead")},
+                **{
+                    k: v
+                    for k, v in settings.items()
+                    if k not in ("process", "run_ahead", "assertions")
+                },
             )
         )
     queues = [Queue(s, e, "edge") for s, e in sorted(builder.edges)]
@@ -176,6 +180,7 @@ def _lm_stages(options: AltoOptions) -> tuple[Stage, ...]:
             **options.stage_settings(lm.stage),
         }
         settings.pop("process", None)  # an LM stage is always its own processes
+        settings.pop("assertions", None)  # refused by ``assertions.attach``: not a node
         settings["ray"] = ray_options(settings, options.executor)
         out.append(
             Stage(

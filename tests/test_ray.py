@@ -709,3 +709,39 @@ def test_a_ray_address_other_than_the_connected_cluster_is_refused(cluster: str)
     )
     with same:
         assert same.invoke({"log": []})["log"]
+
+
+def test_assertions_on_a_stage_on_ray_are_checked_in_the_app(cluster: str, tmp_path: Path) -> None:
+    """The node runs in its actor; its assertions around the call, in this process: the
+    flags land in this app's store, a fail ends the request naming it."""
+    from alto_langgraph import AssertionViolation, FlagStore, assertion
+    from alto_langgraph.assertions import stats
+
+    ran_on_b = assertion("b", name="ran_on_b")(
+        lambda i, o: o["log"][-1][0] != "b" or f"b ran on {len(i['log'])} earlier entries"
+    )
+    path = tmp_path / "flags.sqlite"
+    app = _two_stage_graph().compile(
+        backend="alto",
+        ray_address=cluster,
+        stages={"b": {"ray": ON_B}},
+        assertions=[ran_on_b],
+        flag_store=path,
+    )
+    with app:
+        out = app.invoke({"log": []})
+        assert [tag for tag, *_ in out["log"]] == ["a", "b"]
+        assert out["log"][1][2] != os.getpid()  # b ran in its actor
+        assert stats(app)["b"]["ran_on_b"]["fired"] == 1
+    (flag,) = FlagStore(path).flags()
+    assert flag["message"] == "b ran on 1 earlier entries"
+    strict = assertion("b", severity="fail", name="strict")(lambda i, o: False)
+    app = _two_stage_graph().compile(
+        backend="alto",
+        ray_address=cluster,
+        stages={"b": {"ray": ON_B}},
+        assertions=[strict],
+        flag_store=path,
+    )
+    with app, pytest.raises(AssertionViolation, match="assertion 'strict' on node 'b'"):
+        app.invoke({"log": []})

@@ -413,20 +413,37 @@ class AssertedNode(Runnable[Any, Any]):
                     fired.append((a, message))
         finally:
             retrying = self._retrying(task, fired)
-            settle = functools.partial(
-                self._settle, checked, fired, retrying, input, output, ancestry
-            )
-            pending = conf.get(CONFIG_KEY_ON_ADOPT)
-            if pending is not None:  # a task run ahead: kept only if the loop adopts it
-                pending.append(settle)
-            else:
-                settle(task, config)
+            observe = functools.partial(self._observe, checked, fired, input, output, ancestry)
+            twin, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
+            if effects is None:
+                observe(config)
+                self._remember(task, fired, retrying)
+            elif twin == task:  # a task run ahead: shown once the loop adopts it, as its own
+                effects.append(
+                    lambda loop_task, loop_config: self._adopted(
+                        observe, loop_task, loop_config, fired, retrying
+                    )
+                )
+            else:  # a node of a graph run inside a task run ahead: its own retries now
+                self._remember(task, fired, retrying)
+                effects.append(lambda loop_task, loop_config: observe(loop_config))
         if fired:
             a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
             if a.severity != "record":
                 raise AssertionViolation(
                     a.name, self.node, a.severity, message, ancestry, retrying=retrying
                 )
+
+    def _adopted(
+        self,
+        observe: Callable[[RunnableConfig], None],
+        task: Any,
+        config: RunnableConfig,
+        fired: list[tuple[Assertion, str]],
+        retrying: bool,
+    ) -> None:
+        observe(config)
+        self._remember(task, fired, retrying)
 
     def _retrying(self, task: Any, fired: list[tuple[Assertion, str]]) -> bool:
         """Whether the node runs again: a retry assertion fired that has attempts left
@@ -442,19 +459,16 @@ class AssertedNode(Runnable[Any, Any]):
                 if a.severity == "retry"
             )
 
-    def _settle(
+    def _observe(
         self,
         checked: list[tuple[Assertion, float]],
         fired: list[tuple[Assertion, str]],
-        retrying: bool,
         input: Any,
         output: Any,
         ancestry: Any,
-        task: Any,
         config: RunnableConfig,
     ) -> None:
-        """What one check of a task's output leaves: counts, flags kept and reported,
-        and the feedback its next attempt gets."""
+        """What one check of a task's output shows: counts, flags kept and reported."""
         with self._lock:
             for a, seconds in checked:
                 counts = self._counts[a.name]
@@ -464,6 +478,9 @@ class AssertedNode(Runnable[Any, Any]):
                 self._counts[a.name].fired += 1
         for a, message in fired:
             self._record(a, message, input, output, ancestry, config)
+
+    def _remember(self, task: Any, fired: list[tuple[Assertion, str]], retrying: bool) -> None:
+        """What the task's next attempt needs: its retry assertions' firings so far."""
         if not retrying or task is None:
             self._forget(task)
             return

@@ -22,7 +22,8 @@ CONFIG_KEY_IN_PROCESS = "__pregel_alto_in_process"
 CONFIG_KEY_LM = "__pregel_alto_lm"
 #: a streaming node's sink (``streams.py``): where its yielded items are applied
 CONFIG_KEY_YIELD = "__alto_yield"
-#: a run-ahead twin's: what its node's code does only if the loop adopts the twin's
-#: result (callables ``effect(task_id, config)`` of the loop's task), such as keeping
-#: what its model assertions flagged; a twin that misses or is dropped does none
+#: a run-ahead twin's: (its task id, effects): what its node's code (or a graph run in
+#: it) does only if the loop adopts the twin's result, as callables ``effect(task_id,
+#: config)`` of the loop's task, such as keeping what model assertions flagged; a twin
+#: that misses or is dropped does none
 CONFIG_KEY_ON_ADOPT = "__alto_on_adopt"

@@ -737,3 +737,38 @@ def test_a_declaration_for_another_node_in_a_stage_table_is_refused(
             stages={"other": {"assertions": ["my_checks:below_hundred"]}},
             flag_store=tmp_path / "f",
         )
+
+
+def test_a_subgraph_run_ahead_keeps_its_inner_retries_and_its_flags_once_adopted(
+    tmp_path: Path,
+) -> None:
+    """The subgraph's node retries inside the subgraph's own loop (its feedback at
+    once); its flags are shown when the outer loop adopts the Send that ran it."""
+    class Out(TypedDict):
+        out: Annotated[list, operator.add]
+
+    inner = StateGraph(S, output_schema=Out)
+    inner.add_node("square", _square)
+    inner.add_conditional_edges(START, _fan, ["square"])
+    results = {}
+    for backend in ("stock", "alto-app"):
+        path = tmp_path / f"{backend}.sqlite"
+        sub = inner.compile(assertions=[is_square, small], flag_store=path)
+        g = StateGraph(S)
+        g.add_node("prep", lambda s: {})
+        g.add_node("slow", lambda s: time.sleep(0.3) or {})
+        g.add_node("sub", sub)
+        g.add_edge(START, "prep")
+        g.add_edge(START, "slow")
+        g.add_conditional_edges(
+            "prep", lambda s: [Send("sub", {"qs": [q], "out": []}) for q in s["qs"]], ["sub"]
+        )
+        app = g.compile(**BACKENDS[backend])
+        out = app.invoke({"qs": [3, 8]})
+        results[backend] = (sorted(map(tuple, out["out"])), _flags(path))
+        if backend != "stock":
+            assert app.run_ahead_stats()["sub"]["adopted"] == 2
+            app.close()
+    assert results["stock"][0] == [(3, 9, ["assertion 'is_square' did not hold"]), (8, 64, [])]
+    assert [f[1] for f in results["stock"][1]] == ["is_square", "small"]
+    assert results["alto-app"] == results["stock"]

@@ -549,7 +549,7 @@ class RequestRun:
         conf = twin.config[CONF]
         conf.pop(CONFIG_KEY_RUNNER_SUBMIT, None)
         conf.pop(_SUBMITTED_BY, None)
-        conf[CONFIG_KEY_ON_ADOPT] = []  # its own, not its sender's
+        conf[CONFIG_KEY_ON_ADOPT] = (twin.id, [])  # its own, not its sender's
         if twin.name not in self.streaming:
             conf.pop(CONFIG_KEY_YIELD, None)
             return None
@@ -741,7 +741,7 @@ class RequestRun:
         state through the task's config, so they run now."""
         # what the twin's node does only once its result is the loop task's (its
         # failure included: that counts as the task's first attempt)
-        for effect in ahead.task.config[CONF].get(CONFIG_KEY_ON_ADOPT, ()):
+        for effect in ahead.task.config[CONF][CONFIG_KEY_ON_ADOPT][1]:
             effect(task.id, task.config)
         exc = _twin_error(ahead)
         if exc is not None and not isinstance(exc, GraphInterrupt):

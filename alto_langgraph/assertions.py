@@ -41,6 +41,7 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.pregel import Pregel
 
 from ._langgraph import CONF, CONFIG_KEY_RUNTIME, CONFIG_KEY_TASK_ID
 from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_REQUEST
@@ -126,7 +127,9 @@ def feedback() -> tuple[str, ...]:
         conf = get_config().get(CONF) or {}
     except RuntimeError:  # not in a node
         return ()
-    return tuple(conf.get(CONFIG_KEY_FEEDBACK, ()))
+    task, said = conf.get(CONFIG_KEY_FEEDBACK) or (None, ())
+    # a graph run inside the retried node inherits the key: its nodes' tasks are others
+    return tuple(said) if conf.get(CONFIG_KEY_TASK_ID) in (None, task) else ()
 
 
 def declared(value: Any) -> dict[str, tuple[Assertion, ...]]:
@@ -226,6 +229,11 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
     store = store if isinstance(store, FlagStore) else FlagStore(store)
     builder = graph.builder
     for name, checks in by_node.items():
+        if name not in builder.nodes and "/" in name:
+            raise ValueError(
+                f"assertion {checks[0].name!r} is declared for {name!r}, a node of a subgraph: "
+                "declare it when compiling the subgraph (its compile(assertions=...))"
+            )
         if name not in builder.nodes:
             known = ", ".join(repr(n) for n in builder.nodes)
             raise ValueError(
@@ -233,7 +241,7 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
                 f"graph does not have (its nodes: {known})"
             )
         node = graph.nodes[name]
-        if node.subgraphs:
+        if isinstance(node.bound, Pregel):  # (a node that only calls a graph is fine)
             raise ValueError(
                 f"assertion {checks[0].name!r}: node {name!r} is a subgraph; assertions "
                 "over a subgraph node are not supported yet (put them on its inner nodes)"
@@ -356,7 +364,7 @@ class AssertedNode(Runnable[Any, Any]):
             tried = self._tried.get(task) if task is not None else None
             said = list(tried.said) if tried is not None else []
         if said:
-            config = {**config, CONF: {**config[CONF], CONFIG_KEY_FEEDBACK: tuple(said)}}
+            config = {**config, CONF: {**config[CONF], CONFIG_KEY_FEEDBACK: (task, tuple(said))}}
         return config, task
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:

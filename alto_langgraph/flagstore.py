@@ -134,12 +134,7 @@ class FlagStore:
             raise ValueError(f"FlagStore.record: unknown field(s) {', '.join(sorted(unknown))}")
         row = {"time": time.time(), **fields}
         row = {k: to_json(v) if k in _JSON and v is not None else v for k, v in row.items()}
-        names = ", ".join(row)
-        marks = ", ".join(f":{k}" for k in row)
-        rows, _ = self._database().run(
-            f"INSERT INTO flags ({names}) VALUES ({marks}) RETURNING id", row
-        )
-        return int(rows[0][0])
+        return self._database().insert(row)
 
     def flags(self, *, since: float | None = None, **filters: Any) -> list[dict[str, Any]]:
         """The flags kept, oldest first, those matching every filter given (``FILTERS``;
@@ -217,6 +212,14 @@ class _SQLite:
             self._conn.commit()
             return rows, cur.rowcount
 
+    def insert(self, row: Mapping[str, Any]) -> int:
+        """Add a flag; its id."""
+        names, marks = ", ".join(row), ", ".join(f":{k}" for k in row)
+        with self._lock:
+            cur = self._conn.execute(f"INSERT INTO flags ({names}) VALUES ({marks})", row)
+            self._conn.commit()
+            return int(cur.lastrowid or 0)
+
     def close(self) -> None:
         self._conn.close()
 
@@ -234,7 +237,7 @@ class _SQLAlchemy:
         self._sa = sa
         self._engine = sa.create_engine(url, pool_pre_ping=True)
         text = sa.Text
-        sa.Table(
+        self._table = sa.Table(
             "flags",
             meta := sa.MetaData(),
             sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
@@ -250,6 +253,12 @@ class _SQLAlchemy:
             result = conn.execute(self._sa.text(sql), dict(params))
             rows = list(result.fetchall()) if result.returns_rows else []
             return rows, result.rowcount
+
+    def insert(self, row: Mapping[str, Any]) -> int:
+        """Add a flag; its id (as the dialect reports it: no RETURNING needed)."""
+        with self._engine.begin() as conn:
+            result = conn.execute(self._table.insert().values(**row))
+            return int(result.inserted_primary_key[0])
 
     def close(self) -> None:
         self._engine.dispose()

@@ -744,6 +744,7 @@ def test_a_subgraph_run_ahead_keeps_its_inner_retries_and_its_flags_once_adopted
 ) -> None:
     """The subgraph's node retries inside the subgraph's own loop (its feedback at
     once); its flags are shown when the outer loop adopts the Send that ran it."""
+
     class Out(TypedDict):
         out: Annotated[list, operator.add]
 
@@ -772,3 +773,43 @@ def test_a_subgraph_run_ahead_keeps_its_inner_retries_and_its_flags_once_adopted
     assert results["stock"][0] == [(3, 9, ["assertion 'is_square' did not hold"]), (8, 64, [])]
     assert [f[1] for f in results["stock"][1]] == ["is_square", "small"]
     assert results["alto-app"] == results["stock"]
+
+
+@pytest.mark.parametrize("backend", ["stock", "alto-app", "alto-process"])
+def test_feedback_is_the_retried_node_s_not_a_graph_s_it_runs(tmp_path: Path, backend: str) -> None:
+    peek = StateGraph(S)
+    peek.add_node("peek", lambda s: {"out": [len(feedback())]})
+    peek.add_edge(START, "peek")
+    inner = peek.compile()
+
+    def node(s: dict) -> dict:
+        said = feedback()
+        seen_inside = inner.invoke({"qs": [], "out": []})["out"]
+        return {"out": [(s["q"], s["q"] + (0 if said else 1), len(said), seen_inside)]}
+
+    exact = assertion("square", severity="retry", name="exact")(
+        lambda i, o: o["out"][0][1] == i["q"]
+    )
+    g = StateGraph(S)
+    g.add_node("square", node)
+    g.add_conditional_edges(START, _fan, ["square"])
+    app = g.compile(**BACKENDS[backend], assertions=[exact], flag_store=tmp_path / "f")
+    try:
+        # the retried node saw one message; the graph it ran, none
+        assert app.invoke({"qs": [5]})["out"] == [(5, 5, 1, [0])]
+    finally:
+        if backend != "stock":
+            app.close()
+
+
+def test_a_stage_table_assertion_for_a_subgraph_s_node_says_where_it_goes(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    (tmp_path / "my_checks.py").write_text(_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="a node of a subgraph: declare it when compiling"):
+        _sub().compile(
+            backend="alto",
+            stages={"sub/x": {"assertions": ["my_checks:even_input"]}},
+            flag_store=tmp_path / "f",
+        )

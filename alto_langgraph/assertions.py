@@ -42,6 +42,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.pregel import Pregel
+from langgraph.types import RetryPolicy
 
 from ._langgraph import CONF, CONFIG_KEY_RUNTIME, CONFIG_KEY_TASK_ID
 from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_REQUEST
@@ -252,8 +253,6 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
                 f"assertion {checks[0].name!r}: node {name!r} is a @streaming or @fold node; "
                 "assertions over streamed items are not supported yet"
             )
-        from langgraph.types import RetryPolicy
-
         own = list(node.retry_policy or graph.retry_policy or ())
         # a fail (or a spent retry) is never retried by the node's own policies (the
         # default one retries AssertionError)
@@ -334,6 +333,10 @@ class AssertedNode(Runnable[Any, Any]):
         self._counts = {a.name: _Counts() for a in assertions}
         #: task id -> its retry assertions' firings so far
         self._tried: OrderedDict[str, _Tried] = OrderedDict()
+
+    def __reduce__(self) -> Any:
+        # shipped inside node code: the same checks and store; counts start afresh there
+        return (AssertedNode, (self.node, self.inner, self.assertions, self.store, self.app))
 
     def around(self, inner: Runnable[Any, Any]) -> AssertedNode:
         """The same assertions around another runnable (the ``RemoteNode`` standing in

@@ -119,6 +119,11 @@ class FlagStore:
     def __repr__(self) -> str:
         return f"FlagStore({self.where!r})"
 
+    def __reduce__(self) -> Any:
+        # shipped inside node code (a graph with assertions run in a worker): the same
+        # store, opened afresh there
+        return (FlagStore, (self.url or self.path,))
+
     def _database(self) -> _SQLite | _SQLAlchemy:
         with self._lock:
             if self._db is None or self._pid != os.getpid():  # no connection across fork

@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import operator
+import os
 import subprocess
 import sys
 import time
@@ -813,3 +814,25 @@ def test_a_stage_table_assertion_for_a_subgraph_s_node_says_where_it_goes(
             stages={"sub/x": {"assertions": ["my_checks:even_input"]}},
             flag_store=tmp_path / "f",
         )
+
+
+def test_a_graph_with_assertions_run_by_a_node_in_a_worker_flags_from_there(
+    tmp_path: Path,
+) -> None:
+    """The inner graph travels to the worker inside the node's code (pickled); its
+    assertions keep flagging into the same SQLite file, from that process."""
+    path = tmp_path / "inner.sqlite"
+    inner = _graph().compile(assertions=[small], flag_store=path)
+
+    def outer(s: dict) -> dict:
+        return {"out": inner.invoke({"qs": s["qs"], "out": []})["out"]}
+
+    g = StateGraph(S)
+    g.add_node("outer", outer)
+    g.add_edge(START, "outer")
+    with g.compile(backend="alto", executor="process") as app:
+        out = app.invoke({"qs": [8, 2]})
+        worker_pid = app.deployment.pids[("outer", 0)]
+    assert sorted(map(tuple, out["out"])) == [(2, 4, []), (8, 64, [])]
+    (flag,) = FlagStore(path).flags()
+    assert flag["message"] == "64 is not small" and worker_pid != os.getpid()

@@ -326,7 +326,7 @@ class Deployment:
             if self._owned.ray is not None:
                 self._owned.ray.kill(key)
         elif self._server is not None:
-            _kill(self._server, pid, signal.SIGKILL if now else STOP_SIGNAL)
+            self._server.kill(pid, signal.SIGKILL if now else STOP_SIGNAL)
 
     # -- calls -----------------------------------------------------------------------
     def call(self, stage: str, payload: bytes, key: bytes, deliver: Deliver) -> bytes:
@@ -455,7 +455,7 @@ def _stop_processes(server: ForkServer, owned: _Owned) -> None:
     }
     for sig, grace in ((STOP_SIGNAL, 1.0), (signal.SIGKILL, 5.0)):
         for pid in remaining:
-            _kill(server, pid, sig)
+            server.kill(pid, sig)
         deadline = time.monotonic() + grace
         while remaining and time.monotonic() < deadline:
             remaining = {p for p in remaining if _pid_alive(p)}
@@ -465,16 +465,6 @@ def _stop_processes(server: ForkServer, owned: _Owned) -> None:
             break
     if owned.socket_dir is not None:
         shutil.rmtree(owned.socket_dir, ignore_errors=True)
-
-
-def _kill(server: ForkServer, pid: int, sig: int) -> None:
-    if server.alive():  # it knows which pids are still its children: never a stranger
-        server.kill(pid, sig)
-    elif pid in server.orphans:  # it died: what it still ran is ours to stop
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _pid_alive(pid: int) -> bool:

@@ -136,7 +136,12 @@ class ForkServer:
         return fut.result(timeout=60)
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
-        self._command(("kill", pid, sig))
+        """Signal ``pid``, a process this server started (with its group, if it leads
+        one). Once the server is gone, what it still ran is signalled from here."""
+        if self.alive():  # it knows which pids are still its children: never a stranger
+            self._command(("kill", pid, sig))
+        elif pid in self.orphans:
+            _signal(pid, sig)
 
     def remove_at_exit(self, path: str) -> None:
         """Remove directory ``path`` when the lifeline ends (the app exits or dies)."""

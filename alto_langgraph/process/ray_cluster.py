@@ -168,11 +168,7 @@ class Cluster:
         assert self._local is not None
         server, pid = self._local
         self._local = None
-        if server.alive():
-            server.kill(pid)  # the whole group: the fork server kills a leader's group
-        else:  # the fork server died: the group is ours to stop
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        server.kill(pid)  # the whole group: the pid leads it (even if the server died)
 
 
 def _same_address(given: str, live: str) -> bool:
@@ -255,9 +251,9 @@ def check_reachable(ray: Any, host: str) -> None:
     this machine's loopback while the cluster has nodes on other machines: actors
     placed there could never connect."""
     try:
-        if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        if not _loopback(socket.gethostbyname(host)):
             return
-    except (OSError, ValueError):
+    except OSError:
         return  # not resolvable here: binding reports it
     here = ray.util.get_node_ip_address()
     elsewhere = sorted(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import importlib
 import inspect
 import threading
@@ -424,37 +423,28 @@ class AssertedNode(Runnable[Any, Any]):
                     fired.append((a, message))
         finally:
             retrying = self._retrying(task, fired)
-            observe = functools.partial(self._observe, checked, fired, input, output, ancestry)
+
+            def observe(task_id: Any, cfg: RunnableConfig) -> None:
+                self._observe(checked, fired, input, output, ancestry, cfg)
+
+            def settle(task_id: Any, cfg: RunnableConfig) -> None:
+                observe(task_id, cfg)
+                self._remember(task_id, fired, retrying)
+
             twin, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
             if effects is None:
-                observe(config)
-                self._remember(task, fired, retrying)
-            elif twin == task:  # a task run ahead: shown once the loop adopts it, as its own
-                effects.append(
-                    lambda loop_task, loop_config: self._adopted(
-                        observe, loop_task, loop_config, fired, retrying
-                    )
-                )
+                settle(task, config)
+            elif twin == task:  # a task run ahead: settled once the loop adopts it, as its own
+                effects.append(settle)
             else:  # a node of a graph run inside a task run ahead: its own retries now
                 self._remember(task, fired, retrying)
-                effects.append(lambda loop_task, loop_config: observe(loop_config))
+                effects.append(observe)
         if fired:
             a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
             if a.severity != "record":
                 raise AssertionViolation(
                     a.name, self.node, a.severity, message, ancestry, retrying=retrying
                 )
-
-    def _adopted(
-        self,
-        observe: Callable[[RunnableConfig], None],
-        task: Any,
-        config: RunnableConfig,
-        fired: list[tuple[Assertion, str]],
-        retrying: bool,
-    ) -> None:
-        observe(config)
-        self._remember(task, fired, retrying)
 
     def _retrying(self, task: Any, fired: list[tuple[Assertion, str]]) -> bool:
         """Whether the node runs again: a retry assertion fired that has attempts left

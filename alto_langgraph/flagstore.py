@@ -23,24 +23,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS flags (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    app TEXT,
-    thread_id TEXT,
-    request_id TEXT,
-    ancestry TEXT,
-    node TEXT NOT NULL,
-    assertion TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    message TEXT,
-    input TEXT,
-    output TEXT,
-    weak_label TEXT,
-    label TEXT
-)
-"""
 #: the columns a record has, in order
 COLUMNS = (
     "id",
@@ -60,6 +42,14 @@ COLUMNS = (
 )
 #: those held as JSON
 _JSON = frozenset({"ancestry", "input", "output", "weak_label", "label"})
+#: those every record has (the rest may be null); ``time`` is a number, the rest text
+_REQUIRED = frozenset({"time", "node", "assertion", "severity"})
+_SCHEMA = "CREATE TABLE IF NOT EXISTS flags (id INTEGER PRIMARY KEY AUTOINCREMENT, {})".format(
+    ", ".join(
+        f"{c} {'REAL' if c == 'time' else 'TEXT'}{' NOT NULL' if c in _REQUIRED else ''}"
+        for c in COLUMNS[1:]
+    )
+)
 #: what ``flags`` and ``export_jsonl`` filter on
 FILTERS = ("app", "thread_id", "request_id", "node", "assertion", "severity")
 
@@ -241,15 +231,14 @@ class _SQLAlchemy:
             ) from exc
         self._sa = sa
         self._engine = sa.create_engine(url, pool_pre_ping=True)
-        text = sa.Text
-        self._table = sa.Table(
+        self._table = sa.Table(  # the columns of ``_SCHEMA``, in SQLAlchemy's terms
             "flags",
             meta := sa.MetaData(),
             sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-            sa.Column("time", sa.Float, nullable=False),
-            *(sa.Column(c, text) for c in COLUMNS[2:6]),
-            *(sa.Column(c, text, nullable=False) for c in ("node", "assertion", "severity")),
-            *(sa.Column(c, text) for c in COLUMNS[9:]),
+            *(
+                sa.Column(c, sa.Float if c == "time" else sa.Text, nullable=c not in _REQUIRED)
+                for c in COLUMNS[1:]
+            ),
         )
         meta.create_all(self._engine)
 

@@ -684,9 +684,15 @@ def below_hundred(input, output):
 """
 
 
-def test_stage_tables_declare_assertions_by_import_path(tmp_path: Path, monkeypatch: Any) -> None:
+@pytest.fixture
+def my_checks(tmp_path: Path, monkeypatch: Any) -> None:
+    """``my_checks`` (``_CHECKS``) importable, as an app's own module would be."""
     (tmp_path / "my_checks.py").write_text(_CHECKS)
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.usefixtures("my_checks")
+def test_stage_tables_declare_assertions_by_import_path(tmp_path: Path) -> None:
     config = tmp_path / "stages.toml"
     config.write_text(
         "[stages.square]\n"
@@ -716,22 +722,18 @@ def test_stage_tables_declare_assertions_by_import_path(tmp_path: Path, monkeypa
         ("3", "each is"),
     ],
 )
+@pytest.mark.usefixtures("my_checks")
 def test_bad_stage_table_assertions_are_refused_naming_them(
-    tmp_path: Path, monkeypatch: Any, entry: str, message: str
+    tmp_path: Path, entry: str, message: str
 ) -> None:
-    (tmp_path / "my_checks.py").write_text(_CHECKS)
-    monkeypatch.syspath_prepend(str(tmp_path))
     config = tmp_path / "stages.toml"
     config.write_text(f"[stages.square]\nassertions = [{entry}]\n")
     with pytest.raises((ValueError, ImportError, TypeError), match=message):
         _graph().compile(backend="alto", config=str(config), flag_store=tmp_path / "f")
 
 
-def test_a_declaration_for_another_node_in_a_stage_table_is_refused(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
-    (tmp_path / "my_checks.py").write_text(_CHECKS)
-    monkeypatch.syspath_prepend(str(tmp_path))
+@pytest.mark.usefixtures("my_checks")
+def test_a_declaration_for_another_node_in_a_stage_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'my_checks:below_hundred' is declared for node 'square'"):
         _graph().compile(
             backend="alto",
@@ -803,11 +805,8 @@ def test_feedback_is_the_retried_node_s_not_a_graph_s_it_runs(tmp_path: Path, ba
             app.close()
 
 
-def test_a_stage_table_assertion_for_a_subgraph_s_node_says_where_it_goes(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
-    (tmp_path / "my_checks.py").write_text(_CHECKS)
-    monkeypatch.syspath_prepend(str(tmp_path))
+@pytest.mark.usefixtures("my_checks")
+def test_a_stage_table_assertion_for_a_subgraph_s_node_says_where_it_goes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="a node of a subgraph: declare it when compiling"):
         _sub().compile(
             backend="alto",

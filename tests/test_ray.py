@@ -721,13 +721,17 @@ def test_assertions_on_a_stage_on_ray_are_checked_in_the_app(cluster: str, tmp_p
         lambda i, o: o["log"][-1][0] != "b" or f"b ran on {len(i['log'])} earlier entries"
     )
     path = tmp_path / "flags.sqlite"
-    app = _two_stage_graph().compile(
-        backend="alto",
-        ray_address=cluster,
-        stages={"b": {"ray": ON_B}},
-        assertions=[ran_on_b],
-        flag_store=path,
-    )
+
+    def b_on_ray_with(check: Any) -> Any:
+        return _two_stage_graph().compile(
+            backend="alto",
+            ray_address=cluster,
+            stages={"b": {"ray": ON_B}},
+            assertions=[check],
+            flag_store=path,
+        )
+
+    app = b_on_ray_with(ran_on_b)
     with app:
         out = app.invoke({"log": []})
         assert [tag for tag, *_ in out["log"]] == ["a", "b"]
@@ -736,12 +740,6 @@ def test_assertions_on_a_stage_on_ray_are_checked_in_the_app(cluster: str, tmp_p
     (flag,) = FlagStore(path).flags()
     assert flag["message"] == "b ran on 1 earlier entries"
     strict = assertion("b", severity="fail", name="strict")(lambda i, o: False)
-    app = _two_stage_graph().compile(
-        backend="alto",
-        ray_address=cluster,
-        stages={"b": {"ray": ON_B}},
-        assertions=[strict],
-        flag_store=path,
-    )
+    app = b_on_ray_with(strict)
     with app, pytest.raises(AssertionViolation, match="assertion 'strict' on node 'b'"):
         app.invoke({"log": []})

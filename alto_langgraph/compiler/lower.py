@@ -58,9 +58,7 @@ def lower(
                 qualname=qualname,
                 send_target=name in send_targets,
                 run_ahead=options.run_ahead and settings.get("run_ahead", True),
-                assertions=tuple(
-                    f"{a.name}({a.severity})" for a in getattr(node.bound, "assertions", ())
-                )
+                assertions=tuple(f"{a.name}({a.severity})" for a in node.bound.assertions)
                 if is_asserted(node.bound)
                 else (),
                 pull_waits=_pull_waits(graph, name, call, bool(spec.defer)),

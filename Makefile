@@ -37,7 +37,7 @@ demo: $(VENV)/.core
 LANGGRAPH_FLOOR := 1.2.18
 FLOOR := .venv-floor
 FLOOR_TESTS := tests/test_conformance.py tests/test_branches.py tests/test_agents.py tests/test_placement.py tests/test_memory.py \
-	tests/test_langgraph_internals.py tests/test_assertions.py
+	tests/test_langgraph_internals.py tests/test_assertions.py tests/test_assertions_streams.py
 
 $(FLOOR)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(FLOOR)

@@ -34,23 +34,31 @@ import inspect
 import threading
 import time
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.pregel import Pregel
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy, Send
 
 from ._langgraph import CONF, CONFIG_KEY_RUNTIME, CONFIG_KEY_TASK_ID
-from .config_keys import CONFIG_KEY_ANCESTRY, CONFIG_KEY_ON_ADOPT, CONFIG_KEY_REQUEST
+from .config_keys import (
+    CONFIG_KEY_ANCESTRY,
+    CONFIG_KEY_ON_ADOPT,
+    CONFIG_KEY_REQUEST,
+    CONFIG_KEY_YIELD,
+)
 from .errors import AssertionCheckError, AssertionViolation
 from .flagstore import FlagStore
-from .streams import is_fold, is_streaming, node_function
+from .streams import CHUNK, StreamRef, is_streaming, node_function, stream_refs
 from .views import StateView, plain
 
 SEVERITIES = ("record", "retry", "fail")
+#: what an assertion checks (``Assertion.over``)
+OVER = ("output", "tokens", "response")
 #: where a node's config carries its retry assertions' feedback (shipped to workers:
 #: configurable keys without ``__`` travel with a call)
 CONFIG_KEY_FEEDBACK = "alto_assertion_feedback"
@@ -70,6 +78,9 @@ class Assertion:
     name: str = ""
     #: for ``retry``: the most runs of the node (LangGraph's ``RetryPolicy.max_attempts``)
     max_attempts: int = 3
+    #: what it checks: the node's ``"output"`` (each item, for a ``@streaming`` node),
+    #: each LM call's ``"tokens"`` as they arrive, or each LM call's ``"response"``
+    over: str = "output"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -89,6 +100,8 @@ class Assertion:
             raise ValueError(
                 f"{where}: max_attempts must be an integer >= 1, got {self.max_attempts!r}"
             )
+        if self.over not in OVER:
+            raise ValueError(f"{where}: over must be one of {', '.join(OVER)}, got {self.over!r}")
         if not callable(self.check):
             raise TypeError(f"{where}: its check must be callable, got {self.check!r}")
         if inspect.iscoroutinefunction(self.check):
@@ -108,12 +121,21 @@ class Assertion:
 
 
 def assertion(
-    node: str, *, severity: str = "record", name: str | None = None, max_attempts: int = 3
+    node: str,
+    *,
+    severity: str = "record",
+    name: str | None = None,
+    max_attempts: int = 3,
+    over: str = "output",
 ) -> Callable[[Callable[[Any, Any], Any]], Assertion]:
-    """Declare ``check(input, output)`` an assertion over node ``node``'s outputs."""
+    """Declare ``check(input, output)`` an assertion over node ``node``'s outputs
+    (``over="output"``: what it returns, or each item a ``@streaming`` node yields), or
+    over the LM calls the node makes: ``check(messages, text)`` on the text generated so
+    far, as tokens arrive (``over="tokens"``), or on each whole response
+    (``over="response"``)."""
 
     def declare(check: Callable[[Any, Any], Any]) -> Assertion:
-        return Assertion(node, check, severity, name or "", max_attempts)
+        return Assertion(node, check, severity, name or "", max_attempts, over)
 
     return declare
 
@@ -178,7 +200,8 @@ def declared(value: Any) -> dict[str, tuple[Assertion, ...]]:
 def from_config(value: Any, node: str, where: str) -> tuple[Assertion, ...]:
     """A stage table's ``assertions``: a list of ``"module:function"`` paths (a function
     ``check(input, output)``, severity ``record``, or an ``@assertion`` declaration), or
-    of tables ``{check = "module:function", severity = ..., max_attempts = ..., name = ...}``."""
+    of tables ``{check = "module:function", severity = ..., max_attempts = ..., name = ...,
+    over = ...}``."""
     if not isinstance(value, list):
         raise ValueError(f'{where} must be a list of "module:function" or tables, got {value!r}')
     out = []
@@ -189,7 +212,7 @@ def from_config(value: Any, node: str, where: str) -> tuple[Assertion, ...]:
                 f'{where}: each is "module:function" or a table with check = '
                 f'"module:function", got {entry!r}'
             )
-        unknown = set(table) - {"check", "severity", "max_attempts", "name"}
+        unknown = set(table) - {"check", "severity", "max_attempts", "name", "over"}
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in {entry!r}")
         found = _load(table["check"], where)
@@ -245,12 +268,6 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
             raise ValueError(
                 f"assertion {checks[0].name!r}: node {name!r} is a subgraph; assertions "
                 "over a subgraph node are not supported yet (put them on its inner nodes)"
-            )
-        fn = node_function(builder.nodes[name].runnable)
-        if is_streaming(fn) or is_fold(fn):
-            raise ValueError(
-                f"assertion {checks[0].name!r}: node {name!r} is a @streaming or @fold node; "
-                "assertions over streamed items are not supported yet"
             )
         own = list(node.retry_policy or graph.retry_policy or ())
         # a fail (or a spent retry) is never retried by the node's own policies (the
@@ -328,6 +345,11 @@ class AssertedNode(Runnable[Any, Any]):
         self.store = store
         self.app = app
         self.name = inner.get_name()
+        self.on_output = tuple(a for a in assertions if a.over == "output")
+        self.on_lm = tuple(a for a in assertions if a.over != "output")
+        fn = node_function(inner)
+        #: a @streaming node: its output assertions check each item it yields
+        self.items = is_streaming(fn)
         self._lock = threading.Lock()
         self._counts = {a.name: _Counts() for a in assertions}
         #: task id -> its retry assertions' firings so far
@@ -342,6 +364,7 @@ class AssertedNode(Runnable[Any, Any]):
         for ``self.inner`` when the node runs in worker processes)."""
         new = AssertedNode(self.node, inner, self.assertions, self.store, self.app)
         new._lock, new._counts, new._tried = self._lock, self._counts, self._tried
+        new.items = self.items
         return new
 
     def __getattr__(self, name: str) -> Any:
@@ -355,7 +378,7 @@ class AssertedNode(Runnable[Any, Any]):
         return f"AssertedNode({self.inner!r}, {[a.name for a in self.assertions]})"
 
     # -- running ---------------------------------------------------------------------
-    def _prepare(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Any]:
+    def _prepare(self, config: RunnableConfig | None) -> tuple[RunnableConfig, _Run]:
         config = ensure_config(config)
         conf = config.get(CONF) or {}
         task = conf.get(CONFIG_KEY_TASK_ID)
@@ -365,51 +388,113 @@ class AssertedNode(Runnable[Any, Any]):
                 self._tried.pop(task, None)  # left by a run that ended (resumed: same id)
             tried = self._tried.get(task) if task is not None else None
             said = list(tried.said) if tried is not None else []
+        added: dict[str, Any] = {}
         if said:
-            config = {**config, CONF: {**config[CONF], CONFIG_KEY_FEEDBACK: (task, tuple(said))}}
-        return config, task
+            added[CONFIG_KEY_FEEDBACK] = (task, tuple(said))
+        run = _Run(task)
+        sink = conf.get(CONFIG_KEY_YIELD)
+        if self.items and sink is not None and sink.task_id == task:
+            # alto applies the items as they are yielded: checked there, in yield order
+            run.sink = added[CONFIG_KEY_YIELD] = _CheckedSink(sink, run, self._item_check)
+        if added:
+            config = {**config, CONF: {**conf, **added}}
+        if self.on_lm:
+            run.watch = _LMWatch(self, run)
+            config = {**config, "callbacks": _with_handler(config.get("callbacks"), run.watch)}
+        run.config, run.changed = config, bool(added) or run.watch is not None
+        return config, run
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config, task = self._prepare(config)
-        with _context(config):
-            output = self.inner.invoke(input, config, **kwargs)
-        self._check(input, output, config, task)
-        return output
+        config, run = self._prepare(config)
+        run.input = input
+        try:
+            with _context(run):
+                output = self.inner.invoke(input, config, **kwargs)
+        except Exception:
+            run.raise_violation()  # the node's own error, unless an assertion ended it
+            raise
+        return self._finish(run, output)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config, task = self._prepare(config)
-        with _context(config):
-            output = await self.inner.ainvoke(input, config, **kwargs)
-        self._check(input, output, config, task)
-        return output
+        config, run = self._prepare(config)
+        run.input = input
+        try:
+            with _context(run):
+                output = await self.inner.ainvoke(input, config, **kwargs)
+        except Exception:
+            run.raise_violation()
+            raise
+        return self._finish(run, output)
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         # the output is checked whole before any of it goes on
-        config, task = self._prepare(config)
-        with _context(config):
-            chunks = list(self.inner.stream(input, config, **kwargs))
-        self._check(input, _whole(chunks), config, task)
+        config, run = self._prepare(config)
+        run.input = input
+        try:
+            with _context(run):
+                chunks = list(self.inner.stream(input, config, **kwargs))
+        except Exception:
+            run.raise_violation()
+            raise
+        self._finish(run, _whole(chunks))
         yield from chunks
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        config, task = self._prepare(config)
-        with _context(config):
-            chunks = [c async for c in self.inner.astream(input, config, **kwargs)]
-        self._check(input, _whole(chunks), config, task)
+        config, run = self._prepare(config)
+        run.input = input
+        try:
+            with _context(run):
+                chunks = [c async for c in self.inner.astream(input, config, **kwargs)]
+        except Exception:
+            run.raise_violation()
+            raise
+        self._finish(run, _whole(chunks))
         for chunk in chunks:
             yield chunk
 
-    def _check(self, input: Any, output: Any, config: RunnableConfig, task: Any) -> None:
+    def _finish(self, run: _Run, output: Any) -> Any:
+        """After the node returned: its output checked (or its items: those left to
+        check, or on stock, where the node returns them all at once)."""
+        run.raise_violation()  # an assertion over an LM call fired, and the node went on
+        if self.items:
+            if run.sink is not None:
+                run.sink.drain(end=True)
+            else:
+                for command in output or ():
+                    self._item_check(run, command)
+        self._check(run, run.input, output, () if self.items else self.on_output, final=True)
+        return output
+
+    def _item_check(self, run: _Run, command: Any) -> None:
+        """Check one item of a @streaming node, as the node yielded it."""
+        run.items += 1
+        self._check(run, run.input, _item_of(command), self.on_output, item=run.items - 1)
+
+    def _check(
+        self,
+        run: _Run,
+        input: Any,
+        output: Any,
+        assertions: Sequence[Assertion],
+        *,
+        final: bool = False,
+        item: int | None = None,
+    ) -> list[Assertion]:
+        """Run ``assertions`` over one output of the node; returns those that fired.
+        Their flags are kept, and a fail (or retry) raises: once ``final``, the task's
+        retry state goes."""
+        config, task = run.config, run.task
         checked: list[tuple[Assertion, float]] = []
         fired: list[tuple[Assertion, str]] = []
         conf = config.get(CONF) or {}
         ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+        input = _given(input)
         try:
-            for a in self.assertions:
+            for a in assertions:
                 start = time.perf_counter()
                 try:
                     result = a.check(input, output)
@@ -429,7 +514,7 @@ class AssertedNode(Runnable[Any, Any]):
 
             def settle(task_id: Any, cfg: RunnableConfig) -> None:
                 observe(task_id, cfg)
-                self._remember(task_id, fired, retrying)
+                self._remember(task_id, fired, retrying, final)
 
             twin, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
             if effects is None:
@@ -437,14 +522,15 @@ class AssertedNode(Runnable[Any, Any]):
             elif twin == task:  # a task run ahead: settled once the loop adopts it, as its own
                 effects.append(settle)
             else:  # a node of a graph run inside a task run ahead: its own retries now
-                self._remember(task, fired, retrying)
+                self._remember(task, fired, retrying, final)
                 effects.append(observe)
         if fired:
             a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
             if a.severity != "record":
                 raise AssertionViolation(
-                    a.name, self.node, a.severity, message, ancestry, retrying=retrying
+                    a.name, self.node, a.severity, message, ancestry, retrying=retrying, item=item
                 )
+        return [a for a, _ in fired]
 
     def _retrying(self, task: Any, fired: list[tuple[Assertion, str]]) -> bool:
         """Whether the node runs again: a retry assertion fired that has attempts left
@@ -480,10 +566,14 @@ class AssertedNode(Runnable[Any, Any]):
         for a, message in fired:
             self._record(a, message, input, output, ancestry, config)
 
-    def _remember(self, task: Any, fired: list[tuple[Assertion, str]], retrying: bool) -> None:
-        """What the task's next attempt needs: its retry assertions' firings so far."""
+    def _remember(
+        self, task: Any, fired: list[tuple[Assertion, str]], retrying: bool, final: bool
+    ) -> None:
+        """What the task's next attempt needs: its retry assertions' firings so far
+        (forgotten once the task's last output is checked)."""
         if not retrying or task is None:
-            self._forget(task)
+            if final:
+                self._forget(task)
             return
         with self._lock:
             tried = self._tried.setdefault(task, _Tried())
@@ -565,6 +655,182 @@ def stats(app: Any) -> dict[str, dict[str, dict[str, Any]]]:
     }
 
 
+class _Run:
+    """One call of an asserted node: what its checks need while it runs."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.config: RunnableConfig = {}
+        self.input: Any = None
+        #: items of a @streaming node checked so far (this attempt)
+        self.items = 0
+        self.sink: _CheckedSink | None = None
+        self.watch: _LMWatch | None = None
+        #: the config differs from the one LangGraph put in the node's context
+        self.changed = False
+
+    def raise_violation(self) -> None:
+        """Raise what an assertion over the node's LM calls raised, had the node caught it."""
+        if self.watch is not None and self.watch.raised is not None:
+            raise self.watch.raised
+
+
+class _CheckedSink:
+    """A @streaming node's sink (``streams.Sink``) that checks each item in yield order.
+
+    An item is checked before it is applied, so a failing one starts nothing. One that
+    carries streams (to folds) is applied first and checked once its streams have ended,
+    with their chunks as stock sees them (collected); items after it wait their turn.
+    """
+
+    def __init__(self, inner: Any, run: _Run, check: Callable[[_Run, Any], None]) -> None:
+        self.inner = inner
+        self.task_id = inner.task_id
+        self.folds = inner.folds
+        self._run = run
+        self._check = check
+        self._waiting: deque[Any] = deque()
+
+    def apply(self, item: Command) -> None:
+        if not self._waiting and not any(not r.closed for r in stream_refs(item)):
+            self._check(self._run, item)
+            self.inner.apply(item)
+            return
+        self._waiting.append(item)
+        self.inner.apply(item)
+        self.drain()
+
+    def drain(self, end: bool = False) -> None:
+        """Check the waiting items whose streams have ended, in order (``end``: the node
+        returned, so all of them)."""
+        while self._waiting:
+            refs = stream_refs(self._waiting[0])
+            if any(r.error is not None for r in refs):
+                self._waiting.clear()  # the node fails with its stream's error, as on stock
+                return
+            if not end and not all(r.closed for r in refs):
+                return
+            self._check(self._run, self._waiting.popleft())
+
+    def open_stream(self) -> StreamRef:
+        return self.inner.open_stream()
+
+    def stream_event(self, ref: StreamRef, event: str, value: Any) -> None:
+        self.inner.stream_event(ref, event, value)
+        if event != CHUNK:
+            self.drain()
+
+    async def astream_event(self, ref: StreamRef, event: str, value: Any) -> None:
+        await self.inner.astream_event(ref, event, value)
+        if event != CHUNK:
+            self.drain()
+
+
+class _LMCall:
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages = messages
+        self.text = ""
+        self.checked: str | None = None
+        #: record assertions that fired on this call already (one flag per call)
+        self.done: set[str] = set()
+
+
+class _LMWatch(BaseCallbackHandler):
+    """A callback handler on the node's run: checks each LM call the node makes (and
+    code it calls), as its tokens arrive and once it ends. A check that fails raises
+    from the model's token callback, which ends the call (``ChatAlto`` cancels its
+    request at once)."""
+
+    run_inline = True  # in the model's own thread or task, in order
+    raise_error = True
+
+    def __init__(self, node: AssertedNode, run: _Run) -> None:
+        self.node = node
+        self.run = run
+        self.calls: dict[Any, _LMCall] = {}
+        self.raised: Exception | None = None
+        self.tokens = tuple(a for a in node.on_lm if a.over == "tokens")
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, **_: Any) -> None:
+        self.calls[run_id] = _LMCall(list(messages[0]) if messages else [])
+
+    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: Any, **_: Any) -> None:
+        self.calls[run_id] = _LMCall(list(prompts[:1]))
+
+    def on_llm_new_token(self, token: str, *, run_id: Any, **_: Any) -> None:
+        call = self.calls.get(run_id)
+        if call is not None and token and self.tokens:
+            call.text += token
+            call.checked = call.text
+            self._check(call, self.tokens)
+
+    def on_llm_end(self, response: Any, *, run_id: Any, **_: Any) -> None:
+        call = self.calls.pop(run_id, None)
+        if call is None:
+            return
+        generations = getattr(response, "generations", None) or [[]]
+        if generations[0]:
+            call.text = generations[0][0].text
+        # the whole response: token checks that have not seen it yet, and response checks
+        fresh = call.checked != call.text
+        self._check(call, [a for a in self.node.on_lm if fresh or a.over == "response"])
+
+    def on_llm_error(self, error: BaseException, *, run_id: Any, **_: Any) -> None:
+        self.calls.pop(run_id, None)
+
+    def _check(self, call: _LMCall, assertions: Sequence[Assertion]) -> None:
+        todo = [a for a in assertions if a.name not in call.done]
+        if not todo:
+            return
+        try:
+            fired = self.node._check(self.run, call.messages, call.text, todo)
+        except Exception as exc:
+            self.raised = exc  # raised again after the node, should it catch this
+            raise
+        call.done.update(a.name for a in fired)
+
+
+def _with_handler(callbacks: Any, handler: BaseCallbackHandler) -> Any:
+    """A run config's ``callbacks`` with ``handler`` added (inherited by child runs)."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    if isinstance(callbacks, BaseCallbackManager):
+        callbacks = callbacks.copy()
+        callbacks.add_handler(handler, inherit=True)
+        return callbacks
+    raise TypeError(f"alto: cannot watch the LM calls of a run whose callbacks are {callbacks!r}")
+
+
+def _item_of(command: Any) -> Any:
+    """An item of a @streaming node as it yielded it (an update, a Send, a Command),
+    with the chunks of any stream it carries collected into a list, as on stock."""
+    if not isinstance(command, Command):
+        return command
+    gotos = command.goto if isinstance(command.goto, (list, tuple)) else [command.goto]
+    gotos = [_collected_send(g) if isinstance(g, Send) else g for g in gotos]
+    if command.graph is None and command.resume is None:
+        if not gotos or command.goto == ():
+            return command.update
+        if command.update is None and len(gotos) == 1 and not isinstance(command.goto, list):
+            return gotos[0]
+    goto = gotos if isinstance(command.goto, (list, tuple)) else gotos[0]
+    return Command(graph=command.graph, update=command.update, resume=command.resume, goto=goto)
+
+
+def _collected_send(send: Send) -> Send:
+    arg = _given(send.arg)
+    return send if arg is send.arg else Send(send.node, arg, timeout=send.timeout)
+
+
+def _given(input: Any) -> Any:
+    """A node's input as stock gives it: a fold's stream field is the list of its chunks."""
+    if isinstance(input, dict) and any(isinstance(v, StreamRef) for v in input.values()):
+        return {k: list.copy(v) if isinstance(v, StreamRef) else v for k, v in input.items()}
+    return input
+
+
 def _verdict(a: Assertion, result: Any) -> str | None:
     """None if the check held, else its message."""
     if type(result).__name__ == "bool_":  # numpy's, from np.all(...) and the like
@@ -586,13 +852,14 @@ def _verdict(a: Assertion, result: Any) -> str | None:
 
 
 @contextlib.contextmanager
-def _context(config: RunnableConfig) -> Iterator[None]:
-    """Node code reads its config from the context (``get_config()``, ``feedback()``),
-    which LangGraph set before calling this wrapper: the feedback must be in it too."""
-    if CONFIG_KEY_FEEDBACK not in (config.get(CONF) or {}):
+def _context(run: _Run) -> Iterator[None]:
+    """Node code reads its config from the context (``get_config()``, ``feedback()``,
+    a @streaming node's sink, an LM call's callbacks), which LangGraph set before
+    calling this wrapper: what ``_prepare`` added must be in it too."""
+    if not run.changed:
         yield
         return
-    token = var_child_runnable_config.set(config)
+    token = var_child_runnable_config.set(run.config)
     try:
         yield
     finally:

@@ -80,9 +80,11 @@ class AssertionViolation(AltoError, AssertionError):
         message: str,
         ancestry: Any = None,
         retrying: bool = False,
+        item: int | None = None,
     ) -> None:
         where = f" (item {list(ancestry)})" if ancestry else ""
-        super().__init__(f"assertion {assertion!r} on node {node!r}{where}: {message}")
+        of = f", on the {_ordinal(item + 1)} item it yielded" if item is not None else ""
+        super().__init__(f"assertion {assertion!r} on node {node!r}{where}{of}: {message}")
         self.assertion = assertion
         self.node = node
         self.severity = severity
@@ -91,12 +93,27 @@ class AssertionViolation(AltoError, AssertionError):
         #: the node runs again (a retry assertion with attempts left): not the
         #: request's outcome
         self.retrying = retrying
+        #: a @streaming node's item it fired on (0: the first it yielded)
+        self.item = item
 
     def __reduce__(self) -> Any:
         return (
             AssertionViolation,
-            (self.assertion, self.node, self.severity, self.message, self.ancestry, self.retrying),
+            (
+                self.assertion,
+                self.node,
+                self.severity,
+                self.message,
+                self.ancestry,
+                self.retrying,
+                self.item,
+            ),
         )
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 class AssertionCheckError(AltoError, RuntimeError):

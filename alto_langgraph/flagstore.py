@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from langgraph.types import Send
+
 #: the columns a record has, in order
 COLUMNS = (
     "id",
@@ -64,7 +66,8 @@ def default_path() -> Path:
 
 def to_json(value: Any) -> str:
     """``value`` as JSON: pydantic models (LangChain messages) by their fields,
-    dataclasses as dicts, anything else JSON cannot hold as its repr."""
+    dataclasses (a ``Command``) as dicts, a ``Send`` as its node and arg, anything
+    else JSON cannot hold as its repr."""
 
     def fallback(v: Any) -> Any:
         if hasattr(v, "model_dump"):
@@ -72,6 +75,8 @@ def to_json(value: Any) -> str:
                 return {"type": type(v).__name__, **v.model_dump()}
             except Exception:
                 pass
+        if isinstance(v, Send):  # an item a @streaming node yielded
+            return {"type": "Send", "node": v.node, "arg": v.arg}
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
         if isinstance(v, (set, frozenset, tuple)):

@@ -29,8 +29,6 @@ from alto_langgraph import (
     AssertionViolation,
     FlagStore,
     assertion,
-    fold,
-    streaming,
 )
 from alto_langgraph.assertions import EVENT, feedback, stats
 
@@ -364,23 +362,6 @@ def _sub() -> Any:
     return g
 
 
-@streaming
-def _streamer(s: S) -> Any:
-    yield {"out": [1]}
-
-
-@fold(over="out")
-class _Folder:
-    def start(self, payload: Any) -> int:
-        return 0
-
-    def step(self, acc: int, chunk: Any) -> int:
-        return acc + 1
-
-    def finish(self, acc: int, payload: Any) -> dict:
-        return {}
-
-
 def _one(node: Any) -> StateGraph:
     g = StateGraph(S)
     g.add_node("n", node)
@@ -409,8 +390,7 @@ def _ok(i: Any, o: Any) -> bool:
         (_graph, lambda: [_ok], TypeError, "a list holds @assertion"),
         (_graph, lambda: "small", TypeError, "assertions must be a list"),
         (_sub, lambda: {"sub": [_ok]}, ValueError, "node 'sub' is a subgraph"),
-        (lambda: _one(_streamer), lambda: {"n": [_ok]}, ValueError, "@streaming or @fold"),
-        (lambda: _one(_Folder), lambda: {"n": [_ok]}, ValueError, "@streaming or @fold"),
+        (_graph, lambda: [assertion("square", over="items")(_ok)], ValueError, "got 'items'"),
     ],
 )
 @pytest.mark.parametrize("backend", ["pregel", "alto"])

@@ -64,6 +64,14 @@ def place_stages(graph: CompiledStateGraph, plan: Plan, deployment: Deployment |
         node = graph.nodes[stage.name]
         # a node's assertions stay in the app, around the call to its instances
         asserted = node.bound if is_asserted(node.bound) else None
+        if asserted is not None and asserted.on_lm:
+            a = asserted.on_lm[0]
+            raise ValueError(
+                f"assertion {a.name!r} (over={a.over!r}) watches the LM calls node "
+                f"{stage.name!r} makes, which needs the node in the app process; it is "
+                "placed in worker processes. Keep the node in the app (its LM stage can "
+                "still run in workers), or check its output instead (over='output')"
+            )
         code = asserted.inner if asserted is not None else node.bound
         deployment.add_stage(stage.spec(), code)
         remote = RemoteNode(stage.qualname, code, deployment)

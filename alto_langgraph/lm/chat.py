@@ -169,11 +169,13 @@ class ChatAlto(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        for i, delta in enumerate(client.stream(self._backend(), request)):
-            chunk = self._chunk(delta, i == 0)
-            if run_manager is not None and delta.text:
-                run_manager.on_llm_new_token(delta.text, chunk=chunk)
-            yield chunk
+        # a token callback that raises (a model assertion) ends the request at once
+        with contextlib.closing(client.stream(self._backend(), request)) as deltas:
+            for i, delta in enumerate(deltas):
+                chunk = self._chunk(delta, i == 0)
+                if run_manager is not None and delta.text:
+                    run_manager.on_llm_new_token(delta.text, chunk=chunk)
+                yield chunk
 
     async def _astream(
         self,
@@ -184,11 +186,12 @@ class ChatAlto(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
         first = True
-        async for delta in client.astream(self._backend(), request):
-            chunk, first = self._chunk(delta, first), False
-            if run_manager is not None and delta.text:
-                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
-            yield chunk
+        async with contextlib.aclosing(client.astream(self._backend(), request)) as deltas:
+            async for delta in deltas:
+                chunk, first = self._chunk(delta, first), False
+                if run_manager is not None and delta.text:
+                    await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+                yield chunk
 
     def _generate(
         self,

@@ -1,0 +1,373 @@
+"""Model assertions beside the stream (issue 15, item 3): over each item a
+``@streaming`` node yields, over a ``@fold``'s input, and over the LM calls a node
+makes (``over="tokens"`` as they arrive, ``over="response"`` once each ends). Each runs
+on stock LangGraph and on alto with the same answers and flags; on alto a ``fail``
+ends the request as soon as the bad item or the bad partial text is there: the
+producer stops, the Sends it started are cancelled, the LM stops generating."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import START, StateGraph
+from langgraph.types import Send
+
+import alto_langgraph  # noqa: F401  (the backend="alto" plug)
+from alto_langgraph import AssertionViolation, FlagStore, assertion, fold, streaming
+from alto_langgraph.assertions import feedback, stats
+from alto_langgraph.lm import ChatAlto, Timing
+
+BACKENDS = {
+    "stock": {"backend": "pregel"},
+    "alto-app": {"backend": "alto"},
+    "alto-process": {"backend": "alto", "executor": "process"},
+}
+
+
+class S(TypedDict, total=False):
+    n: int
+    bad: int
+    claims: Annotated[list, operator.add]
+    checked: Annotated[list, operator.add]
+    answer: str
+
+
+def _flags(path: Path) -> list[tuple]:
+    return [
+        (f["node"], f["assertion"], f["severity"], f["message"], json.dumps(f["output"]))
+        for f in sorted(FlagStore(path).flags(), key=lambda f: f["id"])
+    ]
+
+
+def _counts(app: Any) -> dict[str, tuple[int, int]]:
+    """Per assertion: (checked, fired), over every node."""
+    return {
+        name: (c["checked"], c["fired"]) for node in stats(app).values() for name, c in node.items()
+    }
+
+
+def _compile(g: StateGraph, backend: str, path: Path, checks: list) -> Any:
+    return g.compile(**BACKENDS[backend], assertions=checks, flag_store=path)
+
+
+def _close(app: Any) -> None:
+    if hasattr(app, "close"):
+        app.close()
+
+
+# -- items of a @streaming node ---------------------------------------------------------
+
+
+def _producer_graph(asynchronous: bool = False, pause: float = 0.0) -> StateGraph:
+    """``extract`` yields n claims, each a partial update and a Send to ``check``; the
+    claim numbered ``bad`` is wrong on a first attempt (a retry fixes it)."""
+
+    def claim(s: S, i: int) -> str:
+        return "wrong" if i == s.get("bad") and not feedback() else f"claim {i}"
+
+    if asynchronous:
+
+        @streaming
+        async def extract(s: S) -> Any:
+            for i in range(s["n"]):
+                await asyncio.sleep(pause)
+                yield {"claims": [claim(s, i)]}
+                yield Send("check", {"claim": claim(s, i)})
+
+    else:
+
+        @streaming
+        def extract(s: S) -> Any:
+            for i in range(s["n"]):
+                time.sleep(pause)
+                yield {"claims": [claim(s, i)]}
+                yield Send("check", {"claim": claim(s, i)})
+
+    def check(p: dict) -> dict:
+        time.sleep(0.01)
+        return {"checked": [p["claim"].upper()]}
+
+    g = StateGraph(S)
+    g.add_node("extract", extract)
+    g.add_node("check", check)
+    g.add_edge(START, "extract")
+    return g
+
+
+def _no_wrong_claim(severity: str) -> Any:
+    @assertion("extract", severity=severity, name=f"no_wrong_claim_{severity}")
+    def no_wrong_claim(s: dict, item: Any) -> Any:
+        if isinstance(item, dict):
+            return item["claims"] != ["wrong"] or "a claim is wrong"
+        assert isinstance(item, Send), item  # the Sends, as the node yielded them
+        return item.arg["claim"] != "wrong" or "a wrong claim was sent"
+
+    return no_wrong_claim
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("severity", ["record", "retry"])
+def test_each_item_is_checked_with_the_same_answers_and_flags_everywhere(
+    tmp_path: Path, severity: str, asynchronous: bool
+) -> None:
+    outcomes = {}
+    for backend in BACKENDS:
+        path = tmp_path / f"{backend}.sqlite"
+        app = _compile(_producer_graph(asynchronous), backend, path, [_no_wrong_claim(severity)])
+        try:
+            inputs = {"n": 4, "bad": 2, "claims": [], "checked": []}
+            out = asyncio.run(app.ainvoke(inputs)) if asynchronous else app.invoke(inputs)
+            out["checked"].sort()
+            outcomes[backend] = (out, _flags(path), _counts(app))
+        finally:
+            _close(app)
+    assert outcomes["alto-app"] == outcomes["stock"]
+    assert outcomes["alto-process"] == outcomes["stock"]
+    out, flags, counts = outcomes["stock"]
+    # record: the wrong claim stays, flagged twice (its update and its Send); retry:
+    # flagged once (the update), and the node ran again and fixed it
+    if severity == "record":
+        assert "wrong" in out["claims"] and len(flags) == 2
+        assert counts == {"no_wrong_claim_record": (8, 2)}
+    else:
+        assert out["claims"] == [f"claim {i}" for i in range(4)]
+        assert out["checked"] == sorted(f"CLAIM {i}" for i in range(4))
+        assert [f[3] for f in flags] == ["a claim is wrong"]
+        assert counts == {"no_wrong_claim_retry": (5 + 8, 1)}  # 5 items, then all 8
+
+
+@pytest.mark.parametrize("backend", ["alto-app", "alto-process"])
+def test_a_failing_item_ends_the_request_before_the_producer_finishes(
+    tmp_path: Path, backend: str
+) -> None:
+    """The wrong claim is the 2nd of 20, yielded 0.1 s apart: stock LangGraph sees it
+    once the node has made all 20 (2 s), alto as it is yielded."""
+    inputs = {"n": 20, "bad": 1, "claims": [], "checked": []}
+    elapsed, errors, flags = {}, {}, {}
+    for name in ("stock", backend):
+        path = tmp_path / f"{name}.sqlite"
+        app = _compile(_producer_graph(pause=0.1), name, path, [_no_wrong_claim("fail")])
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(AssertionViolation) as exc:
+                app.invoke(inputs)
+            elapsed[name] = time.monotonic() - t0
+            errors[name], flags[name] = str(exc.value), _flags(path)
+        finally:
+            _close(app)
+    assert errors[backend] == errors["stock"]
+    assert "on the 3rd item it yielded: a claim is wrong" in errors["stock"]
+    assert flags[backend] == flags["stock"] and len(flags["stock"]) == 1
+    assert elapsed["stock"] > 1.9
+    assert elapsed[backend] < 1.0, elapsed
+
+
+def _fold_graph() -> StateGraph:
+    def tokens(i: int) -> Any:
+        yield from (f"t{i}.{k}" for k in range(3 + i))
+
+    @streaming
+    def produce(s: S) -> Any:
+        for i in range(s["n"]):
+            yield Send("count", {"i": i, "tokens": tokens(i)})
+
+    @fold(over="tokens")
+    class Count:
+        def start(self, p: dict) -> int:
+            return 0
+
+        def step(self, acc: int, chunk: str) -> int:
+            return acc + 1
+
+        def finish(self, acc: int, p: dict) -> dict:
+            return {"checked": [(p["i"], acc)]}
+
+    g = StateGraph(S)
+    g.add_node("produce", produce)
+    g.add_node("count", Count)
+    g.add_edge(START, "produce")
+    return g
+
+
+@assertion("produce", severity="record")
+def short_stream(s: dict, item: Send) -> Any:
+    """Sees a stream sent to a fold as the list of its chunks, once it has ended."""
+    return len(item.arg["tokens"]) < 5 or f"stream {item.arg['i']}: {item.arg['tokens']}"
+
+
+@assertion("count", severity="record")
+def counted_all(payload: dict, update: dict) -> Any:
+    ((i, acc),) = update["checked"]
+    return acc == len(payload["tokens"]) and acc < 4 or f"{i} counted {acc}"
+
+
+@pytest.mark.parametrize("backend", ["alto-app", "alto-process"])
+def test_items_carrying_streams_and_folds_are_checked_as_on_stock(
+    tmp_path: Path, backend: str
+) -> None:
+    outcomes = {}
+    for name in ("stock", backend):
+        path = tmp_path / f"{name}.sqlite"
+        app = _compile(_fold_graph(), name, path, [short_stream, counted_all])
+        try:
+            out = app.invoke({"n": 4, "checked": []})
+            outcomes[name] = (sorted(out["checked"]), sorted(_flags(path)))
+        finally:
+            _close(app)
+    assert outcomes[backend] == outcomes["stock"]
+    flags = outcomes["stock"][1]
+    # streams of 3, 4, 5 and 6 chunks: folds count 4 or more thrice, 2 streams are long
+    assert [f[1] for f in flags] == ["counted_all"] * 3 + ["short_stream"] * 2
+    assert '"t3.5"' in " ".join(f[4] for f in flags)  # the whole stream, as collected
+
+
+# -- the LM calls a node makes ----------------------------------------------------------
+
+#: 0.02 s per token, one request at a time: a request of 400 tokens takes 8 s
+SLOW = Timing(step_base=0.02, step_per_request=0.0, prefill_per_token=0.0, max_batch=1)
+TEXT = "the answer is " + "very " * 600 + "long"
+SIM = {"timing": SLOW, "texts": [TEXT], "max_context": 4096}
+
+
+def _llm_graph(llm: Any, asynchronous: bool = False) -> StateGraph:
+    # s["n"]: how many tokens to ask for
+    def answer(s: S) -> dict:
+        return {
+            "answer": llm.invoke([HumanMessage(f"question {s['n']}")], max_tokens=s["n"]).content
+        }
+
+    async def aanswer(s: S) -> dict:
+        prompt = [HumanMessage(f"question {s['n']}")]
+        return {"answer": (await llm.ainvoke(prompt, max_tokens=s["n"])).content}
+
+    g = StateGraph(S)
+    g.add_node("answer", aanswer if asynchronous else answer)
+    g.add_edge(START, "answer")
+    return g
+
+
+def _lm_app(backend: str, path: Path, checks: list, asynchronous: bool = False) -> Any:
+    if backend == "stock":
+        llm = ChatAlto(model="slow", engine="simulated", engine_options=SIM)
+        return _llm_graph(llm, asynchronous).compile(assertions=checks, flag_store=path)
+    llm = ChatAlto(model="slow")
+    return _llm_graph(llm, asynchronous).compile(
+        backend="alto",
+        lm={"slow": {"engine": "simulated", **SIM}},
+        start="compile",
+        assertions=checks,
+        flag_store=path,
+    )
+
+
+@assertion("answer", severity="fail", over="tokens")
+def not_rambling(messages: list, text: str) -> Any:
+    return text.count("very") < 3 or "the answer rambles"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("backend", ["stock", "alto-app"])
+def test_a_failing_token_check_stops_the_lm_at_once(
+    tmp_path: Path, backend: str, asynchronous: bool
+) -> None:
+    """400 tokens would take 8 s; the check fails on the 5th token and the request
+    ends with it, and the model is free again at once (it serves one request at a
+    time: the next answer would wait for the first to finish)."""
+    path = tmp_path / "flags.sqlite"
+    app = _lm_app(backend, path, [not_rambling], asynchronous)
+
+    def ask(n: int) -> Any:
+        inputs = {"n": n}
+        return asyncio.run(app.ainvoke(inputs)) if asynchronous else app.invoke(inputs)
+
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(AssertionViolation, match="'not_rambling' on node 'answer'"):
+            ask(400)
+        assert time.monotonic() - t0 < 2.0
+        t0 = time.monotonic()
+        assert ask(3)["answer"] == "the answer is"
+        assert time.monotonic() - t0 < 2.0  # the model was free: the first call stopped
+    finally:
+        _close(app)
+    ((node, name, severity, message, output),) = _flags(path)
+    assert (node, name, severity) == ("answer", "not_rambling", "fail")
+    assert message == "the answer rambles"
+    assert json.loads(output) == "the answer is very very very"
+    (flag,) = FlagStore(path).flags()
+    assert flag["input"][0]["content"] == "question 400"
+
+
+@assertion("answer", severity="retry", over="response")
+def says_the_answer(messages: list, text: str) -> Any:
+    return "the answer" in text or f"no answer in {text!r}"
+
+
+@assertion("answer", severity="record", over="tokens")
+def short_enough(messages: list, text: str) -> Any:
+    return len(text) < 12 or "long"
+
+
+def test_response_and_token_checks_see_the_same_calls_on_both_backends(tmp_path: Path) -> None:
+    outcomes = {}
+    for backend in ("stock", "alto-app"):
+        path = tmp_path / f"{backend}.sqlite"
+        app = _lm_app(backend, path, [says_the_answer, short_enough])
+        try:
+            out = app.invoke({"n": 5})
+            outcomes[backend] = (out, _flags(path), _counts(app))
+        finally:
+            _close(app)
+    assert outcomes["alto-app"] == outcomes["stock"]
+    out, flags, counts = outcomes["stock"]
+    assert out["answer"] == "the answer is very very"
+    # the token check fired once for the call (record: kept once, then not run again)
+    assert flags == [("answer", "short_enough", "record", "long", '"the answer is"')]
+    assert counts == {"says_the_answer": (1, 0), "short_enough": (3, 1)}
+
+
+def test_a_model_that_does_not_stream_is_checked_on_its_whole_response(tmp_path: Path) -> None:
+    """A response check works for any LangChain chat model; so does a token check, on
+    the whole response when the model gives no tokens. A fail the node catches still
+    fails the request."""
+    llm = GenericFakeChatModel(messages=iter([AIMessage("the answer is very very very")]))
+
+    def answer(s: S) -> dict:
+        try:
+            return {"answer": llm.invoke("q").content}
+        except AssertionViolation:
+            return {"answer": "caught it"}
+
+    g = StateGraph(S)
+    g.add_node("answer", answer)
+    g.add_edge(START, "answer")
+    path = tmp_path / "flags.sqlite"
+    app = g.compile(assertions=[not_rambling], flag_store=path)
+    with pytest.raises(AssertionViolation, match="the answer rambles"):
+        app.invoke({"n": 1})
+    assert [f[1] for f in _flags(path)] == ["not_rambling"]
+
+
+def test_lm_checks_on_a_node_in_a_worker_are_refused(tmp_path: Path) -> None:
+    g = _llm_graph(ChatAlto(model="slow"))
+    with pytest.raises(ValueError, match="'not_rambling' \\(over='tokens'\\) watches the LM"):
+        g.compile(
+            backend="alto",
+            executor="process",
+            lm={"slow": {"engine": "simulated", **SIM}},
+            assertions=[not_rambling],
+            flag_store=tmp_path / "f.sqlite",
+        )
+
+
+def test_a_bad_over_is_refused() -> None:
+    with pytest.raises(ValueError, match="over must be one of output, tokens, response"):
+        assertion("answer", over="items")(short_enough.check)

@@ -23,6 +23,15 @@ the same flags; a task that runs ahead of its superstep on alto keeps its flags 
 counts them) only once the loop adopts its result (``CONFIG_KEY_ON_ADOPT``), so a twin
 that misses or is dropped leaves none. An assertion that raises anything but
 ``AssertionError`` fails the request with an ``AssertionCheckError`` naming it.
+
+Beside the stream:
+
+* a ``@streaming`` node's output assertions check each item it yields, in yield order:
+  on stock once the node returns its items, on alto as each is applied
+  (``_CheckedSink`` wraps the task's sink), so a ``fail`` stops the producer there;
+* ``over="tokens"`` / ``"response"`` assertions check the LM calls the node makes, as
+  tokens arrive and once each ends (``_LMWatch``, a callback handler on the node's
+  run): a ``fail`` raises from the model's token callback, which ends the call.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ own is an ``AltoError``.
 
 from . import aggregate, assertions
 from ._plug import compile, install, uninstall
-from .assertions import Assertion, assertion
+from .assertions import Assertion, assertion, consistency
 from .compiler import Plan
 from .errors import (
     AltoError,
@@ -58,6 +58,7 @@ __all__ = [
     "StreamRef",
     "aggregate",
     "assertion",
+    "consistency",
     "assertions",
     "compile",
     "fold",

@@ -68,6 +68,9 @@ from .views import StateView, plain
 SEVERITIES = ("record", "retry", "fail")
 #: what an assertion checks (``Assertion.over``)
 OVER = ("output", "tokens", "response")
+#: where a consistency assertion's observations must agree: the items of one run of
+#: a @streaming node
+SCOPES = ("items",)
 #: where a node's config carries its retry assertions' feedback (shipped to workers:
 #: configurable keys without ``__`` travel with a call)
 CONFIG_KEY_FEEDBACK = "alto_assertion_feedback"
@@ -90,6 +93,8 @@ class Assertion:
     #: what it checks: the node's ``"output"`` (each item, for a ``@streaming`` node),
     #: each LM call's ``"tokens"`` as they arrive, or each LM call's ``"response"``
     over: str = "output"
+    #: a consistency assertion (``consistency``): where its observations must agree
+    scope: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -111,6 +116,13 @@ class Assertion:
             )
         if self.over not in OVER:
             raise ValueError(f"{where}: over must be one of {', '.join(OVER)}, got {self.over!r}")
+        if self.scope is not None:
+            if self.scope not in SCOPES:
+                raise ValueError(
+                    f"{where}: scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
+                )
+            if self.over != "output":
+                raise ValueError(f"{where}: a consistency assertion is over='output'")
         if not callable(self.check):
             raise TypeError(f"{where}: its check must be callable, got {self.check!r}")
         if inspect.iscoroutinefunction(self.check):
@@ -145,6 +157,27 @@ def assertion(
 
     def declare(check: Callable[[Any, Any], Any]) -> Assertion:
         return Assertion(node, check, severity, name or "", max_attempts, over)
+
+    return declare
+
+
+def consistency(
+    node: str,
+    *,
+    scope: str = "items",
+    severity: str = "record",
+    name: str | None = None,
+    max_attempts: int = 3,
+) -> Callable[[Callable[[Any, Any], Any]], Assertion]:
+    """Declare ``observe(input, output) -> (key, attributes) | None`` a consistency
+    assertion (the paper's identifier and attributes): within its ``scope``, every
+    observation with the same key must have equal attributes. ``scope="items"``: the
+    items one run of a @streaming node yields, compared once the node returns. Each
+    observation that differs from its key's majority fires (all of a key's, on a tie),
+    with the majority's attributes as the flag's proposed ``weak_label``."""
+
+    def declare(observe: Callable[[Any, Any], Any]) -> Assertion:
+        return Assertion(node, observe, severity, name or "", max_attempts, "output", scope)
 
     return declare
 
@@ -210,7 +243,7 @@ def from_config(value: Any, node: str, where: str) -> tuple[Assertion, ...]:
     """A stage table's ``assertions``: a list of ``"module:function"`` paths (a function
     ``check(input, output)``, severity ``record``, or an ``@assertion`` declaration), or
     of tables ``{check = "module:function", severity = ..., max_attempts = ..., name = ...,
-    over = ...}``."""
+    over = ..., scope = ...}`` (``scope``: a consistency assertion)."""
     if not isinstance(value, list):
         raise ValueError(f'{where} must be a list of "module:function" or tables, got {value!r}')
     out = []
@@ -221,7 +254,7 @@ def from_config(value: Any, node: str, where: str) -> tuple[Assertion, ...]:
                 f'{where}: each is "module:function" or a table with check = '
                 f'"module:function", got {entry!r}'
             )
-        unknown = set(table) - {"check", "severity", "max_attempts", "name", "over"}
+        unknown = set(table) - {"check", "severity", "max_attempts", "name", "over", "scope"}
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in {entry!r}")
         found = _load(table["check"], where)
@@ -273,6 +306,12 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
                 f"graph does not have (its nodes: {known})"
             )
         node = graph.nodes[name]
+        scoped = next((a for a in checks if a.scope == "items"), None)
+        if scoped is not None and not is_streaming(node_function(builder.nodes[name].runnable)):
+            raise ValueError(
+                f"consistency assertion {scoped.name!r} (scope='items') compares the items "
+                f"a @streaming node yields; node {name!r} is not one"
+            )
         if isinstance(node.bound, Pregel):  # (a node that only calls a graph is fine)
             raise ValueError(
                 f"assertion {checks[0].name!r}: node {name!r} is a subgraph; assertions "
@@ -354,8 +393,9 @@ class AssertedNode(Runnable[Any, Any]):
         self.store = store
         self.app = app
         self.name = inner.get_name()
-        self.on_output = tuple(a for a in assertions if a.over == "output")
+        self.on_output = tuple(a for a in assertions if a.over == "output" and not a.scope)
         self.on_lm = tuple(a for a in assertions if a.over != "output")
+        self.consistent = tuple(a for a in assertions if a.scope)
         fn = node_function(inner)
         #: a @streaming node: its output assertions check each item it yields
         self.items = is_streaming(fn)
@@ -475,13 +515,33 @@ class AssertedNode(Runnable[Any, Any]):
             else:
                 for command in output or ():
                     self._item_check(run, command)
+        if self.consistent:
+            self._check_consistency(run)
         self._check(run, run.input, output, () if self.items else self.on_output, final=True)
         return output
 
     def _item_check(self, run: _Run, command: Any) -> None:
-        """Check one item of a @streaming node, as the node yielded it."""
+        """Check one item of a @streaming node, as the node yielded it, and note what
+        its consistency assertions observe in it."""
         run.items += 1
-        self._check(run, run.input, _item_of(command), self.on_output, item=run.items - 1)
+        item = _item_of(command)
+        self._check(run, run.input, item, self.on_output, item=run.items - 1)
+        for a in self.consistent:
+            start = time.perf_counter()
+            seen = _call(self.node, a, _given(run.input), item)
+            if seen is None:
+                continue
+            if not isinstance(seen, tuple) or len(seen) != 2:
+                raise AssertionCheckError(
+                    a.name,
+                    self.node,
+                    TypeError(
+                        f"it returned {seen!r}; a consistency assertion returns "
+                        "(key, attributes), or None for an item it does not observe"
+                    ),
+                )
+            seconds = time.perf_counter() - start
+            run.observed.setdefault(a.name, []).append((*seen, item, run.items - 1, seconds))
 
     def _check(
         self,
@@ -496,88 +556,107 @@ class AssertedNode(Runnable[Any, Any]):
         """Run ``assertions`` over one output of the node; returns those that fired.
         Their flags are kept, and a fail (or retry) raises: once ``final``, the task's
         retry state goes."""
-        config, task = run.config, run.task
         checked: list[tuple[Assertion, float]] = []
-        fired: list[tuple[Assertion, str]] = []
-        conf = config.get(CONF) or {}
-        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+        fired: list[_Fired] = []
         input = _given(input)
         try:
             for a in assertions:
                 start = time.perf_counter()
                 try:
-                    result = a.check(input, output)
-                except AssertionError as exc:
-                    result = str(exc)
-                except Exception as exc:
-                    raise AssertionCheckError(a.name, self.node, exc) from exc
+                    result = _call(self.node, a, input, output)
                 finally:
                     checked.append((a, time.perf_counter() - start))
                 if (message := _verdict(a, result)) is not None:
-                    fired.append((a, message))
-        finally:
-            retrying = self._retrying(task, fired)
+                    fired.append(_Fired(a, message, output, item))
+        except BaseException:  # a check that raised: what was seen is kept, its error goes out
+            self._settle(run, input, checked, fired, final, violate=False)
+            raise
+        self._settle(run, input, checked, fired, final)
+        return [f.a for f in fired]
 
-            def observe(task_id: Any, cfg: RunnableConfig) -> None:
-                self._observe(checked, fired, input, output, ancestry, cfg)
+    def _check_consistency(self, run: _Run) -> None:
+        """The task's items, as observed by its consistency assertions: each that
+        disagrees with the majority of its key fires, proposing the majority's value."""
+        fired: list[_Fired] = []
+        checked: list[tuple[Assertion, float]] = []
+        for a in self.consistent:
+            seen = run.observed.get(a.name, [])
+            checked += [(a, seconds) for *_, seconds in seen]
+            fired += _disagreements(a, [o[:4] for o in seen])
+        self._settle(run, _given(run.input), checked, fired, final=True)
 
-            def settle(task_id: Any, cfg: RunnableConfig) -> None:
-                observe(task_id, cfg)
-                self._remember(task_id, fired, retrying, final)
+    def _settle(
+        self,
+        run: _Run,
+        input: Any,
+        checked: list[tuple[Assertion, float]],
+        fired: list[_Fired],
+        final: bool,
+        violate: bool = True,
+    ) -> None:
+        """Count and keep what checks showed (once the loop adopts a task run ahead),
+        keep the task's retry state, and raise the most severe firing but ``record``."""
+        config, task = run.config, run.task
+        conf = config.get(CONF) or {}
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+        retrying = self._retrying(task, fired)
 
-            twin, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
-            if effects is None:
-                settle(task, config)
-            elif twin == task:  # a task run ahead: settled once the loop adopts it, as its own
-                effects.append(settle)
-            else:  # a node of a graph run inside a task run ahead: its own retries now
-                self._remember(task, fired, retrying, final)
-                effects.append(observe)
-        if fired:
-            a, message = max(fired, key=lambda f: SEVERITIES.index(f[0].severity))
-            if a.severity != "record":
+        def observe(task_id: Any, cfg: RunnableConfig) -> None:
+            self._observe(checked, fired, input, ancestry, cfg)
+
+        def settle(task_id: Any, cfg: RunnableConfig) -> None:
+            observe(task_id, cfg)
+            self._remember(task_id, fired, retrying, final)
+
+        twin, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
+        if effects is None:
+            settle(task, config)
+        elif twin == task:  # a task run ahead: settled once the loop adopts it, as its own
+            effects.append(settle)
+        else:  # a node of a graph run inside a task run ahead: its own retries now
+            self._remember(task, fired, retrying, final)
+            effects.append(observe)
+        if fired and violate:
+            f = max(fired, key=lambda f: SEVERITIES.index(f.a.severity))
+            if f.a.severity != "record":
                 raise AssertionViolation(
-                    a.name, self.node, a.severity, message, ancestry, retrying=retrying, item=item
+                    f.a.name, self.node, f.a.severity, f.message, ancestry, retrying, f.item
                 )
-        return [a for a, _ in fired]
 
-    def _retrying(self, task: Any, fired: list[tuple[Assertion, str]]) -> bool:
+    def _retrying(self, task: Any, fired: list[_Fired]) -> bool:
         """Whether the node runs again: a retry assertion fired that has attempts left
         at this task, and no fail assertion fired."""
-        if any(a.severity == "fail" for a, _ in fired):
+        if any(f.a.severity == "fail" for f in fired):
             return False
         with self._lock:
             tried = self._tried.get(task) if task is not None else None
             before = tried.fired if tried is not None else {}
             return any(
-                before.get(a.name, 0) + 1 < a.max_attempts
-                for a, _ in fired
-                if a.severity == "retry"
+                before.get(f.a.name, 0) + 1 < f.a.max_attempts
+                for f in fired
+                if f.a.severity == "retry"
             )
 
     def _observe(
         self,
         checked: list[tuple[Assertion, float]],
-        fired: list[tuple[Assertion, str]],
+        fired: list[_Fired],
         input: Any,
-        output: Any,
         ancestry: Any,
         config: RunnableConfig,
     ) -> None:
-        """What one check of a task's output shows: counts, flags kept and reported."""
+        """What checks of a task's outputs show: counts, flags kept and reported."""
         with self._lock:
             for a, seconds in checked:
                 counts = self._counts[a.name]
                 counts.checked += 1
                 counts.seconds += seconds
-            for a, _ in fired:
-                self._counts[a.name].fired += 1
-        for a, message in fired:
-            self._record(a, message, input, output, ancestry, config)
+            for f in fired:
+                self._counts[f.a.name].fired += 1
+        for f in fired:
+            self._record(f, input, ancestry, config)
 
-    def _remember(
-        self, task: Any, fired: list[tuple[Assertion, str]], retrying: bool, final: bool
-    ) -> None:
+    def _remember(self, task: Any, fired: list[_Fired], retrying: bool, final: bool) -> None:
         """What the task's next attempt needs: its retry assertions' firings so far
         (forgotten once the task's last output is checked)."""
         if not retrying or task is None:
@@ -586,10 +665,10 @@ class AssertedNode(Runnable[Any, Any]):
             return
         with self._lock:
             tried = self._tried.setdefault(task, _Tried())
-            for a, message in fired:
-                if a.severity == "retry":
-                    tried.said.append(message)
-                    tried.fired[a.name] = tried.fired.get(a.name, 0) + 1
+            for f in fired:
+                if f.a.severity == "retry":
+                    tried.said.append(f.message)
+                    tried.fired[f.a.name] = tried.fired.get(f.a.name, 0) + 1
             self._tried.move_to_end(task)
             while len(self._tried) > _FEEDBACK_TASKS:
                 self._tried.popitem(last=False)
@@ -599,15 +678,8 @@ class AssertedNode(Runnable[Any, Any]):
             with self._lock:
                 self._tried.pop(task, None)
 
-    def _record(
-        self,
-        a: Assertion,
-        message: str,
-        input: Any,
-        output: Any,
-        ancestry: Any,
-        config: RunnableConfig,
-    ) -> None:
+    def _record(self, f: _Fired, input: Any, ancestry: Any, config: RunnableConfig) -> None:
+        a, message = f.a, f.message
         conf = config.get(CONF) or {}
         try:
             self.store.record(
@@ -620,7 +692,8 @@ class AssertedNode(Runnable[Any, Any]):
                 severity=a.severity,
                 message=message,
                 input=plain(input) if isinstance(input, StateView) else input,
-                output=output,
+                output=f.output,
+                weak_label=f.weak_label,
             )
         except Exception as exc:  # monitoring must not fail the request
             warnings.warn(
@@ -675,6 +748,8 @@ class _Run:
         self.items = 0
         self.sink: _CheckedSink | None = None
         self.watch: _LMWatch | None = None
+        #: consistency assertion -> (key, attributes, item, its index, seconds) seen
+        self.observed: dict[str, list[tuple[Any, Any, Any, int, float]]] = {}
         #: the config differs from the one LangGraph put in the node's context
         self.changed = False
 
@@ -838,6 +913,74 @@ def _given(input: Any) -> Any:
     if isinstance(input, dict) and any(isinstance(v, StreamRef) for v in input.values()):
         return {k: list.copy(v) if isinstance(v, StreamRef) else v for k, v in input.items()}
     return input
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fired:
+    """An assertion that fired, on which output (an item's: its index)."""
+
+    a: Assertion
+    message: str
+    output: Any
+    item: int | None = None
+    #: a consistency assertion's proposal: the value the majority of its key had
+    weak_label: Any = None
+
+
+def _call(node: str, a: Assertion, input: Any, output: Any) -> Any:
+    """What ``a``'s check says; its ``AssertionError`` is its message."""
+    try:
+        return a.check(input, output)
+    except AssertionError as exc:
+        return str(exc)
+    except Exception as exc:
+        raise AssertionCheckError(a.name, node, exc) from exc
+
+
+def _disagreements(a: Assertion, seen: list[tuple[Any, Any, Any, int | None]]) -> list[_Fired]:
+    """Of ``(key, attrs, output, item)`` observations, those whose attrs differ from the
+    majority of their key (all of a key's, on a tie), in the order seen."""
+    by_key: dict[Any, list[Any]] = {}
+    for key, attrs, *_ in seen:
+        by_key.setdefault(_hashable(key), []).append(attrs)
+    fired = []
+    for key, attrs, output, item in seen:
+        values = by_key[_hashable(key)]
+        distinct = _tally(values)
+        if len(distinct) < 2:
+            continue
+        (top, n), *rest = distinct
+        majority = top if n > rest[0][1] else None
+        if majority is not None and attrs == majority:
+            continue
+        said = (
+            f"{key!r}: {attrs!r} here, but {majority!r} in {n} of {len(values)}"
+            if majority is not None
+            else f"{key!r}: no majority among {[v for v, _ in distinct]!r}"
+        )
+        fired.append(_Fired(a, said, output, item, majority))
+    return fired
+
+
+def _tally(values: list[Any]) -> list[tuple[Any, int]]:
+    """Each distinct value and how often it occurs, most often first (ties: first seen)."""
+    counts: list[list[Any]] = []
+    for v in values:
+        for entry in counts:
+            if entry[0] == v:
+                entry[1] += 1
+                break
+        else:
+            counts.append([v, 1])
+    return sorted(((v, n) for v, n in counts), key=lambda e: -e[1])
+
+
+def _hashable(key: Any) -> Any:
+    try:
+        hash(key)
+        return key
+    except TypeError:
+        return repr(key)
 
 
 def _verdict(a: Assertion, result: Any) -> str | None:

@@ -21,7 +21,15 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import Send
 
 import alto_langgraph  # noqa: F401  (the backend="alto" plug)
-from alto_langgraph import AssertionViolation, FlagStore, assertion, fold, streaming
+from alto_langgraph import (
+    AssertionCheckError,
+    AssertionViolation,
+    FlagStore,
+    assertion,
+    consistency,
+    fold,
+    streaming,
+)
 from alto_langgraph.assertions import feedback, stats
 from alto_langgraph.lm import ChatAlto, Timing
 
@@ -371,3 +379,106 @@ def test_lm_checks_on_a_node_in_a_worker_are_refused(tmp_path: Path) -> None:
 def test_a_bad_over_is_refused() -> None:
     with pytest.raises(ValueError, match="over must be one of output, tokens, response"):
         assertion("answer", over="items")(short_enough.check)
+
+
+# -- consistency assertions (item 2) ----------------------------------------------------
+
+
+def _verdicts_graph(ahead: bool = False) -> StateGraph:
+    """``judge`` yields a verdict per (entity, claim), as a partial update and a Send;
+    "Paris" gets two verdicts "true" and one "false" (unless told, on a retry)."""
+
+    @streaming
+    def judge(s: dict) -> Any:
+        told = feedback()
+        for entity, verdict in s["verdicts"]:
+            if told and entity == "Paris":
+                verdict = "true"
+            yield {"claims": [(entity, verdict)]}
+            yield Send("check", {"entity": entity, "verdict": verdict})
+
+    def check(p: dict) -> dict:
+        return {"checked": [f"{p['entity']}:{p['verdict']}"]}
+
+    g = StateGraph(S)
+    g.add_node("judge", judge)
+    g.add_node("check", check)
+    if ahead:  # the judge is a Send's task: on alto it runs ahead of its superstep
+        g.add_node("prep", lambda s: {})
+        g.add_node("slow", lambda s: time.sleep(0.3) or {})
+        g.add_edge(START, "prep")
+        g.add_edge(START, "slow")
+        g.add_conditional_edges("prep", lambda s: [Send("judge", {"verdicts": VERDICTS})])
+    else:
+        g.add_conditional_edges(START, lambda s: [Send("judge", {"verdicts": VERDICTS})])
+    return g
+
+
+VERDICTS = [("Paris", "true"), ("Rome", "true"), ("Paris", "false"), ("Paris", "true")]
+
+
+def _one_verdict(severity: str) -> Any:
+    @consistency("judge", severity=severity, name=f"one_verdict_{severity}")
+    def one_verdict(payload: dict, item: Any) -> Any:
+        if isinstance(item, Send):  # the Sends: observed too, as their own key
+            return ("sent", item.arg["entity"]), item.arg["verdict"]
+        ((entity, verdict),) = item["claims"]
+        return entity, verdict
+
+    return one_verdict
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["at-step", "run-ahead"])
+@pytest.mark.parametrize("severity", ["record", "retry", "fail"])
+def test_consistency_over_items_and_sends_is_the_same_everywhere(
+    tmp_path: Path, severity: str, ahead: bool
+) -> None:
+    outcomes = {}
+    for backend in BACKENDS:
+        path = tmp_path / f"{backend}.sqlite"
+        app = _compile(_verdicts_graph(ahead), backend, path, [_one_verdict(severity)])
+        try:
+            try:
+                out = app.invoke({"claims": [], "checked": []})
+                out["checked"].sort()
+            except AssertionViolation as exc:  # (alto adds the item's ancestry)
+                out = (exc.assertion, exc.node, exc.message, exc.item)
+            weak = [f["weak_label"] for f in FlagStore(path).flags()]
+            outcomes[backend] = (out, _flags(path), weak, _counts(app))
+        finally:
+            _close(app)
+    assert outcomes["alto-app"] == outcomes["stock"]
+    assert outcomes["alto-process"] == outcomes["stock"]
+    out, flags, weak, counts = outcomes["stock"]
+    # "Paris" is "false" once against "true" twice: that item and its Send fire, and
+    # "true" is proposed as their weak label
+    said = "'false' here, but 'true' in 2 of 3"
+    assert [f[3] for f in flags] == [f"'Paris': {said}", f"('sent', 'Paris'): {said}"]
+    assert weak == ["true", "true"]
+    name = f"one_verdict_{severity}"
+    if severity == "record":
+        assert ("Paris", "false") in out["claims"] and counts == {name: (8, 2)}
+    elif severity == "retry":  # told, the judge fixed it
+        assert ("Paris", "false") not in out["claims"] and counts == {name: (16, 2)}
+    else:
+        assert out == (name, "judge", f"'Paris': {said}", 4)  # the first that disagreed
+
+
+def test_bad_consistency_declarations_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="scope must be one of items, got 'thread'"):
+        consistency("judge", scope="thread")(lambda i, o: None)
+
+    @consistency("check")
+    def on_a_plain_node(p: dict, out: Any) -> Any:
+        return None
+
+    with pytest.raises(ValueError, match="'on_a_plain_node' \\(scope='items'\\) compares the"):
+        _verdicts_graph().compile(assertions=[on_a_plain_node], flag_store=tmp_path / "f")
+
+    @consistency("judge")
+    def not_a_pair(p: dict, item: Any) -> Any:
+        return "Paris"
+
+    app = _verdicts_graph().compile(assertions=[not_a_pair], flag_store=tmp_path / "f")
+    with pytest.raises(AssertionCheckError, match="'not_a_pair' on node 'judge'.*\\(key, attr"):
+        app.invoke({"claims": [], "checked": []})

@@ -200,3 +200,37 @@ def test_a_request_cancelled_on_a_loop_that_then_closes_leaves_the_engine_workin
     time.sleep(0.5)
     question = engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
     assert "Paris" in _text(asyncio.run(_generate(engine, question, "after")))
+
+
+def test_each_token_comes_with_its_log_probability_alone_and_in_a_batch(engine: Any) -> None:
+    """What a confidence monitor reads: one logprob per token id, each <= 0; greedy, so
+    the same alone and in a batch (to float noise); and ChatAlto's message carries them
+    as OpenAI's logprobs do, on stock and through an alto LM stage alike."""
+    from langgraph.graph import START, StateGraph
+
+    from alto_langgraph.lm import ChatAlto
+
+    prompt = engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
+
+    async def go() -> tuple[list, list]:
+        alone = await _generate(engine, prompt, "lp-alone")
+        batch = await asyncio.gather(*(_generate(engine, prompt, f"lp-{i}") for i in range(4)))
+        return alone, batch[2]
+
+    alone, in_batch = asyncio.run(go())
+    ids = [t for d in alone for t in d.token_ids]
+    lps = [lp for d in alone for lp in d.logprobs]
+    assert len(lps) == len(ids) > 3 and all(lp <= 0 for lp in lps)
+    assert [lp for d in in_batch for lp in d.logprobs] == pytest.approx(lps, abs=1e-3)
+
+    def ask(s: dict) -> dict:
+        msg = ChatAlto(max_tokens=8).invoke(QUESTIONS[0])
+        return {"lps": [c["logprob"] for c in msg.response_metadata["logprobs"]["content"]]}
+
+    g = StateGraph(dict)
+    g.add_node("ask", ask)
+    g.add_edge(START, "ask")
+    stock = g.compile().invoke({"lps": []})["lps"]
+    with g.compile(backend="alto", lm={"smollm2-135m": {"threads": 2}}) as app:
+        alto = app.invoke({"lps": []})["lps"]
+    assert len(stock) == 8 and stock == pytest.approx(alto, abs=1e-3)

@@ -115,6 +115,13 @@ class ChatAlto(BaseChatModel):
         meta: dict[str, Any] = {}
         if first:  # prompt tokens the engine's prefix cache served (0: none, or unknown)
             meta["cached_tokens"] = delta.cached_tokens
+        if delta.logprobs:  # as OpenAI's are: merged chunk by chunk into one list
+            meta["logprobs"] = {
+                "content": [
+                    {"token_id": t, "logprob": lp}
+                    for t, lp in zip(delta.token_ids, delta.logprobs, strict=True)
+                ]
+            }
         if delta.finished:
             meta.update(finish_reason=delta.finish_reason, model_name=self.model)
         return ChatGenerationChunk(

@@ -52,6 +52,8 @@ class Delta:
     finish_reason: FinishReason | None = None
     #: on the first delta: how many prompt tokens the prefix cache served
     cached_tokens: int = 0
+    #: the log probability of each of ``token_ids`` (empty: the engine gives none)
+    logprobs: tuple[float, ...] = ()
 
     @property
     def finished(self) -> bool:

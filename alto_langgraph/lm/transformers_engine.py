@@ -101,11 +101,16 @@ class TransformersEngine(TokenizedEngine):
             eos_token_id=self.eos,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        # each token's log probability (the confidence monitors read), where the
+        # installed transformers reports them
+        reported = _has_field(ContinuousBatchingConfig, "return_logprobs")
+        extra = {"return_logprobs": True} if reported else {}
         batching = ContinuousBatchingConfig(
             page_size=page_size,
             num_blocks=num_blocks,
             max_batch_tokens=max(1024, 4 * page_size),
             max_requests_per_batch=max_batch,
+            **extra,
         )
         self._manager = self.model.init_continuous_batching(
             generation_config=gen, continuous_batching_config=batching
@@ -167,6 +172,7 @@ class TransformersEngine(TokenizedEngine):
         tokens: list[int] = []
         shown = 0  # how much of the text went out
         unsent: tuple[int, ...] = ()  # token ids not handed out yet
+        unsent_lp: tuple[float, ...] = ()
         finished = False  # transformers is done with the request
         try:
             while True:
@@ -176,6 +182,7 @@ class TransformersEngine(TokenizedEngine):
                     return
                 self._status[request_id] = "running" if out.status.name == "DECODING" else "waiting"
                 new = out.generated_tokens[len(tokens) :]
+                new_lp = tuple((out.logprobs or [])[len(tokens) : len(tokens) + len(new)])
                 tokens.extend(new)
                 finished = out.is_finished()
                 if finished and out.error is not None:
@@ -189,15 +196,18 @@ class TransformersEngine(TokenizedEngine):
                     reason = "stop" if tokens and tokens[-1] == self.eos else "length"
                     upto = len(text)
                 elif text.endswith("\ufffd"):  # a character cut between tokens: wait
-                    unsent = (*unsent, *new)
+                    unsent, unsent_lp = (*unsent, *new), (*unsent_lp, *new_lp)
                     continue
                 piece, shown = text[shown : max(upto, shown)], max(upto, shown)
                 ids, unsent = (*unsent, *new), ()
+                lps, unsent_lp = (*unsent_lp, *new_lp), ()
+                if len(lps) != len(ids):  # none reported
+                    lps = ()
                 if reason is not None:
-                    yield Delta(piece, ids, reason)  # type: ignore[arg-type]
+                    yield Delta(piece, ids, reason, logprobs=lps)  # type: ignore[arg-type]
                     return
                 if piece or ids:
-                    yield Delta(piece, ids)
+                    yield Delta(piece, ids, logprobs=lps)
         finally:
             self._done(request_id)
             self._queues.pop(inner, None)
@@ -243,3 +253,12 @@ class TransformersEngine(TokenizedEngine):
         if router is not None and lock is not None:
             with lock:
                 router.result_handlers.pop(request_id, None)
+
+
+def _has_field(config_class: Any, name: str) -> bool:
+    fields = getattr(config_class, "__dataclass_fields__", None)
+    if fields is not None:
+        return name in fields
+    import inspect
+
+    return name in inspect.signature(config_class).parameters

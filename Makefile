@@ -74,6 +74,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python comparisons/ray_stages.py
 	$(BIN)/python comparisons/assertions.py
 	$(BIN)/python comparisons/assertions_early_stop.py
+	$(BIN)/python comparisons/squad_assertions.py
 	$(BIN)/python comparisons/streaming.py
 	$(BIN)/python comparisons/stream_flow.py
 	$(BIN)/python comparisons/lm_batching.py

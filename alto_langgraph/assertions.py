@@ -427,7 +427,7 @@ class AssertedNode(Runnable[Any, Any]):
         return f"AssertedNode({self.inner!r}, {[a.name for a in self.assertions]})"
 
     # -- running ---------------------------------------------------------------------
-    def _prepare(self, config: RunnableConfig | None) -> tuple[RunnableConfig, _Run]:
+    def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Run]:
         config = ensure_config(config)
         conf = config.get(CONF) or {}
         task = conf.get(CONFIG_KEY_TASK_ID)
@@ -440,7 +440,7 @@ class AssertedNode(Runnable[Any, Any]):
         added: dict[str, Any] = {}
         if said:
             added[CONFIG_KEY_FEEDBACK] = (task, tuple(said))
-        run = _Run(task)
+        run = _Run(task, input)
         sink = conf.get(CONFIG_KEY_YIELD)
         if self.items and sink is not None and sink.task_id == task:
             # alto applies the items as they are yielded: checked there, in yield order
@@ -454,8 +454,7 @@ class AssertedNode(Runnable[Any, Any]):
         return config, run
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config, run = self._prepare(config)
-        run.input = input
+        config, run = self._prepare(input, config)
         try:
             with _context(run):
                 output = self.inner.invoke(input, config, **kwargs)
@@ -465,8 +464,7 @@ class AssertedNode(Runnable[Any, Any]):
         return self._finish(run, output)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config, run = self._prepare(config)
-        run.input = input
+        config, run = self._prepare(input, config)
         try:
             with _context(run):
                 output = await self.inner.ainvoke(input, config, **kwargs)
@@ -479,8 +477,7 @@ class AssertedNode(Runnable[Any, Any]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         # the output is checked whole before any of it goes on
-        config, run = self._prepare(config)
-        run.input = input
+        config, run = self._prepare(input, config)
         try:
             with _context(run):
                 chunks = list(self.inner.stream(input, config, **kwargs))
@@ -493,8 +490,7 @@ class AssertedNode(Runnable[Any, Any]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        config, run = self._prepare(config)
-        run.input = input
+        config, run = self._prepare(input, config)
         try:
             with _context(run):
                 chunks = [c async for c in self.inner.astream(input, config, **kwargs)]
@@ -740,10 +736,10 @@ def stats(app: Any) -> dict[str, dict[str, dict[str, Any]]]:
 class _Run:
     """One call of an asserted node: what its checks need while it runs."""
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, input: Any) -> None:
         self.task = task
+        self.input = input
         self.config: RunnableConfig = {}
-        self.input: Any = None
         #: items of a @streaming node checked so far (this attempt)
         self.items = 0
         self.sink: _CheckedSink | None = None

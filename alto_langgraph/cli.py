@@ -142,6 +142,21 @@ def _add_flagged(sub: Any) -> argparse.ArgumentParser:
         flagged.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="NAME")
     flagged.add_argument("--severity", choices=("record", "retry", "fail"))
     flagged.add_argument("--since", metavar="TIME", help="ISO date/time, or Unix seconds")
+    flagged.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="only N unlabelled records to label next, chosen by --strategy",
+    )
+    flagged.add_argument(
+        "--strategy",
+        choices=("bandit", "uniform"),
+        default="bandit",
+        help="bandit (default): a bandit over assertions, which favours those whose "
+        "labelled flags were real errors (a label that differs from the output); "
+        "uniform: at random",
+    )
+    flagged.add_argument("--seed", type=int, default=0, help="for --sample (default 0)")
     action = flagged.add_mutually_exclusive_group()
     action.add_argument("--jsonl", action="store_true", help="the records as JSON lines")
     action.add_argument(
@@ -169,6 +184,12 @@ def _flagged(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
         return _import_labels(store, args.import_labels, ap)
     filters = {k: getattr(args, k) for k in FILTERS}
     rows = store.flags(since=_since(args.since, ap), **filters)
+    if args.sample is not None:
+        if args.sample < 1:
+            ap.error(f"--sample: N must be >= 1, got {args.sample}")
+        from .sampling import choose_flags
+
+        rows = choose_flags(rows, args.sample, strategy=args.strategy, seed=args.seed)
     if args.jsonl:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

@@ -515,6 +515,35 @@ def test_the_flagged_command_lists_exports_and_writes_labels_back(
     assert _cli("--store", str(path), "--since", "2999-01-01").stdout.startswith("no flags")
 
 
+def _two_assertions_store(path: Path) -> FlagStore:
+    """Flags of two assertions; "sharp" has a labelled flag that was a real error (the
+    label corrects the output), "noisy" one that was a false alarm (the same output)."""
+    store = FlagStore(path)
+    for i in range(6):
+        for name in ("sharp", "noisy"):
+            store.record(node="n", assertion=name, severity="record", message="m", output=i)
+    store.set_label(1, 100)  # sharp, output 0: corrected
+    store.set_label(2, 0)  # noisy, output 0: it was right
+    return store
+
+
+def test_flagged_sample_picks_unlabelled_flags_of_the_assertions_that_found_errors(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "flags.sqlite"
+    _two_assertions_store(path)
+    picked = _cli("--store", str(path), "--sample", "3", "--jsonl")
+    assert picked.returncode == 0, picked.stderr
+    rows = [json.loads(line) for line in picked.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["label"] is None for r in rows)
+    # the history favours "sharp": the batch starts there (its bound is the highest)
+    assert rows[0]["assertion"] == "sharp"
+    table = _cli("--store", str(path), "--sample", "2", "--strategy", "uniform", "--seed", "4")
+    assert table.returncode == 0 and table.stdout.splitlines()[-1].startswith("2 flag(s)")
+    bad = _cli("--store", str(path), "--sample", "0")
+    assert bad.returncode == 2 and "--sample: N must be >= 1" in bad.stderr
+
+
 # -- review follow-ups: states, policies, resumes, recompiles, a store that fails --------
 
 

@@ -74,9 +74,12 @@ def _close(app: Any) -> None:
 # -- items of a @streaming node ---------------------------------------------------------
 
 
-def _producer_graph(asynchronous: bool = False, pause: float = 0.0) -> StateGraph:
+def _producer_graph(
+    asynchronous: bool = False, pause: float = 0.0, slow_first: bool = False
+) -> StateGraph:
     """``extract`` yields n claims, each a partial update and a Send to ``check``; the
-    claim numbered ``bad`` is wrong on a first attempt (a retry fixes it)."""
+    claim numbered ``bad`` is wrong on a first attempt (a retry fixes it).
+    ``slow_first``: checking the first claim takes 3 s."""
 
     def claim(s: S, i: int) -> str:
         return "wrong" if i == s.get("bad") and not feedback() else f"claim {i}"
@@ -100,7 +103,7 @@ def _producer_graph(asynchronous: bool = False, pause: float = 0.0) -> StateGrap
                 yield Send("check", {"claim": claim(s, i)})
 
     def check(p: dict) -> dict:
-        time.sleep(0.01)
+        time.sleep(3.0 if slow_first and p["claim"] == "claim 0" else 0.01)
         return {"checked": [p["claim"].upper()]}
 
     g = StateGraph(S)
@@ -157,13 +160,17 @@ def test_a_failing_item_ends_the_request_before_the_producer_finishes(
     tmp_path: Path, backend: str
 ) -> None:
     """The wrong claim is the 2nd of 20, yielded 0.1 s apart: stock LangGraph sees it
-    once the node has made all 20 (2 s), alto as it is yielded."""
+    once the node has made all 20 (2 s), alto as it is yielded, and the Sends already
+    started are not waited for (checking the first claim takes 3 s)."""
     inputs = {"n": 20, "bad": 1, "claims": [], "checked": []}
     elapsed, errors, flags = {}, {}, {}
     for name in ("stock", backend):
         path = tmp_path / f"{name}.sqlite"
-        app = _compile(_producer_graph(pause=0.1), name, path, [_no_wrong_claim("fail")])
+        graph = _producer_graph(pause=0.1, slow_first=True)
+        app = _compile(graph, name, path, [_no_wrong_claim("fail")])
         try:
+            if getattr(app, "deployment", None) is not None:
+                app.deployment.start()  # not timed: the worker processes' start
             t0 = time.monotonic()
             with pytest.raises(AssertionViolation) as exc:
                 app.invoke(inputs)

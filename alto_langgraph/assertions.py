@@ -61,8 +61,9 @@ __all__ = [
 #: what an assertion checks (``Assertion.over``)
 OVER = ("output", "tokens", "response")
 #: where a consistency assertion's observations must agree: the items of one run of
-#: a @streaming node
-SCOPES = ("items",)
+#: a @streaming node, or a thread's turns (what the node returned, or yielded, at
+#: each step of the thread so far)
+SCOPES = ("items", "thread")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,12 @@ class Assertion:
                 )
             if self.over != "output":
                 raise ValueError(f"{where}: a consistency assertion is over='output'")
+            if self.scope == "thread" and self.severity != "record":
+                raise ValueError(
+                    f"{where}: a consistency assertion over a thread's turns is "
+                    f"severity='record' (it flags, with the thread's majority as the weak "
+                    f"label), got {self.severity!r}"
+                )
         if not callable(self.check):
             raise TypeError(f"{where}: its check must be callable, got {self.check!r}")
         if inspect.iscoroutinefunction(self.check):
@@ -156,10 +163,16 @@ def consistency(
 ) -> Callable[[Callable[[Any, Any], Any]], Assertion]:
     """Declare ``observe(input, output) -> (key, attributes) | None`` a consistency
     assertion (the paper's identifier and attributes): within its ``scope``, every
-    observation with the same key must have equal attributes. ``scope="items"``: the
-    items one run of a @streaming node yields, compared once the node returns. Each
-    observation that differs from its key's majority fires (all of a key's, on a tie),
-    with the majority's attributes as the flag's proposed ``weak_label``."""
+    observation with the same key must have equal attributes, and one that differs
+    from its key's majority fires, with the majority's attributes as the flag's
+    proposed ``weak_label``.
+
+    * ``scope="items"``: the items one run of a @streaming node yields, compared once
+      the node returns (all of a key's fire on a tie);
+    * ``scope="thread"``: what the node returns (or each item it yields) at each turn
+      of a thread, compared with the same key's observations at the thread's earlier
+      steps (kept in the flag store; run with a checkpointer and a ``thread_id``).
+      Severity ``record`` only."""
 
     def declare(observe: Callable[[Any, Any], Any]) -> Assertion:
         return Assertion(node, observe, severity, name or "", max_attempts, "output", scope)

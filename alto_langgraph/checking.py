@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
 import time
 import warnings
@@ -32,7 +33,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.types import Command, Send
 
-from ._langgraph import CONF, CONFIG_KEY_RUNTIME, CONFIG_KEY_TASK_ID
+from ._langgraph import (
+    CONF,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_CHECKPOINTER,
+    CONFIG_KEY_RUNTIME,
+    CONFIG_KEY_TASK_ID,
+)
 from .config_keys import (
     CONFIG_KEY_ANCESTRY,
     CONFIG_KEY_ON_ADOPT,
@@ -40,7 +47,7 @@ from .config_keys import (
     CONFIG_KEY_YIELD,
 )
 from .errors import AssertionCheckError, AssertionViolation
-from .flagstore import FlagStore
+from .flagstore import FlagStore, to_json
 from .streams import CHUNK, StreamRef, is_streaming, node_function, stream_refs
 from .views import StateView, plain
 
@@ -103,7 +110,8 @@ class AssertedNode(Runnable[Any, Any]):
         self.name = inner.get_name()
         self.on_output = tuple(a for a in assertions if a.over == "output" and not a.scope)
         self.on_lm = tuple(a for a in assertions if a.over != "output")
-        self.consistent = tuple(a for a in assertions if a.scope)
+        self.consistent = tuple(a for a in assertions if a.scope == "items")
+        self.over_thread = tuple(a for a in assertions if a.scope == "thread")
         fn = node_function(inner)
         #: a @streaming node: its output assertions check each item it yields
         self.items = is_streaming(fn)
@@ -219,9 +227,14 @@ class AssertedNode(Runnable[Any, Any]):
             else:
                 for command in output or ():
                     self._item_check(run, command)
+        if not self.items:
+            for a in self.over_thread:
+                self._note(run, a, output, None)
         if self.consistent:
             self._check_consistency(run)
         self._check(run, run.input, output, () if self.items else self.on_output, final=True)
+        if self.over_thread:  # the output stands: it joins the thread's history
+            self._check_thread(run)
         return output
 
     def _item_check(self, run: _Run, command: Any) -> None:
@@ -230,22 +243,26 @@ class AssertedNode(Runnable[Any, Any]):
         run.items += 1
         item = _item_of(command)
         self._check(run, run.input, item, self.on_output, item=run.items - 1)
-        for a in self.consistent:
-            start = time.perf_counter()
-            seen = _call(self.node, a, _given(run.input), item)
-            if seen is None:
-                continue
-            if not isinstance(seen, tuple) or len(seen) != 2:
-                raise AssertionCheckError(
-                    a.name,
-                    self.node,
-                    TypeError(
-                        f"it returned {seen!r}; a consistency assertion returns "
-                        "(key, attributes), or None for an item it does not observe"
-                    ),
-                )
-            seconds = time.perf_counter() - start
-            run.observed.setdefault(a.name, []).append((*seen, item, run.items - 1, seconds))
+        for a in (*self.consistent, *self.over_thread):
+            self._note(run, a, item, run.items - 1)
+
+    def _note(self, run: _Run, a: Assertion, output: Any, index: int | None) -> None:
+        """What consistency assertion ``a`` observes in an output (or an item)."""
+        start = time.perf_counter()
+        seen = _call(self.node, a, _given(run.input), output)
+        if seen is None:
+            return
+        if not isinstance(seen, tuple) or len(seen) != 2:
+            raise AssertionCheckError(
+                a.name,
+                self.node,
+                TypeError(
+                    f"it returned {seen!r}; a consistency assertion returns "
+                    "(key, attributes), or None for an output it does not observe"
+                ),
+            )
+        seconds = time.perf_counter() - start
+        run.observed.setdefault(a.name, []).append((*seen, output, index, seconds))
 
     def _check(
         self,
@@ -288,6 +305,53 @@ class AssertedNode(Runnable[Any, Any]):
             checked += [(a, seconds) for *_, seconds in seen]
             fired += _disagreements(a, [o[:4] for o in seen])
         self._settle(run, _given(run.input), checked, fired, final=True)
+
+    def _check_thread(self, run: _Run) -> None:
+        """What the thread-scope consistency assertions observed at this step, against
+        the thread's earlier steps: once the loop adopts the task (a task run ahead
+        reads the thread's history when its step has come, as stock does)."""
+        seen = [(a, o) for a in self.over_thread for o in run.observed.get(a.name, ())]
+        if not seen:
+            return
+        conf = run.config.get(CONF) or {}
+        thread = conf.get("thread_id")
+        if thread is None or conf.get(CONFIG_KEY_CHECKPOINTER) is None:
+            raise AssertionCheckError(
+                seen[0][0].name,
+                self.node,
+                ValueError(
+                    "a consistency assertion over a thread's turns needs the graph run "
+                    "with a checkpointer and a thread_id in its config"
+                ),
+            )
+        # the graph's place in the thread: the namespaces above the task's own, by node
+        # name (a subgraph's task ids change from turn to turn)
+        ns = "|".join(
+            p.split(":")[0] for p in str(conf.get(CONFIG_KEY_CHECKPOINT_NS) or "").split("|")[:-1]
+        )
+        step = int((run.config.get("metadata") or {}).get("langgraph_step", 0))
+        input = _given(run.input)
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+
+        def settle(task_id: Any, cfg: RunnableConfig) -> None:
+            fired = []
+            try:
+                for a, (key, attrs, output, index, _) in seen:
+                    where = {"app": self.app, "assertion": a.name, "thread_id": str(thread)}
+                    before = self.store.observed(**where, ns=ns, before=step, key=key)
+                    if (f := _against_history(a, key, attrs, output, index, before)) is not None:
+                        fired.append(f)
+                    self.store.observe(**where, ns=ns, step=step, key=key, attrs=attrs)
+            except Exception as exc:  # monitoring must not fail the request
+                self._store_failed(f"compare node {self.node!r}'s output with its thread's", exc)
+            checked = [(a, o[-1]) for a, o in seen]
+            self._observe(checked, fired, input, ancestry, cfg)
+
+        _, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
+        if effects is None:
+            settle(run.task, run.config)
+        else:
+            effects.append(settle)
 
     def _settle(
         self,
@@ -400,12 +464,7 @@ class AssertedNode(Runnable[Any, Any]):
                 weak_label=f.weak_label,
             )
         except Exception as exc:  # monitoring must not fail the request
-            warnings.warn(
-                f"alto: could not keep a flag of assertion {a.name!r} on node {self.node!r} "
-                f"in {self.store.where}: {type(exc).__name__}: {exc}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._store_failed(f"keep a flag of assertion {a.name!r} on node {self.node!r}", exc)
         from langchain_core.callbacks.manager import dispatch_custom_event
 
         try:  # seen by callback handlers and tracing (LangSmith shows custom events)
@@ -421,6 +480,13 @@ class AssertedNode(Runnable[Any, Any]):
             )
         except RuntimeError:  # no run to report it under (the node was called bare)
             pass
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        warnings.warn(
+            f"alto: could not {what} in {self.store.where}: {type(exc).__name__}: {exc}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def stats(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -653,6 +719,21 @@ def _disagreements(a: Assertion, seen: list[tuple[Any, Any, Any, int | None]]) -
         )
         fired.append(_Fired(a, said, output, item, majority))
     return fired
+
+
+def _against_history(
+    a: Assertion, key: Any, attrs: Any, output: Any, index: int | None, before: list[str]
+) -> _Fired | None:
+    """A firing if ``attrs`` differ from the majority of the earlier turns' (as JSON)."""
+    distinct = _tally(before)
+    if not distinct or (len(distinct) > 1 and distinct[0][1] == distinct[1][1]):
+        return None  # nothing before, or no majority
+    majority, n = distinct[0]
+    if to_json(attrs) == majority:
+        return None
+    value = json.loads(majority)
+    said = f"{key!r}: {attrs!r} now, but {value!r} in {n} of {len(before)} earlier turns"
+    return _Fired(a, said, output, index, value)
 
 
 def _tally(values: list[Any]) -> list[tuple[Any, int]]:

@@ -54,6 +54,13 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS flags (id INTEGER PRIMARY KEY AUTOINCREMEN
 )
 #: what ``flags`` and ``export_jsonl`` filter on
 FILTERS = ("app", "thread_id", "request_id", "node", "assertion", "severity")
+#: what thread-scope consistency assertions observed, turn by turn (key and attrs
+#: as JSON; ``ns`` and ``step`` order them within the thread)
+_OBSERVATIONS = (
+    "CREATE TABLE IF NOT EXISTS observations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "time REAL NOT NULL, app TEXT NOT NULL, assertion TEXT NOT NULL, thread_id TEXT NOT "
+    "NULL, ns TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, attrs TEXT NOT NULL)"
+)
 
 
 def default_path() -> Path:
@@ -136,6 +143,36 @@ class FlagStore:
         row = {k: to_json(v) if k in _JSON and v is not None else v for k, v in row.items()}
         return self._database().insert(row)
 
+    def observe(
+        self, *, app: str, assertion: str, thread_id: str, ns: str, step: int, key: Any, attrs: Any
+    ) -> None:
+        """Keep what a thread-scope consistency assertion observed at a step of a thread."""
+        row = {"time": time.time(), "app": app, "assertion": assertion, "thread_id": thread_id}
+        row |= {"ns": ns, "step": step, "key": to_json(key), "attrs": to_json(attrs)}
+        self._database().insert(row, table="observations")
+
+    def observed(
+        self, *, app: str, assertion: str, thread_id: str, ns: str, before: int, key: Any
+    ) -> list[str]:
+        """The attributes (as JSON) observed for ``key`` in the thread before step
+        ``before`` (of namespace ``ns``), oldest first."""
+        if self.path is not None and not self.path.exists():
+            return []
+        rows, _ = self._database().run(
+            "SELECT attrs FROM observations WHERE app = :app AND assertion = :assertion "
+            "AND thread_id = :thread_id AND ns = :ns AND step < :before AND key = :key "
+            "ORDER BY id",
+            {
+                "app": app,
+                "assertion": assertion,
+                "thread_id": thread_id,
+                "ns": ns,
+                "before": before,
+                "key": to_json(key),
+            },
+        )
+        return [r[0] for r in rows]
+
     def flags(self, *, since: float | None = None, **filters: Any) -> list[dict[str, Any]]:
         """The flags kept, oldest first, those matching every filter given (``FILTERS``;
         ``since``: a time)."""
@@ -201,6 +238,7 @@ class _SQLite:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         self._conn.execute(_SCHEMA)
+        self._conn.execute(_OBSERVATIONS)
         self._conn.commit()
         self._lock = threading.Lock()
 
@@ -212,11 +250,11 @@ class _SQLite:
             self._conn.commit()
             return rows, cur.rowcount
 
-    def insert(self, row: Mapping[str, Any]) -> int:
-        """Add a flag; its id."""
+    def insert(self, row: Mapping[str, Any], table: str = "flags") -> int:
+        """Add a row (a flag); its id."""
         names, marks = ", ".join(row), ", ".join(f":{k}" for k in row)
         with self._lock:
-            cur = self._conn.execute(f"INSERT INTO flags ({names}) VALUES ({marks})", row)
+            cur = self._conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", row)
             self._conn.commit()
             return int(cur.lastrowid or 0)
 
@@ -245,6 +283,16 @@ class _SQLAlchemy:
                 for c in COLUMNS[1:]
             ),
         )
+        self._observations = sa.Table(  # ``_OBSERVATIONS``
+            "observations",
+            meta,
+            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+            sa.Column("time", sa.Float, nullable=False),
+            *(
+                sa.Column(c, sa.Integer if c == "step" else sa.Text, nullable=False)
+                for c in ("app", "assertion", "thread_id", "ns", "step", "key", "attrs")
+            ),
+        )
         meta.create_all(self._engine)
 
     def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
@@ -253,10 +301,11 @@ class _SQLAlchemy:
             rows = list(result.fetchall()) if result.returns_rows else []
             return rows, result.rowcount
 
-    def insert(self, row: Mapping[str, Any]) -> int:
-        """Add a flag; its id (as the dialect reports it: no RETURNING needed)."""
+    def insert(self, row: Mapping[str, Any], table: str = "flags") -> int:
+        """Add a row (a flag); its id (as the dialect reports it: no RETURNING needed)."""
+        into = self._table if table == "flags" else self._observations
         with self._engine.begin() as conn:
-            result = conn.execute(self._table.insert().values(**row))
+            result = conn.execute(into.insert().values(**row))
             return int(result.inserted_primary_key[0])
 
     def close(self) -> None:

@@ -431,6 +431,24 @@ def store_at(request: Any, tmp_path: Path) -> Any:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+def test_the_store_keeps_what_thread_consistency_observed(store_at: Any) -> None:
+    store = FlagStore(store_at)
+    where = {"app": "chat", "assertion": "one_country", "ns": ""}
+    assert store.observed(**where, thread_id="a", before=9, key="Paris") == []
+    for thread, step, key, attrs in [
+        ("a", 1, "Paris", "France"),
+        ("a", 4, ("Rome", 1), ["Italy"]),
+        ("a", 7, "Paris", "Italy"),
+        ("b", 1, "Paris", "Spain"),
+    ]:
+        store.observe(**where, thread_id=thread, step=step, key=key, attrs=attrs)
+    assert store.observed(**where, thread_id="a", before=7, key="Paris") == ['"France"']
+    assert store.observed(**where, thread_id="a", before=8, key="Paris") == ['"France"', '"Italy"']
+    assert store.observed(**where, thread_id="a", before=9, key=("Rome", 1)) == ['["Italy"]']
+    assert store.observed(**{**where, "ns": "sub"}, thread_id="a", before=9, key="Paris") == []
+    assert store.flags() == []  # observations are not flags
+
+
 def test_the_store_filters_exports_and_takes_labels(store_at: Any) -> None:
     path = store_at
     app = _graph().compile(

@@ -472,8 +472,8 @@ def test_consistency_over_items_and_sends_is_the_same_everywhere(
 
 
 def test_bad_consistency_declarations_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="scope must be one of items, got 'thread'"):
-        consistency("judge", scope="thread")(lambda i, o: None)
+    with pytest.raises(ValueError, match="scope must be one of items, thread, got .turns."):
+        consistency("judge", scope="turns")(lambda i, o: None)
 
     @consistency("check")
     def on_a_plain_node(p: dict, out: Any) -> Any:
@@ -489,3 +489,76 @@ def test_bad_consistency_declarations_are_refused(tmp_path: Path) -> None:
     app = _verdicts_graph().compile(assertions=[not_a_pair], flag_store=tmp_path / "f")
     with pytest.raises(AssertionCheckError, match="'not_a_pair' on node 'judge'.*\\(key, attr"):
         app.invoke({"claims": [], "checked": []})
+
+
+# -- consistency across a thread's turns ------------------------------------------------
+
+
+class Chat(TypedDict, total=False):
+    q: str
+    facts: dict
+
+
+def _chat_graph() -> StateGraph:
+    """Each turn, ``lookup`` answers where a city is; "Paris" is in France, except on
+    the turn that asks "again", where a flaky model says Italy."""
+
+    def lookup(s: Chat) -> dict:
+        city = s["q"].split()[0]
+        country = "Italy" if city == "Rome" or s["q"].endswith("again") else "France"
+        return {"facts": {city: country}}
+
+    g = StateGraph(Chat)
+    g.add_node("lookup", lookup)
+    g.add_edge(START, "lookup")
+    return g
+
+
+@consistency("lookup", scope="thread")
+def one_country(s: dict, out: dict) -> Any:
+    ((city, country),) = out["facts"].items()
+    return city, country
+
+
+def test_consistency_across_a_thread_s_turns_is_the_same_everywhere(tmp_path: Path) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    turns = ["Paris", "Rome", "Paris", "Paris again", "Paris"]
+    outcomes = {}
+    for backend in BACKENDS:
+        path = tmp_path / f"{backend}.sqlite"
+        app = _chat_graph().compile(
+            **BACKENDS[backend],
+            checkpointer=InMemorySaver(),
+            assertions=[one_country],
+            flag_store=path,
+        )
+        try:
+            for thread in ("a", "b"):  # thread "b" has its own history
+                for q in turns if thread == "a" else turns[3:]:
+                    app.invoke({"q": q}, {"configurable": {"thread_id": thread}})
+            flags = [
+                (f["thread_id"], f["message"], f["weak_label"]) for f in FlagStore(path).flags()
+            ]
+            outcomes[backend] = (flags, _counts(app))
+        finally:
+            _close(app)
+    assert outcomes["alto-app"] == outcomes["stock"]
+    assert outcomes["alto-process"] == outcomes["stock"]
+    flags, counts = outcomes["stock"]
+    # thread "a": the 4th turn says Italy after France twice (the 5th agrees again);
+    # thread "b" has its own history: Italy first, so its France is the odd one
+    earlier = "earlier turns"
+    assert flags == [
+        ("a", f"'Paris': 'Italy' now, but 'France' in 2 of 2 {earlier}", "France"),
+        ("b", f"'Paris': 'France' now, but 'Italy' in 1 of 1 {earlier}", "Italy"),
+    ]
+    assert counts == {"one_country": (7, 2)}
+
+
+def test_a_thread_scope_needs_a_checkpointer_and_is_record_only(tmp_path: Path) -> None:
+    app = _chat_graph().compile(assertions=[one_country], flag_store=tmp_path / "f")
+    with pytest.raises(AssertionCheckError, match="needs the graph run with a checkpointer"):
+        app.invoke({"q": "Paris"})
+    with pytest.raises(ValueError, match="over a thread's turns is severity='record'"):
+        consistency("lookup", scope="thread", severity="fail")(one_country.check)

@@ -41,6 +41,7 @@ from langgraph._internal._constants import (
 from langgraph._internal._future import chain_future
 from langgraph._internal._runnable import RunnableCallable
 from langgraph._internal._scratchpad import PregelScratchpad
+from langgraph._internal._typing import MISSING
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph._branch import BranchSpec
 from langgraph.graph.state import _coerce_state
@@ -64,6 +65,7 @@ except ImportError:  # older: nothing sets it; ToolNode then reads CONFIG_KEY_RE
 __all__ = [
     "CONF",
     "DEFAULT_RUNTIME",
+    "MISSING",
     "CONFIG_KEY_CALL",
     "CONFIG_KEY_CHECKPOINT_NS",
     "CONFIG_KEY_CHECKPOINTER",

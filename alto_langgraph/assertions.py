@@ -35,7 +35,14 @@ from langgraph.pregel import Pregel
 from langgraph.types import RetryPolicy
 
 from ._langgraph import CONF, CONFIG_KEY_TASK_ID
-from .checking import CONFIG_KEY_FEEDBACK, EVENT, SEVERITIES, AssertedNode
+from .checking import (
+    CONFIG_KEY_FEEDBACK,
+    EVENT,
+    SEVERITIES,
+    STEP_CHANNEL,
+    AssertedNode,
+    StepEnd,
+)
 from .errors import AssertionCheckError, AssertionViolation
 from .flagstore import FlagStore
 from .streams import is_streaming, node_function
@@ -61,9 +68,9 @@ __all__ = [
 #: what an assertion checks (``Assertion.over``)
 OVER = ("output", "tokens", "response")
 #: where a consistency assertion's observations must agree: the items of one run of
-#: a @streaming node, or a thread's turns (what the node returned, or yielded, at
-#: each step of the thread so far)
-SCOPES = ("items", "thread")
+#: a @streaming node, the runs of the node in one superstep (a fan-out's Sends), or a
+#: thread's turns (what the node returned, or yielded, at each earlier step)
+SCOPES = ("items", "step", "thread")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +116,12 @@ class Assertion:
                 )
             if self.over != "output":
                 raise ValueError(f"{where}: a consistency assertion is over='output'")
+            if self.scope == "step" and self.severity == "retry":
+                raise ValueError(
+                    f"{where}: a consistency assertion over a step's runs is compared once "
+                    "the step has ended, too late to run the node again: severity 'record' "
+                    "or 'fail'"
+                )
             if self.scope == "thread" and self.severity != "record":
                 raise ValueError(
                     f"{where}: a consistency assertion over a thread's turns is "
@@ -169,6 +182,10 @@ def consistency(
 
     * ``scope="items"``: the items one run of a @streaming node yields, compared once
       the node returns (all of a key's fire on a tie);
+    * ``scope="step"``: what the node returns (or each item it yields) in each of its
+      runs in one superstep, such as the Sends of a fan-out, compared when the step
+      ends (LangGraph's loop applies its writes first). ``fail`` fails the run there;
+      no ``retry``;
     * ``scope="thread"``: what the node returns (or each item it yields) at each turn
       of a thread, compared with the same key's observations at the thread's earlier
       steps (kept in the flag store; run with a checkpointer and a ``thread_id``).
@@ -304,6 +321,8 @@ def attach(graph: Any, value: Any, store: Any = None) -> None:
                 f"graph does not have (its nodes: {known})"
             )
         node = graph.nodes[name]
+        if any(a.scope == "step" for a in checks):
+            graph.channels.setdefault(STEP_CHANNEL, StepEnd())
         scoped = next((a for a in checks if a.scope == "items"), None)
         if scoped is not None and not is_streaming(node_function(builder.nodes[name].runnable)):
             raise ValueError(

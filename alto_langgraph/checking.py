@@ -7,11 +7,13 @@ the retry state of each task.
 
 * A ``@streaming`` node's items are checked one by one, in yield order: on stock once
   the node returns them, on alto as each is applied (``_CheckedSink`` wraps the task's
-  sink), so a ``fail`` stops the producer there. Consistency assertions note what they
-  observe in each item and compare them once the node returns.
+  sink), so a ``fail`` stops the producer there.
 * ``over="tokens"`` / ``"response"`` assertions watch the LM calls the node makes, as
   tokens arrive and once each ends (``_LMWatch``, a callback handler on the node's
   run): a ``fail`` raises from the model's token callback, which ends the call.
+* Consistency assertions compare what they observe: the items of one run when it
+  returns; the runs of one step when the step ends (``StepEnd``, a hidden channel the
+  loop tells); a thread's earlier steps, kept in the flag store.
 * A task that runs ahead of its superstep on alto keeps its flags (and counts them)
   only once the loop adopts its result (``CONFIG_KEY_ON_ADOPT``).
 """
@@ -31,14 +33,17 @@ from typing import Any, Protocol
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.channels.base import BaseChannel
 from langgraph.types import Command, Send
 
 from ._langgraph import (
     CONF,
     CONFIG_KEY_CHECKPOINT_NS,
     CONFIG_KEY_CHECKPOINTER,
+    CONFIG_KEY_READ,
     CONFIG_KEY_RUNTIME,
     CONFIG_KEY_TASK_ID,
+    MISSING,
 )
 from .config_keys import (
     CONFIG_KEY_ANCESTRY,
@@ -74,6 +79,8 @@ CONFIG_KEY_FEEDBACK = "alto_assertion_feedback"
 EVENT = "alto_assertion"
 #: how many tasks' feedback is remembered at once (a task's is dropped when it ends)
 _FEEDBACK_TASKS = 4096
+#: the hidden channel of a graph with step-scope consistency assertions (``StepEnd``)
+STEP_CHANNEL = "__alto_step_checks"
 
 
 @dataclasses.dataclass
@@ -112,6 +119,7 @@ class AssertedNode(Runnable[Any, Any]):
         self.on_lm = tuple(a for a in assertions if a.over != "output")
         self.consistent = tuple(a for a in assertions if a.scope == "items")
         self.over_thread = tuple(a for a in assertions if a.scope == "thread")
+        self.over_step = tuple(a for a in assertions if a.scope == "step")
         fn = node_function(inner)
         #: a @streaming node: its output assertions check each item it yields
         self.items = is_streaming(fn)
@@ -228,12 +236,14 @@ class AssertedNode(Runnable[Any, Any]):
                 for command in output or ():
                     self._item_check(run, command)
         if not self.items:
-            for a in self.over_thread:
+            for a in (*self.over_step, *self.over_thread):
                 self._note(run, a, output, None)
         if self.consistent:
             self._check_consistency(run)
         self._check(run, run.input, output, () if self.items else self.on_output, final=True)
-        if self.over_thread:  # the output stands: it joins the thread's history
+        if self.over_step:  # the output stands: compared with the step's at its end
+            self._join_step(run)
+        if self.over_thread:  # ... and joins the thread's history
             self._check_thread(run)
         return output
 
@@ -243,7 +253,7 @@ class AssertedNode(Runnable[Any, Any]):
         run.items += 1
         item = _item_of(command)
         self._check(run, run.input, item, self.on_output, item=run.items - 1)
-        for a in (*self.consistent, *self.over_thread):
+        for a in (*self.consistent, *self.over_step, *self.over_thread):
             self._note(run, a, item, run.items - 1)
 
     def _note(self, run: _Run, a: Assertion, output: Any, index: int | None) -> None:
@@ -305,6 +315,27 @@ class AssertedNode(Runnable[Any, Any]):
             checked += [(a, seconds) for *_, seconds in seen]
             fired += _disagreements(a, [o[:4] for o in seen])
         self._settle(run, _given(run.input), checked, fired, final=True)
+
+    def _join_step(self, run: _Run) -> None:
+        """Hand what the step-scope consistency assertions observed to the step's
+        ``StepEnd`` (once the loop adopts a task run ahead: through the loop task's
+        own reader, as a twin may read no state)."""
+        seen = [(a, o) for a in self.over_step for o in run.observed.get(a.name, ())]
+        if not seen:
+            return
+        input = _given(run.input)
+
+        def join(task_id: Any, cfg: RunnableConfig) -> None:
+            step_end = cfg[CONF][CONFIG_KEY_READ](STEP_CHANNEL)
+            for a, (key, attrs, output, index, seconds) in seen:
+                order = (str(task_id), -1 if index is None else index)
+                step_end.add(_Seen(order, self, a, key, attrs, output, index, seconds, input, cfg))
+
+        twin, effects = run.config.get(CONF, {}).get(CONFIG_KEY_ON_ADOPT) or (None, None)
+        if effects is not None and twin == run.task:
+            effects.append(join)
+        else:
+            join(run.task, run.config)
 
     def _check_thread(self, run: _Run) -> None:
         """What the thread-scope consistency assertions observed at this step, against
@@ -480,6 +511,23 @@ class AssertedNode(Runnable[Any, Any]):
             )
         except RuntimeError:  # no run to report it under (the node was called bare)
             pass
+
+    def _observe_later(
+        self,
+        config: RunnableConfig,
+        checked: list[tuple[Assertion, float]],
+        fired: list[_Fired],
+        input: Any,
+    ) -> None:
+        """``_observe``, now, or once the loop adopts the task run ahead that ``config``
+        runs inside."""
+        conf = config.get(CONF) or {}
+        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
+        _, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
+        if effects is None:
+            self._observe(checked, fired, input, ancestry, config)
+        else:
+            effects.append(lambda _, cfg: self._observe(checked, fired, input, ancestry, cfg))
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         warnings.warn(
@@ -719,6 +767,90 @@ def _disagreements(a: Assertion, seen: list[tuple[Any, Any, Any, int | None]]) -
         )
         fired.append(_Fired(a, said, output, item, majority))
     return fired
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """What a step-scope consistency assertion observed in one output of a task."""
+
+    order: tuple[str, int]  # (task id, item index): the same on stock and alto
+    node: AssertedNode
+    a: Assertion
+    key: Any
+    attrs: Any
+    output: Any
+    index: int | None
+    seconds: float
+    input: Any
+    config: RunnableConfig
+
+
+class StepEnd(BaseChannel):  # type: ignore[type-arg]
+    """A channel no task writes, holding the observations of step-scope consistency
+    assertions until the step ends. LangGraph's ``apply_writes`` tells every available
+    channel that got no write that a step ended (``update([])``), after the step's
+    writes are applied, on stock and on alto alike (alto runs LangGraph's loop): the
+    observations are compared then, in task-id order. Never written, so never
+    versioned, so never checkpointed; each run has its own (``from_checkpoint``)."""
+
+    def __init__(self, typ: Any = object, key: str = "") -> None:
+        super().__init__(typ, key)
+        self._seen: list[_Seen] = []
+        self._lock = threading.Lock()
+
+    @property
+    def ValueType(self) -> Any:  # noqa: N802 (LangGraph's name)
+        return object
+
+    @property
+    def UpdateType(self) -> Any:  # noqa: N802
+        return object
+
+    def from_checkpoint(self, checkpoint: Any) -> StepEnd:
+        return StepEnd(self.typ, self.key)
+
+    def checkpoint(self) -> Any:
+        return MISSING
+
+    def get(self) -> StepEnd:
+        return self
+
+    def is_available(self) -> bool:
+        return True  # (else apply_writes would not tell it that the step ended)
+
+    def add(self, seen: _Seen) -> None:
+        with self._lock:
+            self._seen.append(seen)
+
+    def update(self, values: Sequence[Any]) -> bool:
+        with self._lock:
+            seen, self._seen = sorted(self._seen, key=lambda s: s.order), []
+        if seen:
+            _step_ended(seen)
+        return False  # no new version: it triggers nothing
+
+
+def _step_ended(seen: list[_Seen]) -> None:
+    """Compare one step's observations, per node and assertion; keep the flags (once
+    the loop adopts the task, for a graph run inside a task run ahead), and fail the
+    run on a ``fail`` that fired."""
+    groups: dict[tuple[int, str], list[_Seen]] = {}
+    for s in seen:
+        groups.setdefault((id(s.node), s.a.name), []).append(s)
+    failing: AssertionViolation | None = None
+    for group in groups.values():
+        a, node = group[0].a, group[0].node
+        said = _disagreements(a, [(s.key, s.attrs, s, s.index) for s in group])
+        fired = {id(f.output): f for f in said}  # (each firing's output: its _Seen)
+        for s in group:
+            f = fired.get(id(s))
+            firings = [_Fired(a, f.message, s.output, s.index, f.weak_label)] if f else []
+            node._observe_later(s.config, [(a, s.seconds)], firings, s.input)
+            if f and a.severity == "fail" and failing is None:
+                ancestry = (s.config.get(CONF) or {}).get(CONFIG_KEY_ANCESTRY)
+                failing = AssertionViolation(a.name, node.node, "fail", f.message, ancestry)
+    if failing is not None:
+        raise failing
 
 
 def _against_history(

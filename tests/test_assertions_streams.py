@@ -8,6 +8,7 @@ producer stops, the Sends it started are cancelled, the LM stops generating."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import operator
 import time
@@ -71,6 +72,26 @@ def _close(app: Any) -> None:
         app.close()
 
 
+def _everywhere(tmp_path: Path, graph: Any, checks: list, run: Any, memory: bool = False) -> Any:
+    """``run(app, store_path)`` on every backend of BACKENDS, for ``graph()`` compiled
+    with ``checks`` (``memory``: and a checkpointer of its own): asserts each outcome
+    equals stock's, and returns it."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    outcomes = {}
+    for backend, kw in BACKENDS.items():
+        path = tmp_path / f"{backend}.sqlite"
+        saver = {"checkpointer": InMemorySaver()} if memory else {}
+        app = graph().compile(**kw, **saver, assertions=checks, flag_store=path)
+        try:
+            outcomes[backend] = run(app, path)
+        finally:
+            _close(app)
+    assert outcomes["alto-app"] == outcomes["stock"]
+    assert outcomes["alto-process"] == outcomes["stock"]
+    return outcomes["stock"]
+
+
 # -- items of a @streaming node ---------------------------------------------------------
 
 
@@ -129,20 +150,14 @@ def _no_wrong_claim(severity: str) -> Any:
 def test_each_item_is_checked_with_the_same_answers_and_flags_everywhere(
     tmp_path: Path, severity: str, asynchronous: bool
 ) -> None:
-    outcomes = {}
-    for backend in BACKENDS:
-        path = tmp_path / f"{backend}.sqlite"
-        app = _compile(_producer_graph(asynchronous), backend, path, [_no_wrong_claim(severity)])
-        try:
-            inputs = {"n": 4, "bad": 2, "claims": [], "checked": []}
-            out = asyncio.run(app.ainvoke(inputs)) if asynchronous else app.invoke(inputs)
-            out["checked"].sort()
-            outcomes[backend] = (out, _flags(path), _counts(app))
-        finally:
-            _close(app)
-    assert outcomes["alto-app"] == outcomes["stock"]
-    assert outcomes["alto-process"] == outcomes["stock"]
-    out, flags, counts = outcomes["stock"]
+    def run(app: Any, path: Path) -> Any:
+        inputs = {"n": 4, "bad": 2, "claims": [], "checked": []}
+        out = asyncio.run(app.ainvoke(inputs)) if asynchronous else app.invoke(inputs)
+        out["checked"].sort()
+        return out, _flags(path), _counts(app)
+
+    graph = functools.partial(_producer_graph, asynchronous)
+    out, flags, counts = _everywhere(tmp_path, graph, [_no_wrong_claim(severity)], run)
     # record: the wrong claim stays, flagged twice (its update and its Send); retry:
     # flagged once (the update), and the node ran again and fixed it
     if severity == "record":
@@ -440,23 +455,17 @@ def _one_verdict(severity: str) -> Any:
 def test_consistency_over_items_and_sends_is_the_same_everywhere(
     tmp_path: Path, severity: str, ahead: bool
 ) -> None:
-    outcomes = {}
-    for backend in BACKENDS:
-        path = tmp_path / f"{backend}.sqlite"
-        app = _compile(_verdicts_graph(ahead), backend, path, [_one_verdict(severity)])
+    def run(app: Any, path: Path) -> Any:
         try:
-            try:
-                out = app.invoke({"claims": [], "checked": []})
-                out["checked"].sort()
-            except AssertionViolation as exc:  # (alto adds the item's ancestry)
-                out = (exc.assertion, exc.node, exc.message, exc.item)
-            weak = [f["weak_label"] for f in FlagStore(path).flags()]
-            outcomes[backend] = (out, _flags(path), weak, _counts(app))
-        finally:
-            _close(app)
-    assert outcomes["alto-app"] == outcomes["stock"]
-    assert outcomes["alto-process"] == outcomes["stock"]
-    out, flags, weak, counts = outcomes["stock"]
+            out = app.invoke({"claims": [], "checked": []})
+            out["checked"].sort()
+        except AssertionViolation as exc:  # (alto adds the item's ancestry)
+            out = (exc.assertion, exc.node, exc.message, exc.item)
+        weak = [f["weak_label"] for f in FlagStore(path).flags()]
+        return out, _flags(path), weak, _counts(app)
+
+    graph = functools.partial(_verdicts_graph, ahead)
+    out, flags, weak, counts = _everywhere(tmp_path, graph, [_one_verdict(severity)], run)
     # "Paris" is "false" once against "true" twice: that item and its Send fire, and
     # "true" is proposed as their weak label
     said = "'false' here, but 'true' in 2 of 3"
@@ -472,7 +481,7 @@ def test_consistency_over_items_and_sends_is_the_same_everywhere(
 
 
 def test_bad_consistency_declarations_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="scope must be one of items, thread, got .turns."):
+    with pytest.raises(ValueError, match="scope must be one of items, step, thread, got .turns."):
         consistency("judge", scope="turns")(lambda i, o: None)
 
     @consistency("check")
@@ -521,31 +530,17 @@ def one_country(s: dict, out: dict) -> Any:
 
 
 def test_consistency_across_a_thread_s_turns_is_the_same_everywhere(tmp_path: Path) -> None:
-    from langgraph.checkpoint.memory import InMemorySaver
 
     turns = ["Paris", "Rome", "Paris", "Paris again", "Paris"]
-    outcomes = {}
-    for backend in BACKENDS:
-        path = tmp_path / f"{backend}.sqlite"
-        app = _chat_graph().compile(
-            **BACKENDS[backend],
-            checkpointer=InMemorySaver(),
-            assertions=[one_country],
-            flag_store=path,
-        )
-        try:
-            for thread in ("a", "b"):  # thread "b" has its own history
-                for q in turns if thread == "a" else turns[3:]:
-                    app.invoke({"q": q}, {"configurable": {"thread_id": thread}})
-            flags = [
-                (f["thread_id"], f["message"], f["weak_label"]) for f in FlagStore(path).flags()
-            ]
-            outcomes[backend] = (flags, _counts(app))
-        finally:
-            _close(app)
-    assert outcomes["alto-app"] == outcomes["stock"]
-    assert outcomes["alto-process"] == outcomes["stock"]
-    flags, counts = outcomes["stock"]
+
+    def run(app: Any, path: Path) -> Any:
+        for thread in ("a", "b"):  # thread "b" has its own history
+            for q in turns if thread == "a" else turns[3:]:
+                app.invoke({"q": q}, {"configurable": {"thread_id": thread}})
+        flags = [(f["thread_id"], f["message"], f["weak_label"]) for f in FlagStore(path).flags()]
+        return flags, _counts(app)
+
+    flags, counts = _everywhere(tmp_path, _chat_graph, [one_country], run, memory=True)
     # thread "a": the 4th turn says Italy after France twice (the 5th agrees again);
     # thread "b" has its own history: Italy first, so its France is the odd one
     earlier = "earlier turns"
@@ -562,3 +557,77 @@ def test_a_thread_scope_needs_a_checkpointer_and_is_record_only(tmp_path: Path) 
         app.invoke({"q": "Paris"})
     with pytest.raises(ValueError, match="over a thread's turns is severity='record'"):
         consistency("lookup", scope="thread", severity="fail")(one_country.check)
+
+
+# -- consistency across the runs of one step (a fan-out's Sends) ------------------------
+
+
+def _fan_out_graph(ahead: bool = False) -> StateGraph:
+    """A Send per (entity, verdict) of VERDICTS to ``judge_one``, each of which
+    returns its verdict (the Paris "false" one takes longest); ``ahead``: the Sends
+    come from a node with a slow sibling, so that on alto they run ahead."""
+
+    def judge_one(p: dict) -> dict:
+        time.sleep(0.05 if p["verdict"] == "false" else 0.0)
+        return {"claims": [(p["entity"], p["verdict"])]}
+
+    def fan(s: dict) -> list[Send]:
+        return [Send("judge_one", {"entity": e, "verdict": v}) for e, v in VERDICTS]
+
+    g = StateGraph(S)
+    g.add_node("judge_one", judge_one)
+    if ahead:
+        g.add_node("prep", lambda s: {})
+        g.add_node("slow", lambda s: time.sleep(0.3) or {})
+        g.add_edge(START, "prep")
+        g.add_edge(START, "slow")
+        g.add_conditional_edges("prep", fan, ["judge_one"])
+    else:
+        g.add_conditional_edges(START, fan, ["judge_one"])
+    return g
+
+
+def _one_verdict_per_step(severity: str) -> Any:
+    @consistency("judge_one", scope="step", severity=severity, name=f"per_step_{severity}")
+    def per_step(payload: dict, out: dict) -> Any:
+        ((entity, verdict),) = out["claims"]
+        return entity, verdict
+
+    return per_step
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["at-step", "run-ahead"])
+@pytest.mark.parametrize("severity", ["record", "fail"])
+def test_consistency_across_a_fan_out_s_sends_is_the_same_everywhere(
+    tmp_path: Path, severity: str, ahead: bool
+) -> None:
+
+    config: Any = {"configurable": {"thread_id": "t"}}
+
+    def run(app: Any, path: Path) -> Any:
+        try:
+            out = app.invoke({"claims": [], "checked": []}, config)
+            out["claims"].sort()
+        except AssertionViolation as exc:
+            out = (exc.assertion, exc.node, exc.message)
+        state = app.get_state(config).values
+        weak = [f["weak_label"] for f in FlagStore(path).flags()]
+        return out, sorted(state), _flags(path), weak, _counts(app)
+
+    graph = functools.partial(_fan_out_graph, ahead)
+    checks = [_one_verdict_per_step(severity)]
+    out, state_keys, flags, weak, counts = _everywhere(tmp_path, graph, checks, run, memory=True)
+    said = "'Paris': 'false' here, but 'true' in 2 of 3"
+    assert [f[3] for f in flags] == [said] and weak == ["true"]
+    assert "__alto_step_checks" not in state_keys  # the hidden channel is never state
+    name = f"per_step_{severity}"
+    assert counts == {name: (4, 1)}
+    if severity == "record":
+        assert ("Paris", "false") in out["claims"]
+    else:
+        assert out == (name, "judge_one", said)
+
+
+def test_a_step_scope_is_not_retried() -> None:
+    with pytest.raises(ValueError, match="too late to run the node again"):
+        consistency("judge_one", scope="step", severity="retry")(one_country.check)

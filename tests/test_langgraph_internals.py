@@ -438,3 +438,42 @@ def test_a_conditional_edge_is_a_branch_runnable_alto_can_rebuild() -> None:
     compiled.nodes["c"] = node.copy({"writers": [*node.writers[:-1], rebuilt]})
     assert compiled.invoke({"log": []})["log"] == ["a", "b", "c", "a", "c"]
     assert [sorted(c) for c in calls] == [["log"], ["log"]]
+
+
+def test_a_channel_no_task_writes_is_told_of_each_step_s_end_and_never_saved() -> None:
+    """What step-scope consistency assertions rely on (``checking.StepEnd``): the loop
+    calls ``update([])`` on an available channel that got no write, once per step, after
+    the step's writes are applied; a channel that is never written is never versioned,
+    so a checkpoint holds nothing of it; a task reads it through CONFIG_KEY_READ."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from alto_langgraph.checking import STEP_CHANNEL, StepEnd
+
+    told: list[list] = []
+
+    class Spy(StepEnd):
+        def from_checkpoint(self, checkpoint: Any) -> Spy:
+            return Spy()
+
+        def update(self, values: Any) -> bool:
+            told.append(list(values))
+            return super().update(values)
+
+    def node(s: S, config: RunnableConfig) -> dict:
+        seen = config["configurable"][_pregel.CONFIG_KEY_READ](STEP_CHANNEL)
+        return {"log": [type(seen).__name__]}
+
+    g = StateGraph(S)
+    g.add_node("a", node)
+    g.add_node("b", node)
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    saver = InMemorySaver()
+    app = g.compile(checkpointer=saver)
+    app.channels[STEP_CHANNEL] = Spy()
+    config: Any = {"configurable": {"thread_id": "t"}}
+    assert app.invoke({"log": []}, config) == {"log": ["Spy", "Spy"]}
+    assert told == [[], [], []]  # the input step, "a", "b"
+    for saved in saver.list(config):
+        assert STEP_CHANNEL not in saved.checkpoint["channel_values"]
+        assert STEP_CHANNEL not in saved.checkpoint["channel_versions"]

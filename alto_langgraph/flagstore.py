@@ -44,23 +44,30 @@ COLUMNS = (
 )
 #: those held as JSON
 _JSON = frozenset({"ancestry", "input", "output", "weak_label", "label"})
-#: those every record has (the rest may be null); ``time`` is a number, the rest text
+#: those every record has (the rest may be null)
 _REQUIRED = frozenset({"time", "node", "assertion", "severity"})
-_SCHEMA = "CREATE TABLE IF NOT EXISTS flags (id INTEGER PRIMARY KEY AUTOINCREMENT, {})".format(
-    ", ".join(
-        f"{c} {'REAL' if c == 'time' else 'TEXT'}{' NOT NULL' if c in _REQUIRED else ''}"
-        for c in COLUMNS[1:]
-    )
-)
 #: what ``flags`` and ``export_jsonl`` filter on
 FILTERS = ("app", "thread_id", "request_id", "node", "assertion", "severity")
-#: what thread-scope consistency assertions observed, turn by turn (key and attrs
-#: as JSON; ``ns`` and ``step`` order them within the thread)
-_OBSERVATIONS = (
-    "CREATE TABLE IF NOT EXISTS observations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "time REAL NOT NULL, app TEXT NOT NULL, assertion TEXT NOT NULL, thread_id TEXT NOT "
-    "NULL, ns TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, attrs TEXT NOT NULL)"
-)
+#: each table's columns after its ``id``: (name, SQL type, required). ``observations``:
+#: what thread-scope consistency assertions observed, turn by turn (key and attrs as
+#: JSON; ``ns`` and ``step`` order them within the thread)
+_TABLES: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "flags": tuple((c, "REAL" if c == "time" else "TEXT", c in _REQUIRED) for c in COLUMNS[1:]),
+    "observations": (
+        ("time", "REAL", True),
+        *((c, "TEXT", True) for c in ("app", "assertion", "thread_id", "ns")),
+        ("step", "INTEGER", True),
+        ("key", "TEXT", True),
+        ("attrs", "TEXT", True),
+    ),
+}
+
+
+def _schema(table: str) -> str:
+    columns = ", ".join(
+        f"{c} {kind}{' NOT NULL' if required else ''}" for c, kind, required in _TABLES[table]
+    )
+    return f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns})"
 
 
 def default_path() -> Path:
@@ -237,8 +244,8 @@ class _SQLite:
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
-        self._conn.execute(_SCHEMA)
-        self._conn.execute(_OBSERVATIONS)
+        for table in _TABLES:
+            self._conn.execute(_schema(table))
         self._conn.commit()
         self._lock = threading.Lock()
 
@@ -274,25 +281,17 @@ class _SQLAlchemy:
             ) from exc
         self._sa = sa
         self._engine = sa.create_engine(url, pool_pre_ping=True)
-        self._table = sa.Table(  # the columns of ``_SCHEMA``, in SQLAlchemy's terms
-            "flags",
-            meta := sa.MetaData(),
-            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-            *(
-                sa.Column(c, sa.Float if c == "time" else sa.Text, nullable=c not in _REQUIRED)
-                for c in COLUMNS[1:]
-            ),
-        )
-        self._observations = sa.Table(  # ``_OBSERVATIONS``
-            "observations",
-            meta,
-            sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-            sa.Column("time", sa.Float, nullable=False),
-            *(
-                sa.Column(c, sa.Integer if c == "step" else sa.Text, nullable=False)
-                for c in ("app", "assertion", "thread_id", "ns", "step", "key", "attrs")
-            ),
-        )
+        kinds = {"REAL": sa.Float, "INTEGER": sa.Integer, "TEXT": sa.Text}
+        meta = sa.MetaData()
+        self._tables = {  # ``_TABLES``, in SQLAlchemy's terms
+            table: sa.Table(
+                table,
+                meta,
+                sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+                *(sa.Column(c, kinds[kind], nullable=not required) for c, kind, required in cols),
+            )
+            for table, cols in _TABLES.items()
+        }
         meta.create_all(self._engine)
 
     def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
@@ -303,9 +302,8 @@ class _SQLAlchemy:
 
     def insert(self, row: Mapping[str, Any], table: str = "flags") -> int:
         """Add a row (a flag); its id (as the dialect reports it: no RETURNING needed)."""
-        into = self._table if table == "flags" else self._observations
         with self._engine.begin() as conn:
-            result = conn.execute(into.insert().values(**row))
+            result = conn.execute(self._tables[table].insert().values(**row))
             return int(result.inserted_primary_key[0])
 
     def close(self) -> None:

@@ -235,7 +235,7 @@ class AssertedNode(Runnable[Any, Any]):
             else:
                 for command in output or ():
                     self._item_check(run, command)
-        if not self.items:
+        else:
             for a in (*self.over_step, *self.over_thread):
                 self._note(run, a, output, None)
         if self.consistent:
@@ -378,11 +378,7 @@ class AssertedNode(Runnable[Any, Any]):
             checked = [(a, o[-1]) for a, o in seen]
             self._observe(checked, fired, input, ancestry, cfg)
 
-        _, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
-        if effects is None:
-            settle(run.task, run.config)
-        else:
-            effects.append(settle)
+        _once_adopted(run.task, run.config, settle)
 
     def _settle(
         self,
@@ -521,13 +517,10 @@ class AssertedNode(Runnable[Any, Any]):
     ) -> None:
         """``_observe``, now, or once the loop adopts the task run ahead that ``config``
         runs inside."""
-        conf = config.get(CONF) or {}
-        ancestry = conf.get(CONFIG_KEY_ANCESTRY)
-        _, effects = conf.get(CONFIG_KEY_ON_ADOPT) or (None, None)
-        if effects is None:
-            self._observe(checked, fired, input, ancestry, config)
-        else:
-            effects.append(lambda _, cfg: self._observe(checked, fired, input, ancestry, cfg))
+        ancestry = (config.get(CONF) or {}).get(CONFIG_KEY_ANCESTRY)
+        _once_adopted(
+            None, config, lambda _, cfg: self._observe(checked, fired, input, ancestry, cfg)
+        )
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         warnings.warn(
@@ -542,6 +535,16 @@ class AssertedNode(Runnable[Any, Any]):
                 a.name: {"severity": a.severity, **dataclasses.asdict(self._counts[a.name])}
                 for a in self.assertions
             }
+
+
+def _once_adopted(task: Any, config: RunnableConfig, effect: Callable[[Any, Any], None]) -> None:
+    """``effect(task, config)`` now, or ``effect(its id, its config)`` once the loop
+    adopts the task run ahead that ``config`` runs in (or inside)."""
+    _, effects = (config.get(CONF) or {}).get(CONFIG_KEY_ON_ADOPT) or (None, None)
+    if effects is None:
+        effect(task, config)
+    else:
+        effects.append(effect)
 
 
 class _Run:
@@ -583,13 +586,13 @@ class _CheckedSink:
         self._waiting: deque[Any] = deque()
 
     def apply(self, item: Command) -> None:
-        if not self._waiting and not any(not r.closed for r in stream_refs(item)):
+        if not self._waiting and all(r.closed for r in stream_refs(item)):
             self._check(self._run, item)
             self.inner.apply(item)
-            return
-        self._waiting.append(item)
-        self.inner.apply(item)
-        self.drain()
+        else:
+            self._waiting.append(item)
+            self.inner.apply(item)
+            self.drain()
 
     def drain(self, end: bool = False) -> None:
         """Check the waiting items whose streams have ended, in order (``end``: the node
@@ -750,22 +753,21 @@ def _disagreements(a: Assertion, seen: list[tuple[Any, Any, Any, int | None]]) -
     by_key: dict[Any, list[Any]] = {}
     for key, attrs, *_ in seen:
         by_key.setdefault(_hashable(key), []).append(attrs)
+    tallies = {key: _tally(values) for key, values in by_key.items()}
     fired = []
     for key, attrs, output, item in seen:
-        values = by_key[_hashable(key)]
-        distinct = _tally(values)
+        distinct = tallies[_hashable(key)]
         if len(distinct) < 2:
             continue
-        (top, n), *rest = distinct
-        majority = top if n > rest[0][1] else None
-        if majority is not None and attrs == majority:
+        top = _majority(distinct)
+        if top is not None and attrs == top[0]:
             continue
         said = (
-            f"{key!r}: {attrs!r} here, but {majority!r} in {n} of {len(values)}"
-            if majority is not None
+            f"{key!r}: {attrs!r} here, but {top[0]!r} in {top[1]} of {sum(n for _, n in distinct)}"
+            if top is not None
             else f"{key!r}: no majority among {[v for v, _ in distinct]!r}"
         )
-        fired.append(_Fired(a, said, output, item, majority))
+        fired.append(_Fired(a, said, output, item, top[0] if top is not None else None))
     return fired
 
 
@@ -857,12 +859,10 @@ def _against_history(
     a: Assertion, key: Any, attrs: Any, output: Any, index: int | None, before: list[str]
 ) -> _Fired | None:
     """A firing if ``attrs`` differ from the majority of the earlier turns' (as JSON)."""
-    distinct = _tally(before)
-    if not distinct or (len(distinct) > 1 and distinct[0][1] == distinct[1][1]):
-        return None  # nothing before, or no majority
-    majority, n = distinct[0]
-    if to_json(attrs) == majority:
-        return None
+    top = _majority(_tally(before))
+    if top is None or to_json(attrs) == top[0]:
+        return None  # nothing before, no majority, or the majority's
+    majority, n = top
     value = json.loads(majority)
     said = f"{key!r}: {attrs!r} now, but {value!r} in {n} of {len(before)} earlier turns"
     return _Fired(a, said, output, index, value)
@@ -879,6 +879,13 @@ def _tally(values: list[Any]) -> list[tuple[Any, int]]:
         else:
             counts.append([v, 1])
     return sorted(((v, n) for v, n in counts), key=lambda e: -e[1])
+
+
+def _majority(tally: list[tuple[Any, int]]) -> tuple[Any, int] | None:
+    """The most frequent value of a ``_tally`` and its count; None on a tie or none."""
+    if not tally or (len(tally) > 1 and tally[0][1] == tally[1][1]):
+        return None
+    return tally[0]
 
 
 def _hashable(key: Any) -> Any:

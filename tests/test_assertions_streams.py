@@ -631,3 +631,14 @@ def test_consistency_across_a_fan_out_s_sends_is_the_same_everywhere(
 def test_a_step_scope_is_not_retried() -> None:
     with pytest.raises(ValueError, match="too late to run the node again"):
         consistency("judge_one", scope="step", severity="retry")(one_country.check)
+
+
+def test_a_majority_of_none_is_a_majority_not_a_tie() -> None:
+    from alto_langgraph.checking import _disagreements
+
+    a = consistency("judge")(lambda p, item: None)
+    seen = [("k", None, "first", 0), ("k", None, "second", 1), ("k", "x", "third", 2)]
+    fired = _disagreements(a, seen)
+    assert [(f.output, f.message) for f in fired] == [
+        ("third", "'k': 'x' here, but None in 2 of 3")
+    ]
